@@ -35,3 +35,6 @@ pub mod shared_watch {
 /// Encoded `FileDescriptorSet` of `switchyard.v1`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_v1_descriptor.bin"));
+
+pub mod state;
+pub mod validate;
