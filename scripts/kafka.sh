@@ -91,7 +91,7 @@ kafka_candidates() {
   if [[ -n "${SWITCHYARD_KAFKA_VERSION:-}" ]]; then
     printf '%s\n' "$SWITCHYARD_KAFKA_VERSION"
   else
-    printf '%s\n' $DEFAULT_KAFKA_VERSIONS
+    printf '%s\n' "${DEFAULT_KAFKA_VERSIONS// /$'\n'}"
   fi
 }
 
@@ -304,8 +304,15 @@ live_pid() {
 }
 
 random_cluster_id() {
-  # A Kafka Uuid: 16 random bytes, base64url without padding (22 chars).
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  # A Kafka Uuid: 16 random bytes, base64url without padding (22 chars). Like
+  # Kafka's Uuid.randomUuid(), never one that starts with '-' (CLI parsers
+  # would take it for an option).
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ ${#id} -eq 22 && "$id" != -* ]] && break
+  done
+  printf '%s' "$id"
 }
 
 write_cluster_config() {
@@ -448,6 +455,7 @@ show_log_tail() {
 # taken meanwhile (worth retrying with new ports), 1 otherwise.
 start_attempt() {
   local n=$1 timeout=$2 i cdir pid deadline
+  deadline=$(($(now) + timeout))
   local -a ports bports=() cdirs=() fpids=()
   local -a heap jvm_extra=()
   read -r -a ports <<<"$(pick_ports $((2 * n)))"
@@ -472,14 +480,20 @@ start_attempt() {
     timeout "$timeout" "$(java_cmd)" -Xmx256m \
       -Dlog4j2.configurationFile="$cdir/log4j2.xml" \
       -cp "$LIB_DIR/*" kafka.tools.StorageTool format \
-      -t "$(random_cluster_id)" -c "$cdir/server.properties" \
+      "--cluster-id=$(random_cluster_id)" --config "$cdir/server.properties" \
       </dev/null >"$cdir/format.log" 2>&1 &
     fpids+=("$!")
   done
-  local failed=0
+  local failed=0 frc
   for i in "${!fpids[@]}"; do
-    if ! wait "${fpids[$i]}"; then
-      log "formatting ${cdirs[$i]} failed"
+    frc=0
+    wait "${fpids[$i]}" || frc=$?
+    if ((frc == 124)); then
+      log "formatting ${cdirs[$i]} timed out after ${timeout}s (SWITCHYARD_KAFKA_START_TIMEOUT)"
+    elif ((frc != 0)); then
+      log "formatting ${cdirs[$i]} failed (exit $frc)"
+    fi
+    if ((frc != 0)); then
       show_log_tail "${cdirs[$i]}"
       failed=1
     fi
@@ -503,10 +517,9 @@ start_attempt() {
       -cp "$LIB_DIR/*" kafka.Kafka "$cdir/server.properties" \
       </dev/null >"$cdir/server.log" 2>&1 &
   done
-  log "started $n broker(s); waiting up to ${timeout}s for them to answer"
+  log "started $n broker(s); waiting up to $((deadline - $(now)))s more for them to answer"
 
   # Wait until every broker logged that it started and answers ApiVersions.
-  deadline=$(($(now) + timeout))
   local -a ready=()
   local nready=0
   while ((nready < n)); do
@@ -551,8 +564,9 @@ start_attempt() {
 
 cmd_start() {
   local n=${1:-}
-  [[ "$n" =~ ^[0-9]+$ ]] && ((n >= 1 && n <= MAX_CLUSTERS)) ||
+  if ! [[ "$n" =~ ^[0-9]+$ ]] || ((n < 1 || n > MAX_CLUSTERS)); then
     die "start needs a cluster count between 1 and $MAX_CLUSTERS (see '$PROG help')"
+  fi
   shift
   [[ $# -eq 0 ]] || die "unexpected argument: $1"
   local timeout=${SWITCHYARD_KAFKA_START_TIMEOUT:-90}
