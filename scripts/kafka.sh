@@ -72,6 +72,7 @@ Environment:
   KAFKA_HEAP                      Broker heap flags (default "-Xmx512m -Xms256m");
                                   KAFKA_HEAP_OPTS is honoured too.
   KAFKA_JVM_OPTS                  Extra JVM flags for the brokers.
+  KAFKA_TOOL_HEAP                 Heap flags for 'run' (default -Xmx256m).
   MVN / JAVA                      The mvn and java commands (default: mvn, java).
 EOF
 }

@@ -1,2 +1,15 @@
-//! Switchyard config service: the versioned store, the gRPC services and the server.
+//! Switchyard config service: the versioned [`store`], the gRPC handlers ([`service`]), the
+//! watch fan-out ([`hub`]), the client inventory ([`clients`]) and the [`server`] wiring.
+//! The `switchyard` binary adds the operator CLI on top.
+
+pub mod auth;
+pub mod clients;
+pub mod error;
+pub mod hub;
+pub mod server;
+pub mod service;
 pub mod store;
+
+pub use error::ServiceError;
+pub use server::{RunningServer, ServerConfig, StoreConfig, start};
+pub use service::ConfigService;

@@ -330,6 +330,13 @@ impl State {
     /// Applies a delta computed by [`State::delta_to`]. Fails if the delta does not start at
     /// this version.
     pub fn apply_delta(&self, d: &Delta) -> Result<State, DeltaMismatch> {
+        let mut s = self.clone();
+        s.apply_delta_mut(d)?;
+        Ok(s)
+    }
+
+    /// [`State::apply_delta`] in place; on error `self` is unchanged.
+    pub fn apply_delta_mut(&mut self, d: &Delta) -> Result<(), DeltaMismatch> {
         if d.from_version != self.version || d.to_version <= d.from_version {
             return Err(DeltaMismatch {
                 have: self.version,
@@ -337,7 +344,7 @@ impl State {
                 to: d.to_version,
             });
         }
-        let mut s = self.clone();
+        let s = self;
         s.version = d.to_version;
         s.created_unix_ms = d.created_unix_ms;
         s.author = d.author.clone();
@@ -368,7 +375,73 @@ impl State {
         for k in &d.remove_profiles {
             s.profiles.remove(k);
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// The field-level diff that `d` makes to `self`, without copying the whole state.
+    pub fn diff_delta(&self, d: &Delta) -> Vec<DiffEntry> {
+        fn sub<K: Ord + Clone, V: Clone>(
+            m: &BTreeMap<K, V>,
+            keys: impl Iterator<Item = K>,
+        ) -> BTreeMap<K, V> {
+            keys.filter_map(|k| m.get(&k).map(|v| (k, v.clone())))
+                .collect()
+        }
+        let mut old = State::default();
+        let mut new = State::default();
+        old.clusters = sub(
+            &self.clusters,
+            d.upsert_clusters
+                .iter()
+                .map(|c| c.name.clone())
+                .chain(d.remove_clusters.iter().cloned()),
+        );
+        old.topics = sub(
+            &self.topics,
+            d.upsert_topics
+                .iter()
+                .map(|t| t.name.clone())
+                .chain(d.remove_topics.iter().cloned()),
+        );
+        old.quotas = sub(
+            &self.quotas,
+            d.upsert_quotas
+                .iter()
+                .map(|q| (q.app.clone(), q.topic.clone()))
+                .chain(
+                    d.remove_quotas
+                        .iter()
+                        .map(|k| (k.app.clone(), k.topic.clone())),
+                ),
+        );
+        old.profiles = sub(
+            &self.profiles,
+            d.upsert_profiles
+                .iter()
+                .map(|p| p.app.clone())
+                .chain(d.remove_profiles.iter().cloned()),
+        );
+        new.clusters = d
+            .upsert_clusters
+            .iter()
+            .map(|c| (c.name.clone(), normalize_cluster(c.clone())))
+            .collect();
+        new.topics = d
+            .upsert_topics
+            .iter()
+            .map(|t| (t.name.clone(), normalize_topic(t.clone())))
+            .collect();
+        new.quotas = d
+            .upsert_quotas
+            .iter()
+            .map(|q| ((q.app.clone(), q.topic.clone()), normalize_quota(q.clone())))
+            .collect();
+        new.profiles = d
+            .upsert_profiles
+            .iter()
+            .map(|p| (p.app.clone(), p.clone()))
+            .collect();
+        old.diff(&new)
     }
 
     /// A human-readable, field-level diff from `self` to `next`.
@@ -561,19 +634,14 @@ mod tests {
             .apply_changes(&[cluster("east"), cluster("west"), topic("orders", "east")])
             .unwrap();
         s1.version = 1;
+        let e = s1
+            .apply_changes(&[Change {
+                op: Some(Op::DeleteCluster("east".into())),
+            }])
+            .unwrap_err();
+        assert!(e.to_string().contains("still referenced"), "{e}");
         let mut s2 = s1
-            .apply_changes(&[
-                topic("orders", "west"),
-                topic("payments", "east"),
-                Change {
-                    op: Some(Op::DeleteCluster("west".into())),
-                },
-            ])
-            .unwrap_err()
-            .to_string()
-            .contains("still referenced")
-            .then(|| s1.apply_changes(&[topic("orders", "west"), topic("payments", "east")]))
-            .unwrap()
+            .apply_changes(&[topic("orders", "west"), topic("payments", "east")])
             .unwrap();
         s2.version = 2;
         assert_eq!(s2.topics["orders"].physical, "orders");
@@ -583,6 +651,7 @@ mod tests {
         assert!(s0.apply_delta(&d).is_err());
         let diff = s1.diff(&s2);
         assert_eq!(diff.len(), 2);
+        assert_eq!(s1.diff_delta(&d), diff);
         assert_eq!(diff[0].fields[0].field, "cluster");
         let back = s2.changes_to(&s1);
         let mut s3 = s2.apply_changes(&back).unwrap();

@@ -1,0 +1,198 @@
+//! The inventory of SDK clients, fed by `ReportStatus`, with leases.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use switchyard_proto::v1::{ClientEndpoint, ClientInfo, ClientStatus};
+use switchyard_proto::validate::{self, Errors, ValidationError, show};
+
+/// Most endpoints one client may report per direction.
+const MAX_ENDPOINTS: usize = 10_000;
+/// Most clients tracked at once; beyond it new clients are refused until leases expire.
+const MAX_CLIENTS: usize = 1_000_000;
+
+#[derive(Debug)]
+struct Entry {
+    status: ClientStatus,
+    seen: Instant,
+    seen_unix_ms: i64,
+}
+
+/// Clients that reported within their lease.
+#[derive(Debug)]
+pub struct Clients {
+    lease: Duration,
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+impl Clients {
+    /// Entries expire `lease` after their last report.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            lease,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Records a report after validating it.
+    pub fn report(&self, status: ClientStatus) -> Result<(), ValidationError> {
+        check_status(&status)?;
+        let now = Instant::now();
+        let mut map = self.map.lock();
+        if map.len() >= MAX_CLIENTS && !map.contains_key(&status.client_id) {
+            map.retain(|_, e| now.duration_since(e.seen) < self.lease);
+            if map.len() >= MAX_CLIENTS {
+                return Err(ValidationError::one(
+                    "status.client_id",
+                    "too many clients registered",
+                ));
+            }
+        }
+        map.insert(
+            status.client_id.clone(),
+            Entry {
+                status,
+                seen: now,
+                seen_unix_ms: unix_ms(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Live clients (of `app`, if not empty), sorted by app then id.
+    pub fn list(&self, app: &str, current_version: u64) -> Vec<ClientInfo> {
+        let now = Instant::now();
+        let mut map = self.map.lock();
+        map.retain(|_, e| now.duration_since(e.seen) < self.lease);
+        let mut out: Vec<ClientInfo> = map
+            .values()
+            .filter(|e| app.is_empty() || e.status.app == app)
+            .map(|e| ClientInfo {
+                status: Some(e.status.clone()),
+                last_seen_unix_ms: e.seen_unix_ms,
+                versions_behind: current_version.saturating_sub(e.status.applied_version),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let (a, b) = (a.status.as_ref(), b.status.as_ref());
+            (a.map(|s| (&s.app, &s.client_id))).cmp(&b.map(|s| (&s.app, &s.client_id)))
+        });
+        out
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn check_text(errs: &mut Errors, field: &str, v: &str, max: usize, required: bool) {
+    if required && v.is_empty() {
+        errs.push(field, "must not be empty");
+    } else if v.len() > max {
+        errs.push(
+            field,
+            format!("is {} bytes long; at most {max} allowed", v.len()),
+        );
+    } else if v.chars().any(|c| c.is_control()) {
+        errs.push(field, format!("{} contains a control character", show(v)));
+    }
+}
+
+fn check_endpoints(errs: &mut Errors, field: &str, eps: &[ClientEndpoint]) {
+    if eps.len() > MAX_ENDPOINTS {
+        errs.push(
+            field,
+            format!("has {} entries; at most {MAX_ENDPOINTS} allowed", eps.len()),
+        );
+        return;
+    }
+    for (i, e) in eps.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        errs.check(validate::check_topic_name(
+            &format!("{f}.logical_topic"),
+            &e.logical_topic,
+        ));
+        if !e.cluster.is_empty() {
+            errs.check(validate::check_name(&format!("{f}.cluster"), &e.cluster));
+        }
+        if !e.physical_topic.is_empty() {
+            errs.check(validate::check_topic_name(
+                &format!("{f}.physical_topic"),
+                &e.physical_topic,
+            ));
+        }
+        check_text(errs, &format!("{f}.group"), &e.group, 255, false);
+        for (n, v) in [
+            ("msgs_per_sec", e.msgs_per_sec),
+            ("bytes_per_sec", e.bytes_per_sec),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                errs.push(
+                    format!("{f}.{n}"),
+                    format!("must be a non-negative number, got {v}"),
+                );
+            }
+        }
+    }
+}
+
+fn check_status(s: &ClientStatus) -> Result<(), ValidationError> {
+    let mut errs = Errors::default();
+    check_text(&mut errs, "status.client_id", &s.client_id, 256, true);
+    errs.check(validate::check_name("status.app", &s.app));
+    check_text(&mut errs, "status.language", &s.language, 32, false);
+    check_text(&mut errs, "status.sdk_version", &s.sdk_version, 64, false);
+    check_text(&mut errs, "status.hostname", &s.hostname, 255, false);
+    check_endpoints(&mut errs, "status.producing", &s.producing);
+    check_endpoints(&mut errs, "status.consuming", &s.consuming);
+    errs.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_after_the_lease() {
+        let c = Clients::new(Duration::from_millis(0));
+        c.report(ClientStatus {
+            client_id: "a".into(),
+            app: "billing".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.list("", 1).is_empty());
+        let c = Clients::new(Duration::from_secs(60));
+        c.report(ClientStatus {
+            client_id: "a".into(),
+            app: "billing".into(),
+            applied_version: 3,
+            ..Default::default()
+        })
+        .unwrap();
+        let l = c.list("", 5);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].versions_behind, 2);
+        assert!(c.list("other", 5).is_empty());
+        assert!(
+            c.report(ClientStatus {
+                client_id: "".into(),
+                app: "x y".into(),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string()
+            .contains("status.client_id: must not be empty")
+        );
+    }
+}

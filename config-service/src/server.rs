@@ -1,0 +1,220 @@
+//! Wiring: store, services, auth, TLS, health, reflection, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use switchyard_proto::shared_watch::metadata_service_server::MetadataServiceServer;
+use switchyard_proto::v1::admin_service_server::AdminServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::auth::AdminAuth;
+use crate::clients::Clients;
+use crate::hub::Hub;
+use crate::service::ConfigService;
+use crate::store::{FileStore, MemoryStore, Store};
+
+/// Largest request or response message, bytes (a 20,000-topic snapshot is a few MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Where versions are kept.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Nothing survives the process (tests, benchmarks, the demo).
+    Memory,
+    /// The embedded durable log in a directory.
+    File {
+        /// Data directory.
+        dir: PathBuf,
+    },
+}
+
+/// How to run the config service.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The store.
+    pub store: StoreConfig,
+    /// Versions of history kept at least.
+    pub retain_versions: usize,
+    /// Admin bearer token; required to listen on a non-loopback address.
+    pub admin_token: Option<String>,
+    /// PEM certificate chain and private key, for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client's status report is kept.
+    pub client_lease: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            store: StoreConfig::Memory,
+            retain_versions: 1000,
+            admin_token: None,
+            tls: None,
+            client_lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A config service running on a background task.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    service: ConfigService,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The service (for in-process inspection).
+    pub fn service(&self) -> &ConfigService {
+        &self.service
+    }
+
+    /// Ends watch streams, waits for in-flight requests up to the grace period, and stops.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.join().await
+    }
+
+    /// Waits until the server stops (after [`RunningServer::trigger_shutdown`] or an error).
+    pub async fn join(self) -> anyhow::Result<()> {
+        let mut rx = self.shutdown.subscribe();
+        let mut task = self.task;
+        tokio::select! {
+            r = &mut task => return Ok(r.context("server task failed")??),
+            _ = rx.wait_for(|v| *v) => {}
+        }
+        match tokio::time::timeout(self.grace, &mut task).await {
+            Ok(r) => Ok(r.context("server task failed")??),
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight requests did not finish within the grace period; stopping"
+                );
+                task.abort();
+                Ok(())
+            }
+        }
+    }
+
+    /// A handle that starts shutdown when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    if !cfg.listen.ip().is_loopback() && cfg.admin_token.is_none() {
+        bail!(
+            "refusing to serve the admin API on non-loopback address {} without an admin token; pass --admin-token-file or listen on 127.0.0.1",
+            cfg.listen
+        );
+    }
+    let store: Arc<dyn Store> = match &cfg.store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new(cfg.retain_versions)),
+        StoreConfig::File { dir } => {
+            let dir = dir.clone();
+            let retain = cfg.retain_versions;
+            let (s, rec) = tokio::task::spawn_blocking(move || FileStore::open(&dir, retain))
+                .await?
+                .with_context(|| "could not open the data directory".to_string())?;
+            tracing::info!(
+                versions = rec.versions,
+                truncated_bytes = rec.truncated_bytes,
+                latest = s.latest().version,
+                "opened version log"
+            );
+            Arc::new(s)
+        }
+    };
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let hub = Arc::new(Hub::new(shutdown_rx.clone()));
+    let clients = Arc::new(Clients::new(cfg.client_lease));
+    let service = ConfigService::new(store, hub, clients);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AdminServiceServer<ConfigService>>()
+        .await;
+    health_reporter
+        .set_serving::<MetadataServiceServer<ConfigService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let admin = AdminServiceServer::new(service.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = tonic::service::interceptor::InterceptedService::new(
+        admin,
+        AdminAuth::new(cfg.admin_token.as_deref()),
+    );
+    let metadata = MetadataServiceServer::new(service.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    if let Some((cert, key)) = &cfg.tls {
+        let cert_pem = tokio::fs::read(cert)
+            .await
+            .with_context(|| format!("could not read TLS certificate {}", cert.display()))?;
+        let key_pem = tokio::fs::read(key)
+            .await
+            .with_context(|| format!("could not read TLS key {}", key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+            .context("invalid TLS configuration")?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(metadata)
+        .add_service(admin);
+
+    let mut stop = shutdown_rx.clone();
+    let incoming = TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, tls = cfg.tls.is_some(), auth = cfg.admin_token.is_some(), "config service listening");
+    Ok(RunningServer {
+        addr,
+        service,
+        shutdown: shutdown_tx,
+        task,
+        grace: cfg.shutdown_grace,
+    })
+}

@@ -1,0 +1,338 @@
+//! The gRPC handlers: validate → call the store → convert. Errors map to status codes in
+//! [`crate::error`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use switchyard_proto::EncodedWatchEvent;
+use switchyard_proto::shared_watch::metadata_service_server::MetadataService;
+use switchyard_proto::state::State;
+use switchyard_proto::v1::admin_service_server::AdminService;
+use switchyard_proto::v1::{
+    ApplyRequest, ApplyResponse, DiffAction, GetHistoryRequest, GetHistoryResponse,
+    GetSnapshotRequest, GetVersionRequest, HistoryEntry, ListClientsRequest, ListClientsResponse,
+    ReportStatusRequest, ReportStatusResponse, RollbackRequest, Snapshot, WatchRequest,
+};
+use switchyard_proto::validate::{self, Errors, ValidationError};
+use tonic::{Request, Response, Status};
+
+use crate::clients::{Clients, unix_ms};
+use crate::error::ServiceError;
+use crate::hub::Hub;
+use crate::store::Store;
+
+/// Default and largest page of history.
+const HISTORY_DEFAULT: usize = 50;
+const HISTORY_MAX: usize = 1000;
+
+/// Shared state of the config service: the store, the watch hub and the client inventory.
+#[derive(Clone)]
+pub struct ConfigService {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    clients: Arc<Clients>,
+    /// Serializes writers so versions are committed and published in order.
+    write: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for ConfigService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigService")
+            .field("version", &self.store.latest().version)
+            .field("watchers", &self.hub.watchers())
+            .finish()
+    }
+}
+
+impl ConfigService {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, clients: Arc<Clients>) -> Self {
+        Self {
+            store,
+            hub,
+            clients,
+            write: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The watch hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Validates and (unless a dry run or a no-op) commits a batch of changes.
+    pub async fn apply(&self, req: ApplyRequest) -> Result<ApplyResponse, ServiceError> {
+        let mut errs = Errors::default();
+        validate::check_meta(&mut errs, &req.author, &req.comment);
+        errs.finish()?;
+        let _w = self.write.lock().await;
+        let store = self.store.clone();
+        let (resp, delta) = tokio::task::spawn_blocking(move || {
+            let cur = store.latest();
+            if req.expected_version != cur.version {
+                return Err(ServiceError::Conflict {
+                    expected: req.expected_version,
+                    current: cur.version,
+                });
+            }
+            let next = cur.apply_changes(&req.changes)?;
+            commit(&*store, &cur, next, req.dry_run, req.author, req.comment)
+        })
+        .await??;
+        if let Some(d) = delta {
+            self.hub.publish(d);
+        }
+        Ok(resp)
+    }
+
+    /// Makes a new version with the content of `to_version`.
+    pub async fn rollback(&self, req: RollbackRequest) -> Result<ApplyResponse, ServiceError> {
+        let mut errs = Errors::default();
+        validate::check_meta(&mut errs, &req.author, &req.comment);
+        errs.finish()?;
+        let _w = self.write.lock().await;
+        let store = self.store.clone();
+        let (resp, delta) = tokio::task::spawn_blocking(move || {
+            let cur = store.latest();
+            if let Some(expected) = req.expected_version {
+                if expected != cur.version {
+                    return Err(ServiceError::Conflict {
+                        expected,
+                        current: cur.version,
+                    });
+                }
+            }
+            if req.to_version > cur.version {
+                return Err(ValidationError::one(
+                    "to_version",
+                    format!(
+                        "{} is newer than the current version {}",
+                        req.to_version, cur.version
+                    ),
+                )
+                .into());
+            }
+            let target = store.get(req.to_version)?;
+            let mut next = (*cur).clone();
+            next.clusters = target.clusters.clone();
+            next.topics = target.topics.clone();
+            next.quotas = target.quotas.clone();
+            next.profiles = target.profiles.clone();
+            let comment = if req.comment.is_empty() {
+                format!("rollback to version {}", req.to_version)
+            } else {
+                format!("rollback to version {}: {}", req.to_version, req.comment)
+            };
+            commit(&*store, &cur, next, req.dry_run, req.author, comment)
+        })
+        .await??;
+        if let Some(d) = delta {
+            self.hub.publish(d);
+        }
+        Ok(resp)
+    }
+
+    /// History, newest first.
+    pub async fn history(
+        &self,
+        req: GetHistoryRequest,
+    ) -> Result<GetHistoryResponse, ServiceError> {
+        let store = self.store.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
+                let limit = match req.limit as usize {
+                    0 => HISTORY_DEFAULT,
+                    n => n.min(HISTORY_MAX),
+                };
+                let items = store.history(req.before_version, limit);
+                let current_version = store.latest().version;
+                let mut entries = Vec::with_capacity(items.len());
+                // Walk forward from the version before the oldest item to attribute each change.
+                if let Some(oldest) = items.last() {
+                    let mut state = (*store.get(oldest.delta.from_version)?).clone();
+                    for item in items.iter().rev() {
+                        let diff = state.diff_delta(&item.delta);
+                        let count = |a: DiffAction| {
+                            diff.iter().filter(|d| d.action == a as i32).count() as u32
+                        };
+                        entries.push(HistoryEntry {
+                            version: item.version,
+                            created_unix_ms: item.delta.created_unix_ms,
+                            author: item.delta.author.clone(),
+                            comment: item.delta.comment.clone(),
+                            added: count(DiffAction::Added),
+                            changed: count(DiffAction::Changed),
+                            removed: count(DiffAction::Removed),
+                            diff: if req.include_diff { diff } else { Vec::new() },
+                        });
+                        state
+                            .apply_delta_mut(&item.delta)
+                            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    }
+                }
+                entries.reverse();
+                Ok(GetHistoryResponse {
+                    entries,
+                    oldest_version: store.oldest(),
+                    current_version,
+                })
+            })
+            .await??,
+        )
+    }
+}
+
+/// Diffs `cur` → `next` and, unless a dry run or a no-op, stores `next` as the next version.
+fn commit(
+    store: &dyn Store,
+    cur: &State,
+    mut next: State,
+    dry_run: bool,
+    author: String,
+    comment: String,
+) -> Result<(ApplyResponse, Option<switchyard_proto::v1::Delta>), ServiceError> {
+    let diff = cur.diff(&next);
+    if dry_run || diff.is_empty() {
+        return Ok((
+            ApplyResponse {
+                version: cur.version,
+                applied: false,
+                diff,
+            },
+            None,
+        ));
+    }
+    next.version = cur.version + 1;
+    next.created_unix_ms = unix_ms();
+    next.author = if author.is_empty() {
+        "anonymous".into()
+    } else {
+        author
+    };
+    next.comment = comment;
+    let delta = cur.delta_to(&next);
+    let stored = store.commit(cur.version, next, delta.clone())?;
+    tracing::info!(
+        version = stored.version,
+        author = %stored.author,
+        changes = diff.len(),
+        "committed version"
+    );
+    Ok((
+        ApplyResponse {
+            version: stored.version,
+            applied: true,
+            diff,
+        },
+        Some(delta),
+    ))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<EncodedWatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl MetadataService for ConfigService {
+    async fn get_snapshot(
+        &self,
+        _req: Request<GetSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        Ok(Response::new(self.store.latest().to_snapshot()))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = req.into_inner();
+        if !req.app.is_empty() {
+            validate::check_name("app", &req.app)
+                .map_err(|e| ServiceError::Invalid(ValidationError(vec![e])))?;
+        }
+        let stream = self.hub.stream(self.store.clone(), req.known_version);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_status(
+        &self,
+        req: Request<ReportStatusRequest>,
+    ) -> Result<Response<ReportStatusResponse>, Status> {
+        let status = req
+            .into_inner()
+            .status
+            .ok_or_else(|| ServiceError::Invalid(ValidationError::one("status", "is required")))?;
+        self.clients.report(status).map_err(ServiceError::from)?;
+        Ok(Response::new(ReportStatusResponse {
+            lease_seconds: self
+                .clients
+                .lease()
+                .as_secs()
+                .try_into()
+                .unwrap_or(u32::MAX),
+            current_version: self.store.latest().version,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for ConfigService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        Ok(Response::new(
+            ConfigService::apply(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_history(
+        &self,
+        req: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
+        Ok(Response::new(self.history(req.into_inner()).await?))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<RollbackRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        Ok(Response::new(
+            ConfigService::rollback(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_clients(
+        &self,
+        req: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        let req = req.into_inner();
+        let current_version = self.store.latest().version;
+        Ok(Response::new(ListClientsResponse {
+            clients: self.clients.list(&req.app, current_version),
+            current_version,
+        }))
+    }
+
+    async fn get_version(
+        &self,
+        req: Request<GetVersionRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let v = req.into_inner().version;
+        let store = self.store.clone();
+        let s = tokio::task::spawn_blocking(move || {
+            if v == 0 {
+                Ok(store.latest())
+            } else {
+                store.get(v)
+            }
+        })
+        .await
+        .map_err(ServiceError::from)?
+        .map_err(ServiceError::from)?;
+        Ok(Response::new(s.to_snapshot()))
+    }
+}
