@@ -85,10 +85,10 @@ impl Hub {
     pub fn full(&self, store: &dyn Store) -> (u64, EncodedWatchEvent) {
         let latest = store.latest();
         let mut cache = self.full.lock();
-        if let Some((v, ev)) = cache.as_ref() {
-            if *v == latest.version {
-                return (*v, ev.clone());
-            }
+        if let Some((v, ev)) = cache.as_ref()
+            && *v == latest.version
+        {
+            return (*v, ev.clone());
         }
         let ev = EncodedWatchEvent::new(&WatchEvent {
             event: Some(Event::Snapshot(latest.to_snapshot())),

@@ -3,9 +3,12 @@
 //! The `switchyard` binary adds the operator CLI on top.
 
 pub mod auth;
+pub mod client;
 pub mod clients;
+pub mod desired;
 pub mod error;
 pub mod hub;
+pub mod output;
 pub mod server;
 pub mod service;
 pub mod store;

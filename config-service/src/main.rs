@@ -1,1 +1,434 @@
-fn main() {}
+//! `switchyard`: run the config service and operate it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard_config::client::{self, BearerToken};
+use switchyard_config::desired::DesiredState;
+use switchyard_config::output;
+use switchyard_config::{ServerConfig, StoreConfig};
+use switchyard_proto::state::State;
+use switchyard_proto::v1::{
+    ApplyRequest, GetHistoryRequest, GetSnapshotRequest, GetVersionRequest, ListClientsRequest,
+    RollbackRequest,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard config service and operator CLI"
+)]
+struct Cli {
+    /// Config service endpoint (http://host:port or https://host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ENDPOINT",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    endpoint: String,
+    /// PEM file of the CA that signed the service's certificate (https endpoints).
+    #[arg(long, global = true, env = "SWITCHYARD_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the config service.
+    Serve(ServeArgs),
+    /// Make the configuration match a desired-state file (prints the diff first).
+    Apply {
+        /// Desired-state YAML (or JSON) file; `-` reads stdin.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Show the diff without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (recorded in history).
+        #[arg(short = 'm', long, default_value = "")]
+        comment: String,
+        /// Allow a file that removes every cluster and topic.
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// Show part of the current configuration.
+    Get {
+        /// What to show.
+        what: GetWhat,
+        /// Output format.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: Format,
+        /// A past version instead of the current one.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Versions with author, comment and what changed.
+    History {
+        /// How many versions.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Show field-level changes.
+        #[arg(long)]
+        diff: bool,
+        /// Output format.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: Format,
+    },
+    /// Make a new version with the content of an earlier one.
+    Rollback {
+        /// The version to return to.
+        #[arg(long = "to")]
+        to: u64,
+        /// Show the diff without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why.
+        #[arg(short = 'm', long, default_value = "")]
+        comment: String,
+    },
+    /// SDK clients currently reporting, with their applied versions.
+    Clients {
+        /// Only this app.
+        #[arg(long, default_value = "")]
+        app: String,
+        /// Output format.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory of the embedded version log.
+    #[arg(long, default_value = "switchyard-data")]
+    data_dir: PathBuf,
+    /// Keep versions in memory only (nothing survives a restart).
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// File holding the admin bearer token (required on non-loopback addresses).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Versions of history kept (older ones are compacted away).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    retain_versions: u64,
+    /// Seconds a client's status report stays listed.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    client_lease_secs: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum GetWhat {
+    Clusters,
+    Topics,
+    Quotas,
+    Profiles,
+    Snapshot,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", output::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Serve(args) = cli.cmd {
+        return serve(args).await;
+    }
+    let ca = match &cli.ca_cert {
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("could not read {}", p.display()))?)
+        }
+        None => None,
+    };
+    let token = std::env::var("SWITCHYARD_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let token = BearerToken::new(token.as_deref())?;
+    let channel = client::connect(&cli.endpoint, ca).await?;
+    let mut admin = client::admin(channel.clone(), token.clone());
+    let mut meta = client::metadata(channel, token);
+    match cli.cmd {
+        Cmd::Serve(_) => unreachable!("handled above"),
+        Cmd::Apply {
+            file,
+            dry_run,
+            comment,
+            allow_empty,
+        } => {
+            let desired = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                DesiredState::parse(&text).context("stdin is not a valid desired-state file")?
+            } else {
+                DesiredState::load(&file)?
+            };
+            let target = desired.to_state()?;
+            let current =
+                State::from_snapshot(meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner());
+            if target.clusters.is_empty()
+                && target.topics.is_empty()
+                && !(current.clusters.is_empty() && current.topics.is_empty())
+                && !allow_empty
+            {
+                bail!(
+                    "the file names no clusters and no topics, which would delete everything; pass --allow-empty if that is intended"
+                );
+            }
+            let changes = current.changes_to(&target);
+            if changes.is_empty() {
+                println!("no changes: version {} already matches", current.version);
+                return Ok(());
+            }
+            let resp = admin
+                .apply(ApplyRequest {
+                    expected_version: current.version,
+                    changes,
+                    dry_run,
+                    author: author(),
+                    comment,
+                })
+                .await?
+                .into_inner();
+            print!("{}", output::diff(&resp.diff));
+            if resp.applied {
+                println!(
+                    "applied: version {} ({} changes)",
+                    resp.version,
+                    resp.diff.len()
+                );
+            } else if dry_run {
+                println!(
+                    "dry run: {} changes against version {}; nothing applied",
+                    resp.diff.len(),
+                    resp.version
+                );
+            } else {
+                println!("no changes: version {} already matches", resp.version);
+            }
+        }
+        Cmd::Get {
+            what,
+            output: fmt,
+            version,
+        } => {
+            let snap = match version {
+                Some(v) => admin
+                    .get_version(GetVersionRequest { version: v })
+                    .await?
+                    .into_inner(),
+                None => meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner(),
+            };
+            let state = State::from_snapshot(snap);
+            let desired = DesiredState::from_state(&state);
+            match fmt {
+                Format::Table => print!("{}", output::table(&state, what_name(what))),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::select_json(
+                        &state,
+                        &desired,
+                        what_name(what)
+                    )?)?
+                ),
+                Format::Yaml => print!(
+                    "{}",
+                    serde_yaml_ng::to_string(&output::select_json(
+                        &state,
+                        &desired,
+                        what_name(what)
+                    )?)?
+                ),
+            }
+        }
+        Cmd::History {
+            limit,
+            diff,
+            output: fmt,
+        } => {
+            let h = admin
+                .get_history(GetHistoryRequest {
+                    before_version: 0,
+                    limit,
+                    include_diff: diff,
+                })
+                .await?
+                .into_inner();
+            match fmt {
+                Format::Table => print!("{}", output::history(&h, diff)),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::history_json(&h))?
+                ),
+                Format::Yaml => print!("{}", serde_yaml_ng::to_string(&output::history_json(&h))?),
+            }
+        }
+        Cmd::Rollback {
+            to,
+            dry_run,
+            comment,
+        } => {
+            let resp = admin
+                .rollback(RollbackRequest {
+                    to_version: to,
+                    expected_version: None,
+                    dry_run,
+                    author: author(),
+                    comment,
+                })
+                .await?
+                .into_inner();
+            print!("{}", output::diff(&resp.diff));
+            if resp.applied {
+                println!(
+                    "rolled back to the content of version {to}: new version {}",
+                    resp.version
+                );
+            } else if dry_run {
+                println!("dry run: {} changes; nothing applied", resp.diff.len());
+            } else {
+                println!("no changes: the current version already equals version {to}");
+            }
+        }
+        Cmd::Clients { app, output: fmt } => {
+            let l = admin
+                .list_clients(ListClientsRequest { app })
+                .await?
+                .into_inner();
+            match fmt {
+                Format::Table => print!("{}", output::clients(&l)),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::clients_json(&l))?
+                ),
+                Format::Yaml => print!("{}", serde_yaml_ng::to_string(&output::clients_json(&l))?),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn what_name(w: GetWhat) -> &'static str {
+    match w {
+        GetWhat::Clusters => "clusters",
+        GetWhat::Topics => "topics",
+        GetWhat::Quotas => "quotas",
+        GetWhat::Profiles => "profiles",
+        GetWhat::Snapshot => "snapshot",
+    }
+}
+
+fn author() -> String {
+    std::env::var("SWITCHYARD_AUTHOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let admin_token = match &args.admin_token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("could not read the admin token file {}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                bail!(
+                    "the admin token in {} is shorter than 16 characters",
+                    p.display()
+                );
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let cfg = ServerConfig {
+        listen: args.listen,
+        store: if args.in_memory {
+            StoreConfig::Memory
+        } else {
+            StoreConfig::File { dir: args.data_dir }
+        },
+        retain_versions: usize::try_from(args.retain_versions).unwrap_or(usize::MAX),
+        admin_token,
+        tls: args.tls_cert.zip(args.tls_key),
+        client_lease: Duration::from_secs(args.client_lease_secs),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    let server = switchyard_config::start(cfg).await?;
+    // Printed on stdout so scripts and tests can find a port chosen with :0.
+    println!("listening on {}", server.local_addr());
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    server.join().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -100,13 +100,13 @@ impl ConfigService {
         let store = self.store.clone();
         let (resp, delta) = tokio::task::spawn_blocking(move || {
             let cur = store.latest();
-            if let Some(expected) = req.expected_version {
-                if expected != cur.version {
-                    return Err(ServiceError::Conflict {
-                        expected,
-                        current: cur.version,
-                    });
-                }
+            if let Some(expected) = req.expected_version
+                && expected != cur.version
+            {
+                return Err(ServiceError::Conflict {
+                    expected,
+                    current: cur.version,
+                });
             }
             if req.to_version > cur.version {
                 return Err(ValidationError::one(
@@ -144,47 +144,44 @@ impl ConfigService {
         req: GetHistoryRequest,
     ) -> Result<GetHistoryResponse, ServiceError> {
         let store = self.store.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
-                let limit = match req.limit as usize {
-                    0 => HISTORY_DEFAULT,
-                    n => n.min(HISTORY_MAX),
-                };
-                let items = store.history(req.before_version, limit);
-                let current_version = store.latest().version;
-                let mut entries = Vec::with_capacity(items.len());
-                // Walk forward from the version before the oldest item to attribute each change.
-                if let Some(oldest) = items.last() {
-                    let mut state = (*store.get(oldest.delta.from_version)?).clone();
-                    for item in items.iter().rev() {
-                        let diff = state.diff_delta(&item.delta);
-                        let count = |a: DiffAction| {
-                            diff.iter().filter(|d| d.action == a as i32).count() as u32
-                        };
-                        entries.push(HistoryEntry {
-                            version: item.version,
-                            created_unix_ms: item.delta.created_unix_ms,
-                            author: item.delta.author.clone(),
-                            comment: item.delta.comment.clone(),
-                            added: count(DiffAction::Added),
-                            changed: count(DiffAction::Changed),
-                            removed: count(DiffAction::Removed),
-                            diff: if req.include_diff { diff } else { Vec::new() },
-                        });
-                        state
-                            .apply_delta_mut(&item.delta)
-                            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                    }
+        tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
+            let limit = match req.limit as usize {
+                0 => HISTORY_DEFAULT,
+                n => n.min(HISTORY_MAX),
+            };
+            let items = store.history(req.before_version, limit);
+            let current_version = store.latest().version;
+            let mut entries = Vec::with_capacity(items.len());
+            // Walk forward from the version before the oldest item to attribute each change.
+            if let Some(oldest) = items.last() {
+                let mut state = (*store.get(oldest.delta.from_version)?).clone();
+                for item in items.iter().rev() {
+                    let diff = state.diff_delta(&item.delta);
+                    let count =
+                        |a: DiffAction| diff.iter().filter(|d| d.action == a as i32).count() as u32;
+                    entries.push(HistoryEntry {
+                        version: item.version,
+                        created_unix_ms: item.delta.created_unix_ms,
+                        author: item.delta.author.clone(),
+                        comment: item.delta.comment.clone(),
+                        added: count(DiffAction::Added),
+                        changed: count(DiffAction::Changed),
+                        removed: count(DiffAction::Removed),
+                        diff: if req.include_diff { diff } else { Vec::new() },
+                    });
+                    state
+                        .apply_delta_mut(&item.delta)
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 }
-                entries.reverse();
-                Ok(GetHistoryResponse {
-                    entries,
-                    oldest_version: store.oldest(),
-                    current_version,
-                })
+            }
+            entries.reverse();
+            Ok(GetHistoryResponse {
+                entries,
+                oldest_version: store.oldest(),
+                current_version,
             })
-            .await??,
-        )
+        })
+        .await?
     }
 }
 

@@ -146,7 +146,7 @@ impl State {
             match &ch.op {
                 None => errs.push(&base, "empty change: set one of upsert_cluster, delete_cluster, upsert_topic, delete_topic, upsert_quota, delete_quota, upsert_profile, delete_profile"),
                 Some(Op::UpsertCluster(c)) => {
-                    let f = format!("{base}.upsert_cluster");
+                    let f = format!("{base}.upsert_cluster[{}]", show(&c.name));
                     validate::check_cluster(&mut errs, &f, c);
                     touch(&mut errs, &f, 0, c.name.clone(), i);
                     next.clusters.insert(c.name.clone(), normalize_cluster(c.clone()));
@@ -178,7 +178,7 @@ impl State {
                     }
                 }
                 Some(Op::UpsertTopic(t)) => {
-                    let f = format!("{base}.upsert_topic");
+                    let f = format!("{base}.upsert_topic[{}]", show(&t.name));
                     validate::check_topic(&mut errs, &f, t);
                     touch(&mut errs, &f, 1, t.name.clone(), i);
                     next.topics.insert(t.name.clone(), normalize_topic(t.clone()));
@@ -191,7 +191,7 @@ impl State {
                     }
                 }
                 Some(Op::UpsertQuota(q)) => {
-                    let f = format!("{base}.upsert_quota");
+                    let f = format!("{base}.upsert_quota[{}, {}]", show(&q.app), show(&q.topic));
                     validate::check_quota(&mut errs, &f, q);
                     touch(&mut errs, &f, 2, format!("{}/{}", q.app, q.topic), i);
                     next.quotas
@@ -208,7 +208,7 @@ impl State {
                     }
                 }
                 Some(Op::UpsertProfile(p)) => {
-                    let f = format!("{base}.upsert_profile");
+                    let f = format!("{base}.upsert_profile[{}]", show(&p.app));
                     validate::check_profile(&mut errs, &f, p);
                     touch(&mut errs, &f, 3, p.app.clone(), i);
                     next.profiles.insert(p.app.clone(), p.clone());

@@ -224,11 +224,11 @@ impl Store for FileStore {
         inner.len += buf.len() as u64;
         let next = Arc::new(next);
         inner.history.push(Arc::new(delta), next.clone());
-        if inner.history.len() > self.retain.saturating_mul(2) {
-            if let Err(e) = self.compact(&mut inner) {
-                // The version is durable in the old log; compaction retries on a later commit.
-                tracing::warn!(error = %e, "compaction failed");
-            }
+        // On failure the version is still durable in the old log; compaction retries later.
+        if inner.history.len() > self.retain.saturating_mul(2)
+            && let Err(e) = self.compact(&mut inner)
+        {
+            tracing::warn!(error = %e, "compaction failed");
         }
         Ok(next)
     }

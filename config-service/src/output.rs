@@ -1,0 +1,375 @@
+//! Human and machine output for the CLI.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use switchyard_proto::state::State;
+use switchyard_proto::v1::{
+    ClusterState, DiffAction, DiffEntry, GetHistoryResponse, ListClientsResponse, QuotaPolicy,
+};
+
+use crate::desired::DesiredState;
+
+/// One line for an error chain; gRPC statuses show their code and message only.
+pub fn one_line(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        let code = format!("{:?}", s.code());
+        return format!("{} ({code})", s.message().replace('\n', " "));
+    }
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Column-aligned text table.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<width$}  ", width = w[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, header.to_vec());
+    for r in rows {
+        line(&mut out, r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn kv(m: &std::collections::HashMap<String, String>) -> String {
+    let mut v: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    v.sort();
+    v.join(",")
+}
+
+/// A table of one kind of entity ("snapshot" shows all).
+pub fn table(s: &State, what: &str) -> String {
+    let mut out = String::new();
+    if what == "snapshot" {
+        let _ = writeln!(
+            out,
+            "version {}  by {}  at {}  {}\n",
+            s.version, s.author, s.created_unix_ms, s.comment
+        );
+    }
+    if what == "clusters" || what == "snapshot" {
+        let rows: Vec<Vec<String>> = s
+            .clusters
+            .values()
+            .map(|c| {
+                let topics = s.topics.values().filter(|t| t.cluster == c.name).count();
+                vec![
+                    c.name.clone(),
+                    ClusterState::try_from(c.state)
+                        .map(|x| {
+                            x.as_str_name()
+                                .trim_start_matches("CLUSTER_STATE_")
+                                .to_string()
+                        })
+                        .unwrap_or_default(),
+                    c.bootstrap.join(","),
+                    topics.to_string(),
+                    kv(&c.properties),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["CLUSTER", "STATE", "BOOTSTRAP", "TOPICS", "PROPERTIES"],
+            &rows,
+        ));
+    }
+    if what == "topics" || what == "snapshot" {
+        if what == "snapshot" {
+            out.push('\n');
+        }
+        let rows: Vec<Vec<String>> = s
+            .topics
+            .values()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.cluster.clone(),
+                    t.physical.clone(),
+                    t.partitions.to_string(),
+                    t.owner.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["TOPIC", "CLUSTER", "PHYSICAL", "PARTITIONS", "OWNER"],
+            &rows,
+        ));
+    }
+    if what == "quotas" || what == "snapshot" {
+        if what == "snapshot" {
+            out.push('\n');
+        }
+        let n = |v: u64| {
+            if v == 0 {
+                "-".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        let rows: Vec<Vec<String>> = s
+            .quotas
+            .values()
+            .map(|q| {
+                vec![
+                    q.app.clone(),
+                    q.topic.clone(),
+                    n(q.produce_msgs_per_sec),
+                    n(q.produce_bytes_per_sec),
+                    n(q.consume_msgs_per_sec),
+                    n(q.burst),
+                    QuotaPolicy::try_from(q.policy)
+                        .map(|x| {
+                            x.as_str_name()
+                                .trim_start_matches("QUOTA_POLICY_")
+                                .to_string()
+                        })
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &[
+                "APP",
+                "TOPIC",
+                "PRODUCE_MSG/S",
+                "PRODUCE_B/S",
+                "CONSUME_MSG/S",
+                "BURST",
+                "POLICY",
+            ],
+            &rows,
+        ));
+    }
+    if what == "profiles" || what == "snapshot" {
+        if what == "snapshot" {
+            out.push('\n');
+        }
+        let rows: Vec<Vec<String>> = s
+            .profiles
+            .values()
+            .map(|p| {
+                vec![
+                    p.app.clone(),
+                    kv(&p.properties),
+                    kv(&p.enforced),
+                    p.allowed_topics.join(","),
+                ]
+            })
+            .collect();
+        out.push_str(&render(&["APP", "PROPERTIES", "ENFORCED", "TOPICS"], &rows));
+    }
+    out
+}
+
+/// JSON/YAML value for `get`: the desired-state form, so `get snapshot -o yaml` can be applied.
+pub fn select_json(s: &State, d: &DesiredState, what: &str) -> anyhow::Result<Value> {
+    let v = serde_json::to_value(d)?;
+    Ok(match what {
+        "snapshot" => {
+            let mut v = v;
+            if let Value::Object(m) = &mut v {
+                m.insert("version".into(), json!(s.version));
+                m.insert("author".into(), json!(s.author));
+                m.insert("comment".into(), json!(s.comment));
+                m.insert("created_unix_ms".into(), json!(s.created_unix_ms));
+            }
+            v
+        }
+        other => v.get(other).cloned().unwrap_or(Value::Array(Vec::new())),
+    })
+}
+
+fn sign(a: i32) -> char {
+    match DiffAction::try_from(a) {
+        Ok(DiffAction::Added) => '+',
+        Ok(DiffAction::Removed) => '-',
+        _ => '~',
+    }
+}
+
+/// A diff as `+`/`~`/`-` lines with indented field changes.
+pub fn diff(d: &[DiffEntry]) -> String {
+    let mut out = String::new();
+    for e in d {
+        let _ = writeln!(out, "{} {} {}", sign(e.action), e.kind, e.name);
+        for f in &e.fields {
+            let _ = match DiffAction::try_from(e.action) {
+                Ok(DiffAction::Added) => writeln!(out, "    {}: {}", f.field, f.new_value),
+                Ok(DiffAction::Removed) => writeln!(out, "    {}: {}", f.field, f.old_value),
+                _ => writeln!(
+                    out,
+                    "    {}: {} -> {}",
+                    f.field,
+                    if f.old_value.is_empty() {
+                        "(unset)"
+                    } else {
+                        &f.old_value
+                    },
+                    if f.new_value.is_empty() {
+                        "(unset)"
+                    } else {
+                        &f.new_value
+                    }
+                ),
+            };
+        }
+    }
+    out
+}
+
+/// History table.
+pub fn history(h: &GetHistoryResponse, with_diff: bool) -> String {
+    let rows: Vec<Vec<String>> = h
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.version.to_string(),
+                e.created_unix_ms.to_string(),
+                e.author.clone(),
+                format!("+{} ~{} -{}", e.added, e.changed, e.removed),
+                e.comment.clone(),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if with_diff {
+        for (e, r) in h.entries.iter().zip(&rows) {
+            out.push_str(&render(
+                &["VERSION", "CREATED_MS", "AUTHOR", "CHANGES", "COMMENT"],
+                std::slice::from_ref(r),
+            ));
+            out.push_str(&diff(&e.diff));
+            out.push('\n');
+        }
+    } else {
+        out.push_str(&render(
+            &["VERSION", "CREATED_MS", "AUTHOR", "CHANGES", "COMMENT"],
+            &rows,
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "current version {}, oldest retained {}",
+        h.current_version, h.oldest_version
+    );
+    out
+}
+
+fn diff_json(d: &[DiffEntry]) -> Value {
+    Value::Array(
+        d.iter()
+            .map(|e| {
+                json!({
+                    "kind": e.kind,
+                    "name": e.name,
+                    "action": DiffAction::try_from(e.action).map(|a| a.as_str_name().trim_start_matches("DIFF_ACTION_").to_lowercase()).unwrap_or_default(),
+                    "fields": e.fields.iter().map(|f| json!({"field": f.field, "old": f.old_value, "new": f.new_value})).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// History as JSON.
+pub fn history_json(h: &GetHistoryResponse) -> Value {
+    json!({
+        "current_version": h.current_version,
+        "oldest_version": h.oldest_version,
+        "entries": h.entries.iter().map(|e| json!({
+            "version": e.version,
+            "created_unix_ms": e.created_unix_ms,
+            "author": e.author,
+            "comment": e.comment,
+            "added": e.added,
+            "changed": e.changed,
+            "removed": e.removed,
+            "diff": diff_json(&e.diff),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Clients table.
+pub fn clients(l: &ListClientsResponse) -> String {
+    let rows: Vec<Vec<String>> = l
+        .clients
+        .iter()
+        .filter_map(|c| {
+            let s = c.status.as_ref()?;
+            let ends = |eps: &[switchyard_proto::v1::ClientEndpoint]| {
+                eps.iter()
+                    .map(|e| format!("{}@{}", e.logical_topic, e.cluster))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            Some(vec![
+                s.client_id.clone(),
+                s.app.clone(),
+                s.language.clone(),
+                s.sdk_version.clone(),
+                format!(
+                    "{}{}",
+                    s.applied_version,
+                    if c.versions_behind > 0 {
+                        format!(" ({} behind)", c.versions_behind)
+                    } else {
+                        String::new()
+                    }
+                ),
+                ends(&s.producing),
+                ends(&s.consuming),
+            ])
+        })
+        .collect();
+    let mut out = render(
+        &[
+            "CLIENT", "APP", "LANGUAGE", "SDK", "APPLIED", "PRODUCES", "CONSUMES",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        out,
+        "{} clients; current version {}",
+        rows.len(),
+        l.current_version
+    );
+    out
+}
+
+/// Clients as JSON.
+pub fn clients_json(l: &ListClientsResponse) -> Value {
+    let ep = |eps: &[switchyard_proto::v1::ClientEndpoint]| {
+        eps.iter()
+            .map(|e| json!({"logical_topic": e.logical_topic, "cluster": e.cluster, "physical_topic": e.physical_topic, "group": e.group, "msgs_per_sec": e.msgs_per_sec, "bytes_per_sec": e.bytes_per_sec}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "current_version": l.current_version,
+        "clients": l.clients.iter().filter_map(|c| {
+            let s = c.status.as_ref()?;
+            Some(json!({
+                "client_id": s.client_id, "app": s.app, "language": s.language,
+                "sdk_version": s.sdk_version, "applied_version": s.applied_version,
+                "versions_behind": c.versions_behind, "last_seen_unix_ms": c.last_seen_unix_ms,
+                "hostname": s.hostname, "pid": s.pid,
+                "producing": ep(&s.producing), "consuming": ep(&s.consuming),
+            }))
+        }).collect::<Vec<_>>(),
+    })
+}
