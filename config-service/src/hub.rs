@@ -112,7 +112,7 @@ impl Hub {
         (v == latest).then(|| evs.into_iter().map(|p| p.event.clone()).collect())
     }
 
-    /// A watch stream for a client that has `known` (0 = nothing).
+    /// A watch stream for a client that has `known` (0 = nothing: it always gets a snapshot).
     pub fn stream(
         self: &Arc<Self>,
         store: Arc<dyn Store>,
@@ -121,7 +121,7 @@ impl Hub {
         // Subscribe before reading the latest version so nothing published in between is missed.
         let rx = self.tx.subscribe();
         let latest = store.latest().version;
-        let (initial, sent) = if known == latest {
+        let (initial, sent) = if known == latest && known != 0 {
             (VecDeque::new(), latest)
         } else if let Some(evs) = (known > 0 && known < latest)
             .then(|| self.recent_since(known, latest))

@@ -3,9 +3,7 @@
 //! The `switchyard` binary adds the operator CLI on top.
 
 pub mod auth;
-pub mod client;
 pub mod clients;
-pub mod desired;
 pub mod error;
 pub mod hub;
 pub mod output;
@@ -16,3 +14,5 @@ pub mod store;
 pub use error::ServiceError;
 pub use server::{RunningServer, ServerConfig, StoreConfig, start};
 pub use service::ConfigService;
+
+pub use switchyard_proto::{client, desired};

@@ -20,8 +20,7 @@ use crate::hub::Hub;
 use crate::service::ConfigService;
 use crate::store::{FileStore, MemoryStore, Store};
 
-/// Largest request or response message, bytes (a 20,000-topic snapshot is a few MiB).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub use switchyard_proto::client::MAX_MESSAGE_BYTES;
 
 /// Where versions are kept.
 #[derive(Debug, Clone)]

@@ -36,5 +36,7 @@ pub mod shared_watch {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_v1_descriptor.bin"));
 
+pub mod client;
+pub mod desired;
 pub mod state;
 pub mod validate;

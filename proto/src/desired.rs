@@ -31,12 +31,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context, bail};
+use crate::state::{QuotaId, State, normalize_cluster, normalize_quota, normalize_topic};
+use crate::v1::{ClientProfile, Cluster, ClusterState, Quota, QuotaPolicy, Topic};
 use serde::{Deserialize, Deserializer, Serialize};
-use switchyard_proto::state::{
-    QuotaId, State, normalize_cluster, normalize_quota, normalize_topic,
-};
-use switchyard_proto::v1::{ClientProfile, Cluster, ClusterState, Quota, QuotaPolicy, Topic};
 
 /// The whole desired configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -175,6 +172,15 @@ pub struct ProfileSpec {
     pub allowed_topics: Vec<String>,
 }
 
+/// A desired-state file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DesiredError(pub String);
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(DesiredError(format!($($t)*))) };
+}
+
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
@@ -207,24 +213,28 @@ fn props<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D:
 
 impl DesiredState {
     /// Parses YAML (JSON is valid YAML), naming the location of any error.
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
+    pub fn parse(text: &str) -> Result<Self, DesiredError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+        serde_yaml_ng::from_str(text).map_err(|e| DesiredError(e.to_string()))
     }
 
     /// Reads and parses a file.
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn load(path: &std::path::Path) -> Result<Self, DesiredError> {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?;
-        Self::parse(&text)
-            .with_context(|| format!("{} is not a valid desired-state file", path.display()))
+            .map_err(|e| DesiredError(format!("could not read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| {
+            DesiredError(format!(
+                "{} is not a valid desired-state file: {e}",
+                path.display()
+            ))
+        })
     }
 
     /// The configuration content this file describes (version 0; the server validates it).
     /// Rejects a name given twice.
-    pub fn to_state(&self) -> anyhow::Result<State> {
+    pub fn to_state(&self) -> Result<State, DesiredError> {
         let mut s = State::default();
         for (i, c) in self.clusters.iter().enumerate() {
             let cluster = normalize_cluster(Cluster {

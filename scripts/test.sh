@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: formatting, lints, Rust unit and
+# integration tests (config service, SDK on two real Kafka clusters), C and Python bindings.
+#
+#   ./scripts/test.sh            # everything
+#   SWITCHYARD_SKIP_KAFKA=1 ...  # local shortcut: no Kafka (Kafka tests then fail, not skip)
+#
+# Exits non-zero when any step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+export CARGO_TERM_COLOR=never
+export RUST_BACKTRACE=1
+
+step "toolchain"
+cargo --version >&2
+rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || rustup component add rustfmt clippy >&2
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build tests"
+cargo test --workspace --locked --no-run
+
+KAFKA_DIR="${SWITCHYARD_KAFKA_DIR:-$(mktemp -d /tmp/switchyard-kafka.XXXXXX)}"
+cleanup() {
+    if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
+        bash "$ROOT/scripts/kafka.sh" stop --dir "$KAFKA_DIR" >&2 || true
+    fi
+}
+trap cleanup EXIT
+
+if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
+    step "start two real Kafka clusters"
+    eval "$(bash scripts/kafka.sh start 2 --dir "$KAFKA_DIR")"
+    echo "SWITCHYARD_KAFKA_CLUSTERS=$SWITCHYARD_KAFKA_CLUSTERS" >&2
+fi
+
+step "cargo test (Rust: unit, config service, SDK on real Kafka)"
+cargo test --workspace --locked
+
+if [[ -x scripts/test-bindings.sh ]]; then
+    step "C and Python bindings"
+    scripts/test-bindings.sh
+fi
+
+step "benchmark smoke runs"
+cargo bench -p switchyard-config --bench watch_fanout --locked -- --quick
+
+step "all tests passed"
