@@ -1,0 +1,538 @@
+//! The routed consumer: one consumer group over logical topics that may live on different
+//! clusters, following route changes without a restart.
+//!
+//! For every (cluster, property set) in use there is one member consumer in the group on that
+//! cluster. When a topic moves away from a cluster, the member there keeps reading it — it
+//! *drains* — until it has handed the application every record up to the partitions' end, the
+//! application has committed them (or auto-commit stored them), and a grace period has passed
+//! for producers that learn of the change late; only then does it unsubscribe. Meanwhile the
+//! member on the new cluster already reads the topic there (from committed offsets, or from
+//! `auto.offset.reset`, by default `earliest`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use switchyard_proto::v1::ClientEndpoint;
+
+use crate::error::Error;
+use crate::metadata::{ClusterTarget, Metadata};
+use crate::record::Message;
+use crate::status::{Counted, StatusSource};
+use crate::watch::Shared;
+
+/// Settings for a [`Consumer`].
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Extra consumer properties from the application's code (below enforced ones).
+    pub properties: BTreeMap<String, String>,
+    /// Commit automatically (offsets of records returned by `recv` are stored and committed
+    /// in the background). When false, call [`Consumer::commit`].
+    pub auto_commit: bool,
+    /// After a topic moves, keep reading its old location at least this long.
+    pub drain_grace: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            properties: BTreeMap::new(),
+            auto_commit: false,
+            drain_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    ("enable.partition.eof", "false"),
+];
+
+/// A consumer group member over logical topics. Use it from one task at a time.
+pub struct Consumer {
+    inner: Arc<ConsumerInner>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group", &self.inner.group)
+            .field("topics", &self.inner.topics)
+            .finish()
+    }
+}
+
+pub(crate) struct ConsumerInner {
+    shared: Arc<Shared>,
+    group: String,
+    topics: Vec<String>,
+    opts: ConsumerOptions,
+    recv_mu: tokio::sync::Mutex<RecvState>,
+    members: Mutex<HashMap<u64, Arc<Member>>>,
+    /// (member, physical topic, partition) → (next offset handed out, next offset committed).
+    offsets: Mutex<HashMap<PartitionKey, (i64, i64)>>,
+    next_id: AtomicU64,
+}
+
+/// (member, physical topic, partition).
+type PartitionKey = (u64, String, i32);
+/// Per cluster client: its target and physical → logical topics.
+type Desired = HashMap<(String, u64), (Arc<ClusterTarget>, BTreeMap<String, String>)>;
+
+struct Member {
+    id: u64,
+    cluster: String,
+    fingerprint: u64,
+    consumer: Arc<StreamConsumer>,
+    /// physical → logical, for every subscribed topic (active or draining).
+    topics: Mutex<BTreeMap<String, String>>,
+    /// physical → when draining started.
+    draining: Mutex<BTreeMap<String, Instant>>,
+    received: AtomicU64,
+    bytes: AtomicU64,
+}
+
+struct RecvState {
+    version: Option<u64>,
+    last_drain_check: Instant,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        group: &str,
+        topics: &[&str],
+        opts: ConsumerOptions,
+    ) -> Result<Self, Error> {
+        if group.is_empty() || group.len() > 255 || group.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(format!(
+                "group id {group:?} must be 1-255 printable characters"
+            )));
+        }
+        if topics.is_empty() {
+            return Err(Error::InvalidArgument(
+                "subscribe to at least one logical topic".into(),
+            ));
+        }
+        for t in topics {
+            switchyard_proto::validate::check_topic_name("topic", t)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
+        let inner = Arc::new(ConsumerInner {
+            shared: shared.clone(),
+            group: group.to_string(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            opts,
+            recv_mu: tokio::sync::Mutex::new(RecvState {
+                version: None,
+                last_drain_check: Instant::now(),
+            }),
+            members: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let src: Weak<dyn StatusSource> = Arc::downgrade(&inner) as Weak<dyn StatusSource>;
+        shared.register(src);
+        Ok(Self { inner })
+    }
+
+    /// The next record from any subscribed logical topic.
+    ///
+    /// Cancel-safe: dropping the future loses no record.
+    pub async fn recv(&self) -> Result<Message, Error> {
+        let inner = &self.inner;
+        let mut st = inner.recv_mu.lock().await;
+        let mut versions = inner.shared.subscribe();
+        loop {
+            let md = inner.shared.load_full();
+            if st.version != Some(md.version) {
+                inner.reconcile(&md)?;
+                st.version = Some(md.version);
+            }
+            if st.last_drain_check.elapsed() >= Duration::from_millis(250) {
+                inner.finish_drains().await;
+                st.last_drain_check = Instant::now();
+            }
+            let members: Vec<Arc<Member>> = inner.members.lock().values().cloned().collect();
+            if members.is_empty() {
+                tokio::select! {
+                    r = versions.changed() => if r.is_err() { return Err(Error::Closed) },
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                continue;
+            }
+            let futs = members.iter().map(|m| {
+                let m2 = m.clone();
+                async move {
+                    let r = m2.consumer.recv().await;
+                    r.map(|bm| (m2.id, convert(&m2, &bm)))
+                }
+                .boxed()
+            });
+            tokio::select! {
+                (r, _, _) = futures::future::select_all(futs) => {
+                    match r {
+                        Ok((id, Some(msg))) => {
+                            inner.delivered(id, &msg);
+                            return Ok(msg);
+                        }
+                        Ok((_, None)) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, group = %inner.group, "consumer error");
+                            // Transient broker errors surface here; the member keeps running.
+                            if is_fatal(&e) {
+                                return Err(Error::Kafka { cluster: String::new(), source: e });
+                            }
+                        }
+                    }
+                }
+                r = versions.changed() => if r.is_err() { return Err(Error::Closed) },
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    /// Commits `msg` and every earlier record of its partition, synchronously.
+    pub async fn commit(&self, msg: &Message) -> Result<(), Error> {
+        let member = self
+            .inner
+            .members
+            .lock()
+            .get(&msg.member)
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the record's consumer member is gone (its topic moved and drained)".into(),
+                )
+            })?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &msg.physical_topic,
+            msg.partition,
+            Offset::Offset(msg.offset + 1),
+        )
+        .map_err(|source| Error::Kafka {
+            cluster: member.cluster.clone(),
+            source,
+        })?;
+        let c = member.consumer.clone();
+        tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(|source| Error::Kafka {
+                cluster: member.cluster.clone(),
+                source,
+            })?;
+        let mut off = self.inner.offsets.lock();
+        let e = off
+            .entry((member.id, msg.physical_topic.clone(), msg.partition))
+            .or_insert((msg.offset + 1, msg.offset + 1));
+        e.1 = e.1.max(msg.offset + 1);
+        Ok(())
+    }
+
+    /// The group id.
+    pub fn group(&self) -> &str {
+        &self.inner.group
+    }
+
+    /// Clusters this consumer currently reads, with the physical topics (active and draining).
+    pub fn assignment_summary(&self) -> Vec<(String, Vec<String>)> {
+        let members = self.inner.members.lock();
+        let mut v: Vec<(String, Vec<String>)> = members
+            .values()
+            .map(|m| (m.cluster.clone(), m.topics.lock().keys().cloned().collect()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::Fatal | C::GroupAuthorizationFailed | C::TopicAuthorizationFailed)
+    )
+}
+
+fn convert(m: &Member, bm: &rdkafka::message::BorrowedMessage<'_>) -> Option<Message> {
+    let physical = bm.topic().to_string();
+    let logical = m.topics.lock().get(&physical).cloned()?;
+    let headers = bm
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_string(),
+                        Bytes::copy_from_slice(x.value.unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    m.received.fetch_add(1, Ordering::Relaxed);
+    m.bytes.fetch_add(
+        bm.payload().map_or(0, |p| p.len()) as u64,
+        Ordering::Relaxed,
+    );
+    Some(Message {
+        topic: logical,
+        cluster: m.cluster.clone(),
+        physical_topic: physical,
+        partition: bm.partition(),
+        offset: bm.offset(),
+        key: bm.key().map(Bytes::copy_from_slice),
+        payload: bm.payload().map(Bytes::copy_from_slice),
+        headers,
+        timestamp_ms: bm.timestamp().to_millis(),
+        member: m.id,
+    })
+}
+
+impl ConsumerInner {
+    fn delivered(&self, member: u64, msg: &Message) {
+        if self.opts.auto_commit
+            && let Some(m) = self.members.lock().get(&member)
+        {
+            let _ = m
+                .consumer
+                .store_offset(&msg.physical_topic, msg.partition, msg.offset);
+        }
+        let mut off = self.offsets.lock();
+        let e = off
+            .entry((member, msg.physical_topic.clone(), msg.partition))
+            .or_insert((0, -1));
+        e.0 = e.0.max(msg.offset + 1);
+    }
+
+    /// Brings members in line with the routes of `md`.
+    fn reconcile(&self, md: &Metadata) -> Result<(), Error> {
+        // cluster key → (target, physical → logical)
+        let mut desired: Desired = HashMap::new();
+        for t in &self.topics {
+            if let Some(r) = md.route(t) {
+                desired
+                    .entry((r.cluster.name.clone(), r.cluster.fingerprint))
+                    .or_insert_with(|| (r.cluster.clone(), BTreeMap::new()))
+                    .1
+                    .insert(r.physical.clone(), t.clone());
+            }
+        }
+        let mut members = self.members.lock();
+        let now = Instant::now();
+        // Existing members: start draining what moved away, take on what arrived.
+        for m in members.values() {
+            let key = (m.cluster.clone(), m.fingerprint);
+            let want = desired.remove(&key).map(|d| d.1).unwrap_or_default();
+            let mut topics = m.topics.lock();
+            let mut draining = m.draining.lock();
+            let mut changed = false;
+            for (phys, logical) in topics.iter() {
+                if !want.contains_key(phys) && !draining.contains_key(phys) {
+                    tracing::info!(cluster = %m.cluster, topic = %logical, "topic moved away; draining");
+                    draining.insert(phys.clone(), now);
+                }
+            }
+            for (phys, logical) in &want {
+                draining.remove(phys);
+                if topics.insert(phys.clone(), logical.clone()).is_none() {
+                    changed = true;
+                }
+            }
+            if changed {
+                subscribe(&m.consumer, &topics).map_err(|source| Error::Kafka {
+                    cluster: m.cluster.clone(),
+                    source,
+                })?;
+            }
+        }
+        // New members.
+        for ((cluster, fingerprint), (target, topics)) in desired {
+            let consumer = self.create(&target)?;
+            subscribe(&consumer, &topics).map_err(|source| Error::Kafka {
+                cluster: cluster.clone(),
+                source,
+            })?;
+            tracing::info!(cluster = %cluster, group = %self.group, topics = ?topics.values().collect::<Vec<_>>(), "joined group on cluster");
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            members.insert(
+                id,
+                Arc::new(Member {
+                    id,
+                    cluster,
+                    fingerprint,
+                    consumer: Arc::new(consumer),
+                    topics: Mutex::new(topics),
+                    draining: Mutex::new(BTreeMap::new()),
+                    received: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    fn create(&self, target: &ClusterTarget) -> Result<StreamConsumer, Error> {
+        let mut cfg = ClientConfig::new();
+        for (k, v) in CONSUMER_DEFAULTS {
+            cfg.set(*k, *v);
+        }
+        cfg.set("client.id", format!("{}-consumer", self.shared.client_id));
+        for (k, v) in &target.properties {
+            cfg.set(k, v);
+        }
+        let md = self.shared.load();
+        let enforced = md
+            .state
+            .profiles
+            .get(&self.shared.app)
+            .map(|p| p.enforced.clone());
+        drop(md);
+        for (k, v) in &self.opts.properties {
+            if k != "bootstrap.servers" {
+                cfg.set(k, v);
+            }
+        }
+        if let Some(enforced) = enforced {
+            for (k, v) in enforced {
+                cfg.set(k, v);
+            }
+        }
+        cfg.set("group.id", &self.group);
+        if self.opts.auto_commit {
+            cfg.set("enable.auto.commit", "true");
+            cfg.set("enable.auto.offset.store", "false");
+        } else {
+            cfg.set("enable.auto.commit", "false");
+        }
+        cfg.create().map_err(|source| Error::Kafka {
+            cluster: target.name.clone(),
+            source,
+        })
+    }
+
+    /// Ends draining for topics whose assigned partitions are fully handed out and committed.
+    async fn finish_drains(&self) {
+        let members: Vec<Arc<Member>> = self.members.lock().values().cloned().collect();
+        for m in members {
+            let due: Vec<String> = m
+                .draining
+                .lock()
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= self.opts.drain_grace)
+                .map(|(p, _)| p.clone())
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            let c = m.consumer.clone();
+            let due2 = due.clone();
+            // Positions and cached high watermarks, read off the async runtime.
+            let parts = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let Ok(assign) = c.assignment() else {
+                    return out;
+                };
+                for e in assign.elements() {
+                    if !due2.iter().any(|d| d == e.topic()) {
+                        continue;
+                    }
+                    let high = c
+                        .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                        .map(|(_, h)| h)
+                        .unwrap_or(i64::MAX);
+                    out.push((e.topic().to_string(), e.partition(), high));
+                }
+                out
+            })
+            .await
+            .unwrap_or_default();
+            let offsets = self.offsets.lock().clone();
+            let mut done: BTreeSet<String> = due.into_iter().collect();
+            for (topic, partition, high) in parts {
+                let (handed, committed) = offsets
+                    .get(&(m.id, topic.clone(), partition))
+                    .copied()
+                    .unwrap_or((-1, -1));
+                let committed_ok = self.opts.auto_commit || committed >= handed;
+                // A partition with no records handed out but a non-zero end may be unread.
+                let read_all = handed >= high || high == 0;
+                if !(read_all && committed_ok) {
+                    done.remove(&topic);
+                }
+            }
+            if done.is_empty() {
+                continue;
+            }
+            if self.opts.auto_commit {
+                let c = m.consumer.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync))
+                        .await;
+            }
+            let remaining = {
+                let mut topics = m.topics.lock();
+                let mut draining = m.draining.lock();
+                for t in &done {
+                    topics.remove(t);
+                    draining.remove(t);
+                    tracing::info!(cluster = %m.cluster, physical = %t, "drained; unsubscribing");
+                }
+                topics.clone()
+            };
+            if remaining.is_empty() {
+                self.members.lock().remove(&m.id);
+                let c = m.consumer.clone();
+                drop(m);
+                tokio::task::spawn_blocking(move || {
+                    c.unsubscribe();
+                    drop(c);
+                });
+            } else if let Err(e) = subscribe(&m.consumer, &remaining) {
+                tracing::warn!(error = %e, "resubscribe failed");
+            }
+        }
+    }
+}
+
+fn subscribe(
+    c: &StreamConsumer,
+    topics: &BTreeMap<String, String>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let names: Vec<&str> = topics.keys().map(String::as_str).collect();
+    c.subscribe(&names)
+}
+
+impl StatusSource for ConsumerInner {
+    fn endpoints(&self) -> (Vec<Counted>, Vec<Counted>) {
+        let mut out = Vec::new();
+        for m in self.members.lock().values() {
+            let topics = m.topics.lock();
+            let n = topics.len().max(1) as u64;
+            for (phys, logical) in topics.iter() {
+                out.push((
+                    ClientEndpoint {
+                        logical_topic: logical.clone(),
+                        cluster: m.cluster.clone(),
+                        physical_topic: phys.clone(),
+                        group: self.group.clone(),
+                        ..Default::default()
+                    },
+                    // Counters are per member; spread evenly when it reads several topics.
+                    m.received.load(Ordering::Relaxed) / n,
+                    m.bytes.load(Ordering::Relaxed) / n,
+                ));
+            }
+        }
+        (Vec::new(), out)
+    }
+}

@@ -1,0 +1,147 @@
+//! The SDK's one error type.
+
+use crate::record::Record;
+
+/// What kind of failure, for matching without depending on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad argument from the application.
+    InvalidArgument,
+    /// The logical topic is not in the configuration (or not allowed for this app).
+    UnknownTopic,
+    /// No configuration yet: the service is unreachable and there is no usable cache.
+    NoConfig,
+    /// The config service could not be reached or answered with an error.
+    ConfigService,
+    /// The last-known-good cache is unreadable or invalid.
+    Cache,
+    /// Kafka returned an error.
+    Kafka,
+    /// A send waited longer than allowed.
+    Timeout,
+    /// The client is shutting down.
+    Closed,
+}
+
+/// A Switchyard SDK error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad argument from the application.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The logical topic is not routed.
+    #[error("logical topic {topic:?} is not in configuration version {version}")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+        /// The configuration version consulted.
+        version: u64,
+    },
+    /// No configuration available.
+    #[error("no configuration: {0}")]
+    NoConfig(String),
+    /// The config service failed.
+    #[error("config service: {0}")]
+    ConfigService(String),
+    /// The cache could not be used.
+    #[error("snapshot cache {path}: {reason}")]
+    Cache {
+        /// Cache file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Kafka failure.
+    #[error("kafka ({cluster}): {source}")]
+    Kafka {
+        /// Cluster name.
+        cluster: String,
+        /// The rdkafka error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Timed out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// Shutting down.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl Error {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::UnknownTopic { .. } => ErrorKind::UnknownTopic,
+            Error::NoConfig(_) => ErrorKind::NoConfig,
+            Error::ConfigService(_) => ErrorKind::ConfigService,
+            Error::Cache { .. } => ErrorKind::Cache,
+            Error::Kafka { .. } => ErrorKind::Kafka,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Closed => ErrorKind::Closed,
+        }
+    }
+
+    /// True when the same operation may succeed if tried again later.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Kafka { source, .. } => source
+                .rdkafka_error_code()
+                .map(is_retriable_code)
+                .unwrap_or(false),
+            Error::Timeout(_) | Error::ConfigService(_) | Error::NoConfig(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn is_retriable_code(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::QueueFull
+            | C::MessageTimedOut
+            | C::RequestTimedOut
+            | C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::NotLeaderForPartition
+            | C::LeaderNotAvailable
+            | C::NetworkException
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::NotCoordinator
+            | C::CoordinatorNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::UnknownTopicOrPartition
+            | C::OperationTimedOut
+    )
+}
+
+/// A failed send: the error, and the record given back to the caller (never silently re-sent
+/// elsewhere).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SendError {
+    /// Why.
+    #[source]
+    pub error: Error,
+    /// The record, unchanged.
+    pub record: Record,
+}
+
+impl SendError {
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+    /// True when sending the record again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.error.is_retriable()
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

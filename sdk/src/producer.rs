@@ -1,0 +1,462 @@
+//! The routed producer.
+//!
+//! Each logical topic has a *lane* holding its current target (cluster client + physical
+//! topic). A send holds the lane's read side from enqueue until its delivery report; a route or
+//! property change takes the write side, which (a) holds new sends to that topic, (b) waits for
+//! every in-flight send to be delivered or failed back to its caller — the flush — and then
+//! (c) swaps the target and releases the held sends to the new one. So records of one topic are
+//! never in flight to two clusters at once, and per-partition order is kept across the switch.
+//! A send that fails is returned to its caller with the record, never re-sent elsewhere.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use switchyard_proto::v1::ClientEndpoint;
+use tokio::sync::RwLock;
+
+use crate::error::{Error, SendError};
+use crate::metadata::Route;
+use crate::record::{Delivery, Record};
+use crate::status::{Counted, StatusSource};
+use crate::watch::Shared;
+
+/// Properties every SDK producer starts from (the service and the app can override them).
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    // No duplicates from internal retries, and retries never reorder a partition.
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+];
+
+/// How long a send waits for room in a full local queue before failing.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+
+/// Settings for a [`Producer`].
+#[derive(Debug, Clone, Default)]
+pub struct ProducerOptions {
+    /// Extra producer properties from the application's code (below enforced ones).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Sends records to logical topics; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<ProducerInner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("lanes", &self.inner.lanes.load().len())
+            .finish()
+    }
+}
+
+pub(crate) struct ProducerInner {
+    shared: Arc<Shared>,
+    props: BTreeMap<String, String>,
+    lanes: ArcSwap<HashMap<String, Arc<Lane>>>,
+    /// Held by the router during a pass and by lane creation, so no lane misses a version.
+    route_mu: tokio::sync::Mutex<()>,
+    clients: Mutex<HashMap<(String, u64), Arc<ClusterProducer>>>,
+    route_changes: AtomicU64,
+}
+
+struct ClusterProducer {
+    cluster: String,
+    fingerprint: u64,
+    producer: FutureProducer,
+}
+
+struct Lane {
+    logical: String,
+    target: RwLock<Target>,
+    sent: AtomicU64,
+    bytes: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Clone, Default)]
+struct Target {
+    version: u64,
+    route: Option<Arc<Route>>,
+    client: Option<Arc<ClusterProducer>>,
+}
+
+fn same_target(a: Option<&Arc<Route>>, b: Option<&Arc<Route>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.cluster.fingerprint == b.cluster.fingerprint && a.physical == b.physical
+        }
+        _ => false,
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<Shared>, opts: ProducerOptions) -> Self {
+        let inner = Arc::new(ProducerInner {
+            shared: shared.clone(),
+            props: opts.properties,
+            lanes: ArcSwap::from_pointee(HashMap::new()),
+            route_mu: tokio::sync::Mutex::new(()),
+            clients: Mutex::new(HashMap::new()),
+            route_changes: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(router(weak, shared.subscribe()));
+        let src: Weak<dyn StatusSource> = Arc::downgrade(&inner) as Weak<dyn StatusSource>;
+        shared.register(src);
+        Self { inner }
+    }
+
+    /// Sends `record` to its logical topic and waits for the broker's acknowledgement.
+    ///
+    /// On failure the record is returned unchanged inside the error; it has not been (and will
+    /// not be) sent anywhere else by the SDK.
+    pub async fn send(&self, record: Record) -> Result<Delivery, SendError> {
+        let lane = match self.inner.lane(&record.topic).await {
+            Ok(l) => l,
+            Err(error) => return Err(SendError { error, record }),
+        };
+        let target = lane.target.read().await;
+        let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref()) else {
+            let error = Error::UnknownTopic {
+                topic: record.topic.clone(),
+                version: target.version,
+            };
+            return Err(SendError { error, record });
+        };
+        let (route, client) = (route.clone(), client.clone());
+        let res = enqueue_and_wait(&client, &route, &record).await;
+        let version = target.version;
+        drop(target);
+        match res {
+            Ok((partition, offset)) => {
+                lane.sent.fetch_add(1, Ordering::Relaxed);
+                lane.bytes.fetch_add(
+                    record.payload.as_ref().map_or(0, |p| p.len()) as u64,
+                    Ordering::Relaxed,
+                );
+                Ok(Delivery {
+                    topic: route.logical.clone(),
+                    cluster: route.cluster.name.clone(),
+                    physical_topic: route.physical.clone(),
+                    partition,
+                    offset,
+                    version,
+                })
+            }
+            Err(error) => {
+                lane.failed.fetch_add(1, Ordering::Relaxed);
+                Err(SendError { error, record })
+            }
+        }
+    }
+
+    /// Waits until every record handed to any cluster client has been delivered or failed.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        let clients: Vec<Arc<ClusterProducer>> =
+            self.inner.clients.lock().values().cloned().collect();
+        let deadline = Instant::now() + timeout;
+        for c in clients {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let name = c.cluster.clone();
+            tokio::task::spawn_blocking(move || c.producer.flush(left))
+                .await
+                .map_err(|_| Error::Closed)?
+                .map_err(|source| Error::Kafka {
+                    cluster: name,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Route changes applied by this producer so far.
+    pub fn route_changes(&self) -> u64 {
+        self.inner.route_changes.load(Ordering::Relaxed)
+    }
+
+    /// Number of Kafka clients currently open (one per cluster and property set in use).
+    pub fn open_clients(&self) -> usize {
+        self.inner.clients.lock().len()
+    }
+
+    /// The cluster and physical topic sends to `topic` currently go to.
+    pub async fn current_route(&self, topic: &str) -> Option<(String, String)> {
+        let lane = self.inner.lanes.load().get(topic).cloned()?;
+        let t = lane.target.read().await;
+        t.route
+            .as_ref()
+            .map(|r| (r.cluster.name.clone(), r.physical.clone()))
+    }
+}
+
+async fn enqueue_and_wait(
+    client: &ClusterProducer,
+    route: &Route,
+    record: &Record,
+) -> Result<(i32, i64), Error> {
+    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&route.physical);
+    if let Some(k) = &record.key {
+        fr = fr.key(&k[..]);
+    }
+    if let Some(p) = &record.payload {
+        fr = fr.payload(&p[..]);
+    }
+    if !record.headers.is_empty() {
+        let mut h = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(&v[..]),
+            });
+        }
+        fr = fr.headers(h);
+    }
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    let fut = loop {
+        match client.producer.send_result(fr) {
+            Ok(f) => break f,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if started.elapsed() > QUEUE_FULL_WAIT {
+                    return Err(Error::Timeout(format!(
+                        "the local queue for cluster {} stayed full for {QUEUE_FULL_WAIT:?}",
+                        client.cluster
+                    )));
+                }
+                fr = back;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err((source, _)) => {
+                return Err(Error::Kafka {
+                    cluster: client.cluster.clone(),
+                    source,
+                });
+            }
+        }
+    };
+    match fut.await {
+        Ok(Ok(d)) => Ok((d.partition, d.offset)),
+        Ok(Err((source, _))) => Err(Error::Kafka {
+            cluster: client.cluster.clone(),
+            source,
+        }),
+        Err(_) => Err(Error::Closed),
+    }
+}
+
+impl ProducerInner {
+    async fn lane(&self, topic: &str) -> Result<Arc<Lane>, Error> {
+        if let Some(l) = self.lanes.load().get(topic) {
+            return Ok(l.clone());
+        }
+        if topic.is_empty() {
+            return Err(Error::InvalidArgument("record.topic is empty".into()));
+        }
+        let _g = self.route_mu.lock().await;
+        if let Some(l) = self.lanes.load().get(topic) {
+            return Ok(l.clone());
+        }
+        let md = self.shared.load_full();
+        let Some(route) = md.route(topic).cloned() else {
+            return Err(Error::UnknownTopic {
+                topic: topic.to_string(),
+                version: md.version,
+            });
+        };
+        let client = self.client_for(&route)?;
+        let lane = Arc::new(Lane {
+            logical: topic.to_string(),
+            target: RwLock::new(Target {
+                version: md.version,
+                route: Some(route),
+                client: Some(client),
+            }),
+            sent: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        let mut map = (**self.lanes.load()).clone();
+        map.insert(topic.to_string(), lane.clone());
+        self.lanes.store(Arc::new(map));
+        Ok(lane)
+    }
+
+    fn client_for(&self, route: &Route) -> Result<Arc<ClusterProducer>, Error> {
+        let key = (route.cluster.name.clone(), route.cluster.fingerprint);
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut cfg = ClientConfig::new();
+        for (k, v) in PRODUCER_DEFAULTS {
+            cfg.set(*k, *v);
+        }
+        cfg.set("client.id", format!("{}-producer", self.shared.client_id));
+        for (k, v) in &route.cluster.properties {
+            cfg.set(k, v);
+        }
+        // Producer-specific app properties sit below enforced ones: re-apply enforced after.
+        let md = self.shared.load();
+        let enforced = md
+            .state
+            .profiles
+            .get(&self.shared.app)
+            .map(|p| p.enforced.clone());
+        drop(md);
+        for (k, v) in &self.props {
+            if k != "bootstrap.servers" {
+                cfg.set(k, v);
+            }
+        }
+        if let Some(enforced) = enforced {
+            for (k, v) in enforced {
+                cfg.set(k, v);
+            }
+        }
+        let producer: FutureProducer = cfg.create().map_err(|source| Error::Kafka {
+            cluster: route.cluster.name.clone(),
+            source,
+        })?;
+        tracing::info!(cluster = %route.cluster.name, "created producer client");
+        let c = Arc::new(ClusterProducer {
+            cluster: route.cluster.name.clone(),
+            fingerprint: route.cluster.fingerprint,
+            producer,
+        });
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+/// Applies every new configuration version to the lanes; ends with the producer.
+async fn router(
+    weak: Weak<ProducerInner>,
+    mut versions: tokio::sync::watch::Receiver<(u64, bool)>,
+) {
+    loop {
+        if versions.changed().await.is_err() {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        inner.reroute().await;
+    }
+}
+
+impl ProducerInner {
+    async fn reroute(&self) {
+        let _g = self.route_mu.lock().await;
+        let md = self.shared.load_full();
+        let lanes: Vec<Arc<Lane>> = self.lanes.load().values().cloned().collect();
+        let mut switches = Vec::new();
+        for lane in lanes {
+            let desired = md.route(&lane.logical).cloned();
+            let needs = {
+                let t = lane.target.read().await;
+                !same_target(t.route.as_ref(), desired.as_ref())
+            };
+            if !needs {
+                // Record the version for deliveries without blocking sends.
+                if let Ok(mut t) = lane.target.try_write() {
+                    t.version = md.version;
+                }
+                continue;
+            }
+            let client = match desired.as_ref().map(|r| self.client_for(r)).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
+                    continue;
+                }
+            };
+            let version = md.version;
+            switches.push(async move {
+                // Holds new sends and waits for in-flight ones: the flush.
+                let mut t = lane.target.write().await;
+                let from = t.route.as_ref().map(|r| format!("{}/{}", r.cluster.name, r.physical));
+                *t = Target {
+                    version,
+                    route: desired.clone(),
+                    client,
+                };
+                tracing::info!(
+                    topic = %lane.logical,
+                    from = from.as_deref().unwrap_or("-"),
+                    to = desired.as_ref().map(|r| format!("{}/{}", r.cluster.name, r.physical)).as_deref().unwrap_or("-"),
+                    version,
+                    "switched route"
+                );
+            });
+        }
+        let n = switches.len() as u64;
+        futures::future::join_all(switches).await;
+        self.route_changes.fetch_add(n, Ordering::Relaxed);
+        self.collect_unused();
+    }
+
+    /// Closes clients no lane uses any more (after flushing them).
+    fn collect_unused(&self) {
+        let mut used = HashSet::new();
+        for lane in self.lanes.load().values() {
+            if let Ok(t) = lane.target.try_read() {
+                if let Some(c) = &t.client {
+                    used.insert((c.cluster.clone(), c.fingerprint));
+                }
+            } else {
+                // Busy lane: be conservative and keep everything this pass.
+                return;
+            }
+        }
+        let mut clients = self.clients.lock();
+        let unused: Vec<_> = clients
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        for k in unused {
+            if let Some(c) = clients.remove(&k) {
+                tracing::info!(cluster = %c.cluster, "closing unused producer client");
+                tokio::task::spawn_blocking(move || {
+                    let _ = c.producer.flush(Duration::from_secs(30));
+                });
+            }
+        }
+    }
+}
+
+impl StatusSource for ProducerInner {
+    fn endpoints(&self) -> (Vec<Counted>, Vec<Counted>) {
+        let mut out = Vec::new();
+        for lane in self.lanes.load().values() {
+            let Ok(t) = lane.target.try_read() else {
+                continue;
+            };
+            let Some(r) = &t.route else { continue };
+            out.push((
+                ClientEndpoint {
+                    logical_topic: lane.logical.clone(),
+                    cluster: r.cluster.name.clone(),
+                    physical_topic: r.physical.clone(),
+                    ..Default::default()
+                },
+                lane.sent.load(Ordering::Relaxed),
+                lane.bytes.load(Ordering::Relaxed),
+            ));
+        }
+        (out, Vec::new())
+    }
+}

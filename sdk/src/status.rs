@@ -1,0 +1,191 @@
+//! Periodic `ReportStatus` to the config service: applied version, what this process
+//! produces and consumes where, and rates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use switchyard_proto::client::{self, BearerToken};
+use switchyard_proto::v1::{ClientEndpoint, ClientStatus, ReportStatusRequest};
+use tokio::sync::watch;
+
+use crate::watch::{Shared, WatchConfig};
+
+/// An endpoint with cumulative (messages, bytes) counters.
+pub(crate) type Counted = (ClientEndpoint, u64, u64);
+
+/// Something that produces or consumes.
+pub(crate) trait StatusSource: Send + Sync {
+    /// Producing and consuming endpoints with cumulative counters.
+    fn endpoints(&self) -> (Vec<Counted>, Vec<Counted>);
+}
+
+/// Registered producers and consumers.
+#[derive(Default)]
+pub(crate) struct Registry {
+    sources: parking_lot::Mutex<Vec<Weak<dyn StatusSource>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.sources.lock().len())
+            .finish()
+    }
+}
+
+impl Registry {
+    pub(crate) fn register(&self, s: Weak<dyn StatusSource>) {
+        let mut v = self.sources.lock();
+        v.retain(|w| w.strong_count() > 0);
+        v.push(s);
+    }
+
+    fn collect(&self) -> (Vec<Counted>, Vec<Counted>) {
+        let sources: Vec<_> = self
+            .sources
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let (mut p, mut c) = (Vec::new(), Vec::new());
+        for s in sources {
+            let (a, b) = s.endpoints();
+            p.extend(a);
+            c.extend(b);
+        }
+        (p, c)
+    }
+}
+
+type Key = (bool, String, String, String, String);
+
+/// Builds the status with rates computed from the counters' change since the last report.
+pub(crate) struct RateTracker {
+    last: HashMap<Key, (u64, u64)>,
+    at: Instant,
+}
+
+impl RateTracker {
+    pub(crate) fn new() -> Self {
+        Self {
+            last: HashMap::new(),
+            at: Instant::now(),
+        }
+    }
+
+    pub(crate) fn status(&mut self, shared: &Shared) -> ClientStatus {
+        let (p, c) = shared.registry().collect();
+        let secs = self.at.elapsed().as_secs_f64().max(0.001);
+        self.at = Instant::now();
+        let mut next = HashMap::new();
+        let mut conv = |producing: bool, v: Vec<Counted>| {
+            // Several sources may report the same endpoint: sum them.
+            let mut agg: HashMap<Key, (ClientEndpoint, u64, u64)> = HashMap::new();
+            for (e, m, b) in v {
+                let k = (
+                    producing,
+                    e.logical_topic.clone(),
+                    e.cluster.clone(),
+                    e.physical_topic.clone(),
+                    e.group.clone(),
+                );
+                let ent = agg.entry(k).or_insert((e, 0, 0));
+                ent.1 += m;
+                ent.2 += b;
+            }
+            let mut out = Vec::new();
+            for (k, (mut e, m, b)) in agg {
+                let (pm, pb) = self.last.get(&k).copied().unwrap_or((0, 0));
+                e.msgs_per_sec = m.saturating_sub(pm) as f64 / secs;
+                e.bytes_per_sec = b.saturating_sub(pb) as f64 / secs;
+                next.insert(k, (m, b));
+                out.push(e);
+            }
+            out.sort_by(|a, b| (&a.logical_topic, &a.cluster).cmp(&(&b.logical_topic, &b.cluster)));
+            out
+        };
+        let producing = conv(true, p);
+        let consuming = conv(false, c);
+        self.last = next;
+        let md = shared.load();
+        ClientStatus {
+            client_id: shared.client_id.clone(),
+            app: shared.app.clone(),
+            language: shared.language.clone(),
+            sdk_version: env!("CARGO_PKG_VERSION").to_string(),
+            applied_version: md.version,
+            producing,
+            consuming,
+            hostname: hostname(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
+/// Reports every `interval` until `shutdown`.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    cfg: WatchConfig,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(token) = BearerToken::new(cfg.token.as_deref()) else {
+        return;
+    };
+    let mut tracker = RateTracker::new();
+    let mut idx = 0usize;
+    let mut client = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        if !shared.has_config() {
+            continue;
+        }
+        let status = tracker.status(&shared);
+        if client.is_none() {
+            let ep = &cfg.endpoints[idx % cfg.endpoints.len()];
+            match client::connect_with_timeout(ep, cfg.ca_pem.clone(), Duration::from_secs(3)).await
+            {
+                Ok(ch) => client = Some(client::metadata(ch, token.clone())),
+                Err(e) => {
+                    tracing::debug!(error = %e, "status report: cannot connect");
+                    idx = idx.wrapping_add(1);
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = client.as_mut() {
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                c.report_status(ReportStatusRequest {
+                    status: Some(status),
+                }),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(s)) => {
+                    tracing::debug!(error = %s.message(), "status report refused");
+                    client = None;
+                    idx = idx.wrapping_add(1);
+                }
+                Err(_) => {
+                    client = None;
+                    idx = idx.wrapping_add(1);
+                }
+            }
+        }
+    }
+}
