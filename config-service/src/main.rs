@@ -399,36 +399,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(10),
     };
     let server = switchyard_config::start(cfg).await?;
+    // Install the handlers before announcing readiness: a SIGTERM right after the line below must
+    // shut down gracefully, not kill the process with the default action.
+    let signal = shutdown_signal()?;
     // Printed on stdout so scripts and tests can find a port chosen with :0.
     println!("listening on {}", server.local_addr());
     let stop = server.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
     server.join().await
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); the handlers are installed when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
     #[cfg(unix)]
     {
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+            signal(SignalKind::terminate()).context("could not install the SIGTERM handler")?;
+        let mut int =
+            signal(SignalKind::interrupt()).context("could not install the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

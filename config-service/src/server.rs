@@ -11,7 +11,7 @@ use switchyard_proto::v1::admin_service_server::AdminServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::AdminAuth;
@@ -200,7 +200,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .add_service(admin);
 
     let mut stop = shutdown_rx.clone();
-    let incoming = TcpListenerStream::new(listener);
+    // `Server::tcp_nodelay` does not apply to a custom incoming stream: set it on each accepted
+    // socket, or Nagle's algorithm delays every multi-segment response by a delayed ACK (~40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async move {

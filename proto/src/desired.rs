@@ -37,7 +37,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 /// The whole desired configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "FileForm")]
 pub struct DesiredState {
     /// Clusters.
     #[serde(default)]
@@ -51,6 +51,41 @@ pub struct DesiredState {
     /// Per-app client profiles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<ProfileSpec>,
+}
+
+/// The file as read: the desired state, plus the metadata that `switchyard get snapshot` prints
+/// next to it (accepted and ignored, so that output can be applied as is). Any other key is an
+/// error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    #[serde(default)]
+    clusters: Vec<ClusterSpec>,
+    #[serde(default)]
+    topics: Vec<TopicSpec>,
+    #[serde(default)]
+    quotas: Vec<QuotaSpec>,
+    #[serde(default)]
+    profiles: Vec<ProfileSpec>,
+    #[serde(default, rename = "version")]
+    _version: Option<u64>,
+    #[serde(default, rename = "author")]
+    _author: Option<String>,
+    #[serde(default, rename = "comment")]
+    _comment: Option<String>,
+    #[serde(default, rename = "created_unix_ms")]
+    _created_unix_ms: Option<i64>,
+}
+
+impl From<FileForm> for DesiredState {
+    fn from(f: FileForm) -> Self {
+        Self {
+            clusters: f.clusters,
+            topics: f.topics,
+            quotas: f.quotas,
+            profiles: f.profiles,
+        }
+    }
 }
 
 /// Cluster lifecycle in the file.
