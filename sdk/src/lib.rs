@@ -36,6 +36,7 @@
 mod cache;
 mod consumer;
 mod error;
+mod gate;
 mod metadata;
 mod producer;
 mod record;

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use switchyard_proto::state::State;
 use switchyard_proto::v1::ClusterState;
 
@@ -42,7 +44,7 @@ pub struct Metadata {
     pub version: u64,
     /// The full configuration.
     pub state: Arc<State>,
-    routes: HashMap<String, Arc<Route>>,
+    routes: FxHashMap<String, Arc<Route>>,
     by_physical: HashMap<(String, String), String>,
 }
 
@@ -86,7 +88,7 @@ impl Metadata {
                 }),
             );
         }
-        let mut routes = HashMap::new();
+        let mut routes = FxHashMap::default();
         let mut by_physical = HashMap::new();
         for t in state.topics.values() {
             if !allowed(&t.name) {
