@@ -95,6 +95,10 @@ struct Member {
     topics: Mutex<BTreeMap<String, String>>,
     /// physical → when draining started.
     draining: Mutex<BTreeMap<String, Instant>>,
+    /// (physical, partition) → end offset last queried for a draining partition. The end only
+    /// grows, so while fewer records than that were handed out the partition is surely not
+    /// drained, and the (slow, blocking) end-offset query need not be repeated.
+    drain_ends: Mutex<HashMap<(String, i32), i64>>,
     received: AtomicU64,
     bytes: AtomicU64,
 }
@@ -373,6 +377,7 @@ impl ConsumerInner {
                     consumer: Arc::new(consumer),
                     topics: Mutex::new(topics),
                     draining: Mutex::new(BTreeMap::new()),
+                    drain_ends: Mutex::new(HashMap::new()),
                     received: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
                 }),
@@ -434,29 +439,47 @@ impl ConsumerInner {
             if due.is_empty() {
                 continue;
             }
-            let c = m.consumer.clone();
+            let m2 = m.clone();
             let due2 = due.clone();
-            // Positions and cached high watermarks, read off the async runtime.
+            let offsets = self.offsets.lock().clone();
+            let offsets2 = offsets.clone();
+            // End offsets, read off the async runtime. Each query is a broker round trip made
+            // while `recv` waits, so a partition is queried again only once everything up to its
+            // last known end has been handed out.
             let parts = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
-                let Ok(assign) = c.assignment() else {
+                let Ok(assign) = m2.consumer.assignment() else {
                     return out;
                 };
                 for e in assign.elements() {
                     if !due2.iter().any(|d| d == e.topic()) {
                         continue;
                     }
-                    let high = c
-                        .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
-                        .map(|(_, h)| h)
-                        .unwrap_or(i64::MAX);
-                    out.push((e.topic().to_string(), e.partition(), high));
+                    let pk = (e.topic().to_string(), e.partition());
+                    let handed = offsets2
+                        .get(&(m2.id, pk.0.clone(), pk.1))
+                        .map_or(-1, |o| o.0);
+                    let known = m2.drain_ends.lock().get(&pk).copied();
+                    let high = match known {
+                        Some(h) if handed < h => h,
+                        _ => {
+                            let h = m2
+                                .consumer
+                                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+                                .map(|(_, h)| h)
+                                .unwrap_or(i64::MAX);
+                            if h != i64::MAX {
+                                m2.drain_ends.lock().insert(pk.clone(), h);
+                            }
+                            h
+                        }
+                    };
+                    out.push((pk.0, pk.1, high));
                 }
                 out
             })
             .await
             .unwrap_or_default();
-            let offsets = self.offsets.lock().clone();
             let mut done: BTreeSet<String> = due.into_iter().collect();
             for (topic, partition, high) in parts {
                 let (handed, committed) = offsets
@@ -485,6 +508,7 @@ impl ConsumerInner {
                 for t in &done {
                     topics.remove(t);
                     draining.remove(t);
+                    m.drain_ends.lock().retain(|(p, _), _| p != t);
                     tracing::info!(cluster = %m.cluster, physical = %t, "drained; unsubscribing");
                 }
                 topics.clone()

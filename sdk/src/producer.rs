@@ -37,6 +37,10 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
 ];
 
+/// How long a cluster client no route uses is kept before it is flushed and closed (a route
+/// that flips back soon reuses it instead of paying a new connection and producer id).
+const CLIENT_IDLE_CLOSE: Duration = Duration::from_secs(30);
+
 /// How long a send waits for room in a full local queue before failing.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
 
@@ -68,6 +72,8 @@ pub(crate) struct ProducerInner {
     /// Held by the router during a pass and by lane creation, so no lane misses a version.
     route_mu: tokio::sync::Mutex<()>,
     clients: Mutex<HashMap<(String, u64), Arc<ClusterProducer>>>,
+    /// Clients no lane uses, and since when.
+    idle: Mutex<HashMap<(String, u64), Instant>>,
     route_changes: AtomicU64,
 }
 
@@ -112,6 +118,7 @@ impl Producer {
             lanes: ArcSwap::from_pointee(FxHashMap::default()),
             route_mu: tokio::sync::Mutex::new(()),
             clients: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
             route_changes: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
@@ -204,7 +211,8 @@ impl Producer {
         self.inner.route_changes.load(Ordering::Relaxed)
     }
 
-    /// Number of Kafka clients currently open (one per cluster and property set in use).
+    /// Number of Kafka clients currently open: one per cluster and property set in use, plus
+    /// ones unused for less than 30 s.
     pub fn open_clients(&self) -> usize {
         self.inner.clients.lock().len()
     }
@@ -366,13 +374,23 @@ async fn router(
     mut versions: tokio::sync::watch::Receiver<(u64, bool)>,
 ) {
     loop {
-        if versions.changed().await.is_err() {
-            return;
-        }
+        let changed = tokio::select! {
+            r = versions.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                true
+            }
+            _ = tokio::time::sleep(CLIENT_IDLE_CLOSE / 4) => false,
+        };
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        inner.reroute().await;
+        if changed {
+            inner.reroute().await;
+        } else {
+            inner.collect_unused();
+        }
     }
 }
 
@@ -402,6 +420,16 @@ impl ProducerInner {
             };
             let version = md.version;
             switches.push(async move {
+                // Warm the new client (connection, metadata, producer id) while sends still flow
+                // to the old one, so the cutover pause is short.
+                if let (Some(c), Some(r)) = (client.clone(), desired.clone()) {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        c.producer
+                            .client()
+                            .fetch_metadata(Some(&r.physical), Duration::from_secs(5))
+                    })
+                    .await;
+                }
                 // Holds new sends and waits for in-flight ones: the flush.
                 lane.gate.close_and_drain().await;
                 let from = lane
@@ -431,7 +459,7 @@ impl ProducerInner {
         self.collect_unused();
     }
 
-    /// Closes clients no lane uses any more (after flushing them).
+    /// Closes clients no lane has used for [`CLIENT_IDLE_CLOSE`] (after flushing them).
     fn collect_unused(&self) {
         let mut used = HashSet::new();
         for lane in self.lanes.load().values() {
@@ -440,12 +468,19 @@ impl ProducerInner {
             }
         }
         let mut clients = self.clients.lock();
-        let unused: Vec<_> = clients
-            .keys()
-            .filter(|k| !used.contains(*k))
-            .cloned()
+        let mut idle = self.idle.lock();
+        idle.retain(|k, _| !used.contains(k) && clients.contains_key(k));
+        let now = Instant::now();
+        for k in clients.keys().filter(|k| !used.contains(*k)) {
+            idle.entry(k.clone()).or_insert(now);
+        }
+        let unused: Vec<_> = idle
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= CLIENT_IDLE_CLOSE)
+            .map(|(k, _)| k.clone())
             .collect();
         for k in unused {
+            idle.remove(&k);
             if let Some(c) = clients.remove(&k) {
                 tracing::info!(cluster = %c.cluster, "closing unused producer client");
                 tokio::task::spawn_blocking(move || {
