@@ -90,9 +90,21 @@ impl Hub {
         {
             return (*v, ev.clone());
         }
-        let ev = EncodedWatchEvent::new(&WatchEvent {
-            event: Some(Event::Snapshot(latest.to_snapshot())),
-        });
+        // Encoding a large snapshot takes milliseconds: keep it off the async worker's
+        // cooperative path when the runtime allows.
+        let encode = || {
+            EncodedWatchEvent::new(&WatchEvent {
+                event: Some(Event::Snapshot(latest.to_snapshot())),
+            })
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(false);
+        let ev = if multi_thread {
+            tokio::task::block_in_place(encode)
+        } else {
+            encode()
+        };
         *cache = Some((latest.version, ev.clone()));
         (latest.version, ev)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::Stream;
 use switchyard_proto::EncodedWatchEvent;
 use switchyard_proto::shared_watch::metadata_service_server::MetadataService;
-use switchyard_proto::state::State;
+use switchyard_proto::state::{State, Touched};
 use switchyard_proto::v1::admin_service_server::AdminService;
 use switchyard_proto::v1::{
     ApplyRequest, ApplyResponse, DiffAction, GetHistoryRequest, GetHistoryResponse,
@@ -81,8 +81,16 @@ impl ConfigService {
                     current: cur.version,
                 });
             }
-            let next = cur.apply_changes(&req.changes)?;
-            commit(&*store, &cur, next, req.dry_run, req.author, req.comment)
+            let (next, touched) = cur.apply_changes_touched(&req.changes)?;
+            commit(
+                &*store,
+                &cur,
+                next,
+                Some(&touched),
+                req.dry_run,
+                req.author,
+                req.comment,
+            )
         })
         .await??;
         if let Some(d) = delta {
@@ -129,7 +137,9 @@ impl ConfigService {
             } else {
                 format!("rollback to version {}: {}", req.to_version, req.comment)
             };
-            commit(&*store, &cur, next, req.dry_run, req.author, comment)
+            // Validation rules may have changed since that version: check it whole.
+            validate::check_state(&next)?;
+            commit(&*store, &cur, next, None, req.dry_run, req.author, comment)
         })
         .await??;
         if let Some(d) = delta {
@@ -190,11 +200,15 @@ fn commit(
     store: &dyn Store,
     cur: &State,
     mut next: State,
+    touched: Option<&Touched>,
     dry_run: bool,
     author: String,
     comment: String,
 ) -> Result<(ApplyResponse, Option<switchyard_proto::v1::Delta>), ServiceError> {
-    let diff = cur.diff(&next);
+    let diff = match touched {
+        Some(t) => cur.diff_touched(&next, t),
+        None => cur.diff(&next),
+    };
     if dry_run || diff.is_empty() {
         return Ok((
             ApplyResponse {
@@ -213,7 +227,10 @@ fn commit(
         author
     };
     next.comment = comment;
-    let delta = cur.delta_to(&next);
+    let delta = match touched {
+        Some(t) => cur.delta_touched(&next, t),
+        None => cur.delta_to(&next),
+    };
     let stored = store.commit(cur.version, next, delta.clone())?;
     tracing::info!(
         version = stored.version,

@@ -111,6 +111,16 @@ impl State {
     /// caller's). Rejects malformed changes, deletes of things that do not exist, two changes
     /// to one entity, and a resulting configuration that is inconsistent.
     pub fn apply_changes(&self, changes: &[Change]) -> Result<State, ValidationError> {
+        self.apply_changes_touched(changes).map(|(s, _)| s)
+    }
+
+    /// [`State::apply_changes`], also returning which entities the batch touched. Validation
+    /// is incremental: the touched entities' shapes, and every reference into or out of them
+    /// (the rest was valid already), so a one-topic change to a large configuration is cheap.
+    pub fn apply_changes_touched(
+        &self,
+        changes: &[Change],
+    ) -> Result<(State, Touched), ValidationError> {
         if changes.is_empty() {
             return Err(ValidationError::one(
                 "changes",
@@ -129,6 +139,8 @@ impl State {
         }
         let mut next = self.clone();
         let mut errs = Errors::default();
+        // Checked against the batch's result, so the order of changes within it does not matter.
+        let mut deleted_clusters: Vec<(String, String)> = Vec::new();
         let mut touched: HashMap<(u8, String), usize> = HashMap::new();
         let mut touch = |errs: &mut Errors, field: &str, kind: u8, key: String, i: usize| {
             if let Some(prev) = touched.insert((kind, key.clone()), i) {
@@ -157,24 +169,7 @@ impl State {
                     if next.clusters.remove(name).is_none() {
                         errs.push(f, format!("cluster {} does not exist", show(name)));
                     } else {
-                        let users: Vec<&str> = next
-                            .topics
-                            .values()
-                            .filter(|t| &t.cluster == name)
-                            .map(|t| t.name.as_str())
-                            .take(11)
-                            .collect();
-                        if !users.is_empty() {
-                            let more = if users.len() > 10 { ", …" } else { "" };
-                            errs.push(
-                                f,
-                                format!(
-                                    "cluster {} is still referenced by topics: {}{more}; move or delete them first",
-                                    show(name),
-                                    users[..users.len().min(10)].join(", ")
-                                ),
-                            );
-                        }
+                        deleted_clusters.push((f, name.clone()));
                     }
                 }
                 Some(Op::UpsertTopic(t)) => {
@@ -222,9 +217,59 @@ impl State {
                 }
             }
         }
+        for (f, name) in deleted_clusters {
+            let users: Vec<&str> = next
+                .topics
+                .values()
+                .filter(|t| t.cluster == name)
+                .map(|t| t.name.as_str())
+                .take(11)
+                .collect();
+            if !users.is_empty() {
+                let more = if users.len() > 10 { ", …" } else { "" };
+                errs.push(
+                    f,
+                    format!(
+                        "cluster {} is still referenced by topics: {}{more}; move or delete them first",
+                        show(&name),
+                        users[..users.len().min(10)].join(", ")
+                    ),
+                );
+            }
+        }
         errs.finish()?;
-        validate::check_state(&next)?;
-        Ok(next)
+        let touched = Touched::of(changes);
+        validate::check_references(&next, &touched)?;
+        Ok((next, touched))
+    }
+
+    /// [`State::delta_to`] restricted to the touched entities (the others are unchanged).
+    pub fn delta_touched(&self, next: &State, t: &Touched) -> Delta {
+        self.restrict(t).delta_to(&next.restrict(t))
+    }
+
+    /// [`State::diff`] restricted to the touched entities.
+    pub fn diff_touched(&self, next: &State, t: &Touched) -> Vec<DiffEntry> {
+        self.restrict(t).diff(&next.restrict(t))
+    }
+
+    /// This state with only the touched entities (version and metadata kept).
+    fn restrict(&self, t: &Touched) -> State {
+        fn sub<K: Ord + Clone, V: Clone>(m: &BTreeMap<K, V>, keys: &BTreeSet<K>) -> BTreeMap<K, V> {
+            keys.iter()
+                .filter_map(|k| m.get(k).map(|v| (k.clone(), v.clone())))
+                .collect()
+        }
+        State {
+            version: self.version,
+            created_unix_ms: self.created_unix_ms,
+            author: self.author.clone(),
+            comment: self.comment.clone(),
+            clusters: sub(&self.clusters, &t.clusters),
+            topics: sub(&self.topics, &t.topics),
+            quotas: sub(&self.quotas, &t.quotas),
+            profiles: sub(&self.profiles, &t.profiles),
+        }
     }
 
     /// The changes that turn `self` into `target`'s content.
@@ -483,6 +528,56 @@ impl State {
     }
 }
 
+/// Keys of the entities a batch of changes touched (upserted or deleted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Cluster names.
+    pub clusters: BTreeSet<String>,
+    /// Logical topic names.
+    pub topics: BTreeSet<String>,
+    /// Quota keys.
+    pub quotas: BTreeSet<QuotaId>,
+    /// Profile apps.
+    pub profiles: BTreeSet<String>,
+}
+
+impl Touched {
+    /// The keys `changes` touch.
+    pub fn of(changes: &[Change]) -> Self {
+        let mut t = Touched::default();
+        for c in changes {
+            match &c.op {
+                Some(Op::UpsertCluster(x)) => {
+                    t.clusters.insert(x.name.clone());
+                }
+                Some(Op::DeleteCluster(n)) => {
+                    t.clusters.insert(n.clone());
+                }
+                Some(Op::UpsertTopic(x)) => {
+                    t.topics.insert(x.name.clone());
+                }
+                Some(Op::DeleteTopic(n)) => {
+                    t.topics.insert(n.clone());
+                }
+                Some(Op::UpsertQuota(q)) => {
+                    t.quotas.insert((q.app.clone(), q.topic.clone()));
+                }
+                Some(Op::DeleteQuota(k)) => {
+                    t.quotas.insert((k.app.clone(), k.topic.clone()));
+                }
+                Some(Op::UpsertProfile(p)) => {
+                    t.profiles.insert(p.app.clone());
+                }
+                Some(Op::DeleteProfile(a)) => {
+                    t.profiles.insert(a.clone());
+                }
+                None => {}
+            }
+        }
+        t
+    }
+}
+
 /// A delta that does not follow the version it is applied to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("delta {from}→{to} does not apply to version {have}")]
@@ -657,6 +752,104 @@ mod tests {
         let mut s3 = s2.apply_changes(&back).unwrap();
         s3.version = 1;
         assert!(s3.same_content(&s1));
+    }
+
+    /// Incremental validation gives the same verdict as validating the whole result.
+    #[test]
+    fn incremental_validation_matches_full_validation() {
+        use crate::v1::{ClientProfile, Quota};
+        let mut base = State::default()
+            .apply_changes(&[
+                cluster("east"),
+                cluster("west"),
+                topic("orders", "east"),
+                topic("payments", "west"),
+                Change {
+                    op: Some(Op::UpsertQuota(Quota {
+                        app: "*".into(),
+                        topic: "orders".into(),
+                        produce_msgs_per_sec: 10,
+                        ..Default::default()
+                    })),
+                },
+                Change {
+                    op: Some(Op::UpsertProfile(ClientProfile {
+                        app: "billing".into(),
+                        allowed_topics: vec!["payments".into()],
+                        ..Default::default()
+                    })),
+                },
+            ])
+            .unwrap();
+        base.version = 1;
+        let disabled = |name: &str| Change {
+            op: Some(Op::UpsertCluster(Cluster {
+                name: name.into(),
+                bootstrap: vec!["127.0.0.1:9092".into()],
+                state: ClusterState::Disabled as i32,
+                ..Default::default()
+            })),
+        };
+        let phys = |name: &str, physical: &str| Change {
+            op: Some(Op::UpsertTopic(Topic {
+                name: name.into(),
+                cluster: "east".into(),
+                physical: physical.into(),
+                partitions: 1,
+                ..Default::default()
+            })),
+        };
+        let del = |op: Op| Change { op: Some(op) };
+        let cases: Vec<Vec<Change>> = vec![
+            vec![topic("new", "east")],
+            vec![topic("new", "nowhere")],
+            vec![phys("dup", "orders")],
+            vec![phys("dup2", "ord_ers"), phys("dup3", "ord.ers")],
+            vec![disabled("east")],
+            vec![disabled("east"), topic("orders", "west")],
+            vec![del(Op::DeleteTopic("orders".into()))],
+            vec![
+                del(Op::DeleteTopic("orders".into())),
+                del(Op::DeleteQuota(QuotaKey {
+                    app: "*".into(),
+                    topic: "orders".into(),
+                })),
+            ],
+            vec![del(Op::DeleteTopic("payments".into()))],
+            vec![del(Op::DeleteCluster("west".into()))],
+            vec![
+                del(Op::DeleteCluster("west".into())),
+                topic("payments", "east"),
+            ],
+            vec![topic("orders", "west"), topic("payments", "east")],
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let incremental = base.apply_changes(c).is_ok();
+            // Full validation of the same result, computed without the incremental checks.
+            let mut next = base.clone();
+            for ch in c {
+                match ch.op.clone().unwrap() {
+                    Op::UpsertCluster(x) => {
+                        next.clusters.insert(x.name.clone(), normalize_cluster(x));
+                    }
+                    Op::DeleteCluster(n) => {
+                        next.clusters.remove(&n);
+                    }
+                    Op::UpsertTopic(x) => {
+                        next.topics.insert(x.name.clone(), normalize_topic(x));
+                    }
+                    Op::DeleteTopic(n) => {
+                        next.topics.remove(&n);
+                    }
+                    Op::DeleteQuota(k) => {
+                        next.quotas.remove(&(k.app, k.topic));
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            let full = validate::check_state(&next).is_ok();
+            assert_eq!(incremental, full, "case {i}: {c:?}");
+        }
     }
 
     #[test]

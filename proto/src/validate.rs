@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use crate::state::State;
+use crate::state::{State, Touched};
 use crate::v1::{ClientProfile, Cluster, ClusterState, Quota, QuotaPolicy, Topic};
 
 /// Longest topic name Kafka accepts.
@@ -577,6 +577,128 @@ pub fn check_state(state: &State) -> Result<(), ValidationError> {
                     format!("{field}.allowed_topics[{i}]"),
                     format!("logical topic {} does not exist", show(t)),
                 );
+            }
+        }
+    }
+    errs.finish()
+}
+
+fn same_physical(a: &str, b: &str) -> bool {
+    let norm = |c: char| if c == '.' { '_' } else { c };
+    a.len() == b.len() && a.chars().map(norm).eq(b.chars().map(norm))
+}
+
+/// References into and out of the entities a batch touched, assuming everything else was
+/// already valid (shapes of touched entities are checked where the changes are applied).
+/// Together they give the same verdict as [`check_state`] on the whole result.
+pub fn check_references(state: &State, touched: &Touched) -> Result<(), ValidationError> {
+    let mut errs = Errors::default();
+    for name in &touched.topics {
+        let field = format!("topics[{name:?}]");
+        let Some(t) = state.topics.get(name) else {
+            // Deleted: nothing may refer to it.
+            for ((app, topic), _) in state.quotas.iter().filter(|((_, t), _)| t == name) {
+                errs.push(
+                    format!("quotas[{app:?}, {topic:?}].topic"),
+                    format!(
+                        "logical topic {} is deleted but this quota refers to it",
+                        show(name)
+                    ),
+                );
+            }
+            for (app, p) in &state.profiles {
+                if p.allowed_topics.iter().any(|a| a == name) {
+                    errs.push(
+                        format!("profiles[{app:?}].allowed_topics"),
+                        format!(
+                            "logical topic {} is deleted but this profile allows it",
+                            show(name)
+                        ),
+                    );
+                }
+            }
+            continue;
+        };
+        match state.clusters.get(&t.cluster) {
+            None => errs.push(
+                format!("{field}.cluster"),
+                format!("cluster {} does not exist", show(&t.cluster)),
+            ),
+            Some(c) if c.state == ClusterState::Disabled as i32 => errs.push(
+                format!("{field}.cluster"),
+                format!("cluster {} is DISABLED", show(&t.cluster)),
+            ),
+            Some(_) => {}
+        }
+        let phys = if t.physical.is_empty() {
+            &t.name
+        } else {
+            &t.physical
+        };
+        for other in state.topics.values() {
+            if other.name == t.name || other.cluster != t.cluster {
+                continue;
+            }
+            let op = if other.physical.is_empty() {
+                &other.name
+            } else {
+                &other.physical
+            };
+            if same_physical(phys, op) {
+                errs.push(
+                    format!("{field}.physical"),
+                    format!(
+                        "physical topic {} on cluster {} is already used by logical topic {} (Kafka treats '.' and '_' alike)",
+                        show(phys),
+                        show(&t.cluster),
+                        show(&other.name)
+                    ),
+                );
+                break;
+            }
+        }
+    }
+    for name in &touched.clusters {
+        // Deleted clusters are checked where the batch is applied, naming the change.
+        let Some(c) = state.clusters.get(name) else {
+            continue;
+        };
+        if c.state == ClusterState::Disabled as i32 {
+            let users: Vec<&str> = state
+                .topics
+                .values()
+                .filter(|t| &t.cluster == name && !touched.topics.contains(&t.name))
+                .map(|t| t.name.as_str())
+                .take(10)
+                .collect();
+            if !users.is_empty() {
+                errs.push(
+                    format!("clusters[{name:?}].state"),
+                    format!(
+                        "cluster is DISABLED but topics route to it: {}",
+                        users.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    for key @ (app, topic) in &touched.quotas {
+        if state.quotas.contains_key(key) && topic != "*" && !state.topics.contains_key(topic) {
+            errs.push(
+                format!("quotas[{app:?}, {topic:?}].topic"),
+                format!("logical topic {} does not exist", show(topic)),
+            );
+        }
+    }
+    for app in &touched.profiles {
+        if let Some(p) = state.profiles.get(app) {
+            for (i, t) in p.allowed_topics.iter().enumerate() {
+                if t != "*" && !state.topics.contains_key(t) {
+                    errs.push(
+                        format!("profiles[{app:?}].allowed_topics[{i}]"),
+                        format!("logical topic {} does not exist", show(t)),
+                    );
+                }
             }
         }
     }
