@@ -822,6 +822,16 @@ mod tests {
                 topic("payments", "east"),
             ],
             vec![topic("orders", "west"), topic("payments", "east")],
+            // Large batches use the indexed clash check.
+            (0..12).map(|i| topic(&format!("bulk{i}"), "east")).collect(),
+            (0..12)
+                .map(|i| topic(&format!("bulk{i}"), "east"))
+                .chain([phys("clash", "bulk.3")])
+                .collect(),
+            (0..12)
+                .map(|i| topic(&format!("bulk{i}"), "east"))
+                .chain([phys("clash", "orders")])
+                .collect(),
         ];
         for (i, c) in cases.iter().enumerate() {
             let incremental = base.apply_changes(c).is_ok();

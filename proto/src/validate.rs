@@ -593,6 +593,22 @@ fn same_physical(a: &str, b: &str) -> bool {
 /// Together they give the same verdict as [`check_state`] on the whole result.
 pub fn check_references(state: &State, touched: &Touched) -> Result<(), ValidationError> {
     let mut errs = Errors::default();
+    // A few touched topics: scan for physical-name clashes. Many: index every topic once.
+    type Index<'a> = HashMap<(&'a str, String), Vec<&'a str>>;
+    let index: Option<Index<'_>> = (touched.topics.len() > 8).then(|| {
+        let mut ix: Index<'_> = HashMap::new();
+        for o in state.topics.values() {
+            let p = if o.physical.is_empty() {
+                &o.name
+            } else {
+                &o.physical
+            };
+            ix.entry((o.cluster.as_str(), p.replace('.', "_")))
+                .or_default()
+                .push(o.name.as_str());
+        }
+        ix
+    });
     for name in &touched.topics {
         let field = format!("topics[{name:?}]");
         let Some(t) = state.topics.get(name) else {
@@ -635,27 +651,34 @@ pub fn check_references(state: &State, touched: &Touched) -> Result<(), Validati
         } else {
             &t.physical
         };
-        for other in state.topics.values() {
-            if other.name == t.name || other.cluster != t.cluster {
-                continue;
-            }
-            let op = if other.physical.is_empty() {
-                &other.name
-            } else {
-                &other.physical
-            };
-            if same_physical(phys, op) {
-                errs.push(
-                    format!("{field}.physical"),
-                    format!(
-                        "physical topic {} on cluster {} is already used by logical topic {} (Kafka treats '.' and '_' alike)",
-                        show(phys),
-                        show(&t.cluster),
-                        show(&other.name)
-                    ),
-                );
-                break;
-            }
+        let clash = match &index {
+            Some(ix) => ix
+                .get(&(t.cluster.as_str(), phys.replace('.', "_")))
+                .and_then(|names| names.iter().find(|n| **n != t.name.as_str()))
+                .copied(),
+            None => state
+                .topics
+                .values()
+                .find(|o| {
+                    let op = if o.physical.is_empty() {
+                        &o.name
+                    } else {
+                        &o.physical
+                    };
+                    o.name != t.name && o.cluster == t.cluster && same_physical(phys, op)
+                })
+                .map(|o| o.name.as_str()),
+        };
+        if let Some(other) = clash {
+            errs.push(
+                format!("{field}.physical"),
+                format!(
+                    "physical topic {} on cluster {} is already used by logical topic {} (Kafka treats '.' and '_' alike)",
+                    show(phys),
+                    show(&t.cluster),
+                    show(other)
+                ),
+            );
         }
     }
     for name in &touched.clusters {
