@@ -63,6 +63,11 @@ type Key = (bool, String, String, String, String);
 /// Builds the status with rates computed from the counters' change since the last report.
 pub(crate) struct RateTracker {
     last: HashMap<Key, (u64, u64)>,
+    /// Producing counters of the last report summed per logical topic. A producer lane keeps
+    /// its cumulative counters across a route change, so an endpoint first seen on a new
+    /// cluster is measured from its topic's previous total, not from zero (which would report
+    /// everything sent to the old cluster as sent to the new one within one interval).
+    last_by_topic: HashMap<String, (u64, u64)>,
     at: Instant,
 }
 
@@ -70,6 +75,7 @@ impl RateTracker {
     pub(crate) fn new() -> Self {
         Self {
             last: HashMap::new(),
+            last_by_topic: HashMap::new(),
             at: Instant::now(),
         }
     }
@@ -79,6 +85,7 @@ impl RateTracker {
         let secs = self.at.elapsed().as_secs_f64().max(0.001);
         self.at = Instant::now();
         let mut next = HashMap::new();
+        let mut next_by_topic: HashMap<String, (u64, u64)> = HashMap::new();
         let mut conv = |producing: bool, v: Vec<Counted>| {
             // Several sources may report the same endpoint: sum them.
             let mut agg: HashMap<Key, (ClientEndpoint, u64, u64)> = HashMap::new();
@@ -96,7 +103,17 @@ impl RateTracker {
             }
             let mut out = Vec::new();
             for (k, (mut e, m, b)) in agg {
-                let (pm, pb) = self.last.get(&k).copied().unwrap_or((0, 0));
+                let (pm, pb) = self
+                    .last
+                    .get(&k)
+                    .or_else(|| producing.then(|| self.last_by_topic.get(&k.1)).flatten())
+                    .copied()
+                    .unwrap_or((0, 0));
+                if producing {
+                    let t = next_by_topic.entry(k.1.clone()).or_default();
+                    t.0 += m;
+                    t.1 += b;
+                }
                 e.msgs_per_sec = m.saturating_sub(pm) as f64 / secs;
                 e.bytes_per_sec = b.saturating_sub(pb) as f64 / secs;
                 next.insert(k, (m, b));
@@ -108,6 +125,7 @@ impl RateTracker {
         let producing = conv(true, p);
         let consuming = conv(false, c);
         self.last = next;
+        self.last_by_topic = next_by_topic;
         let md = shared.load();
         ClientStatus {
             client_id: shared.client_id.clone(),
