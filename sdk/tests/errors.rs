@@ -1,0 +1,180 @@
+//! Bad input is refused with the right error kind; a static desired-state file works without a
+//! config service.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use switchyard::{ErrorKind, Record, Switchyard};
+
+/// A desired-state file with topic `t` (3 partitions) on the real east cluster.
+fn desired_yaml(east: &str, t: &str) -> String {
+    format!(
+        r#"clusters:
+  - name: east
+    bootstrap: ["{east}"]
+    properties: {{ linger.ms: 1 }}
+topics:
+  - name: {t}
+    cluster: east
+    partitions: 3
+    owner: errors
+"#
+    )
+}
+
+async fn file_client(dir: &tempfile::TempDir, t: &str) -> Switchyard {
+    let (east, _) = kafka();
+    let path = dir.path().join("desired.yaml");
+    std::fs::write(&path, desired_yaml(&east, t)).unwrap();
+    Switchyard::from_file(&path, "errors").expect("from_file on a desired-state YAML")
+}
+
+#[tokio::test]
+async fn connect_refuses_bad_arguments_before_any_network() {
+    let err = Switchyard::builder("errors").connect().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("endpoint"), "{err}");
+    assert!(!err.is_retriable());
+
+    let err = Switchyard::builder("bad app!")
+        .endpoint("http://127.0.0.1:1")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("app"), "{err}");
+
+    let err = Switchyard::builder("errors")
+        .endpoint("http://127.0.0.1:1")
+        .property("bootstrap.servers", "127.0.0.1:9092")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("bootstrap.servers"), "{err}");
+
+    let err = Switchyard::builder("errors")
+        .endpoint("http://127.0.0.1:1")
+        .property("Not A Key", "1")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_service_without_cache_is_no_config() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let started = Instant::now();
+    let err = Switchyard::builder("errors")
+        .endpoint(dead)
+        .without_cache()
+        .initial_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoConfig, "{err}");
+    assert!(err.is_retriable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "connect took {:?} with a 500 ms initial timeout",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_arguments_and_unknown_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = fresh("errors");
+    let sy = file_client(&dir, &t).await;
+
+    let err = sy.consumer("", &[&t]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let err = sy.consumer("g", &[]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let err = sy.consumer("g", &[""]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+
+    let p = sy.producer();
+    let rec = Record::new("no-such-topic")
+        .key("k")
+        .payload("keep me")
+        .header("h", "v");
+    let err = p.send(rec.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownTopic, "{}", err.error);
+    assert!(!err.is_retriable());
+    assert_eq!(err.record, rec, "the record comes back unchanged");
+    assert!(err.to_string().contains("no-such-topic"), "{err}");
+
+    let err = p.send(Record::new("").payload("x")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_file_produces_to_the_real_cluster() {
+    let (east, _) = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let t = fresh("fromfile");
+    create_topic(&east, &t, 3).await;
+    let sy = file_client(&dir, &t).await;
+    assert_eq!(sy.version(), 1);
+    let route = sy.metadata().route(&t).cloned().expect("the file's topic");
+    assert_eq!(route.cluster.name, "east");
+    assert_eq!(route.cluster.properties["linger.ms"], "1");
+    let p = sy.producer();
+    for i in 0..10 {
+        let d = p
+            .send(
+                Record::new(&t)
+                    .key(format!("k{i}"))
+                    .payload(format!("file-{i}")),
+            )
+            .await
+            .expect("send with a file configuration");
+        assert_eq!(
+            (d.cluster.as_str(), d.physical_topic.as_str()),
+            ("east", &*t)
+        );
+    }
+    let got = read_all(&east, &t);
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().any(|r| r.3 == b"file-9"));
+}
+
+#[test]
+fn from_file_refuses_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.yaml");
+    std::fs::write(&garbage, b"\x00\x01 this is : not [ yaml").unwrap();
+    let err = Switchyard::from_file(&garbage, "errors").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cache, "{err}");
+
+    let text = dir.path().join("text.yaml");
+    std::fs::write(
+        &text,
+        "clusters: [ {name: east, bootstrap: [\"h:1\"]} ]\nbogus: 1\n",
+    )
+    .unwrap();
+    let err = Switchyard::from_file(&text, "errors").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cache, "{err}");
+    assert!(err.to_string().contains("bogus"), "{err}");
+
+    // A snapshot-cache file that is corrupt.
+    let snap = dir.path().join("x.snapshot");
+    std::fs::write(&snap, b"SWYD\x01\x00\x00\x00\x00garbage").unwrap();
+    let err = Switchyard::from_file(&snap, "errors").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cache, "{err}");
+
+    let err = Switchyard::from_file(dir.path().join("missing.yaml"), "errors").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cache, "{err}");
+
+    // Invalid app name, even with a fine file.
+    let ok = dir.path().join("ok.yaml");
+    std::fs::write(&ok, "clusters: []\ntopics: []\n").unwrap();
+    let err = Switchyard::from_file(&ok, "bad app!").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
