@@ -106,6 +106,9 @@ struct Member {
 struct RecvState {
     version: Option<u64>,
     last_drain_check: Instant,
+    /// Rotates which member is polled first, so a backlog on one cluster does not starve
+    /// another.
+    turn: usize,
 }
 
 impl Consumer {
@@ -137,6 +140,7 @@ impl Consumer {
             recv_mu: tokio::sync::Mutex::new(RecvState {
                 version: None,
                 last_drain_check: Instant::now(),
+                turn: 0,
             }),
             members: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
@@ -164,7 +168,12 @@ impl Consumer {
                 inner.finish_drains().await;
                 st.last_drain_check = Instant::now();
             }
-            let members: Vec<Arc<Member>> = inner.members.lock().values().cloned().collect();
+            let mut members: Vec<Arc<Member>> = inner.members.lock().values().cloned().collect();
+            if members.len() > 1 {
+                st.turn = st.turn.wrapping_add(1);
+                let k = st.turn % members.len();
+                members.rotate_left(k);
+            }
             if members.is_empty() {
                 tokio::select! {
                     r = versions.changed() => if r.is_err() { return Err(Error::Closed) },
@@ -474,21 +483,48 @@ impl ConsumerInner {
                             h
                         }
                     };
-                    out.push((pk.0, pk.1, high));
+                    out.push((pk.0, pk.1, high, None));
+                }
+                // Partitions this member handed nothing from (assigned after their records
+                // were consumed elsewhere, or empty): their committed offset tells whether
+                // anything is left.
+                let mut unseen = TopicPartitionList::new();
+                for (t, p, high, _) in &out {
+                    let handed = offsets2.get(&(m2.id, t.clone(), *p)).map_or(-1, |o| o.0);
+                    if handed < 0 && *high > 0 {
+                        unseen.add_partition(t, *p);
+                    }
+                }
+                if unseen.count() > 0
+                    && let Ok(c) = m2
+                        .consumer
+                        .committed_offsets(unseen, Duration::from_secs(2))
+                {
+                    for e in c.elements() {
+                        if let Offset::Offset(o) = e.offset()
+                            && let Some(x) = out
+                                .iter_mut()
+                                .find(|x| x.0 == e.topic() && x.1 == e.partition())
+                        {
+                            x.3 = Some(o);
+                        }
+                    }
                 }
                 out
             })
             .await
             .unwrap_or_default();
             let mut done: BTreeSet<String> = due.into_iter().collect();
-            for (topic, partition, high) in parts {
+            for (topic, partition, high, group_committed) in parts {
                 let (handed, committed) = offsets
                     .get(&(m.id, topic.clone(), partition))
                     .copied()
                     .unwrap_or((-1, -1));
                 let committed_ok = self.opts.auto_commit || committed >= handed;
-                // A partition with no records handed out but a non-zero end may be unread.
-                let read_all = handed >= high || high == 0;
+                // Everything up to the end handed out by this member, or (when it handed out
+                // nothing) committed by the group already.
+                let read_all =
+                    handed >= high || high == 0 || group_committed.is_some_and(|c| c >= high);
                 if !(read_all && committed_ok) {
                     done.remove(&topic);
                 }

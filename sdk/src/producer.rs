@@ -37,18 +37,30 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
 ];
 
-/// How long a cluster client no route uses is kept before it is flushed and closed (a route
-/// that flips back soon reuses it instead of paying a new connection and producer id).
+/// Default for [`ProducerOptions::idle_client_close`].
 const CLIENT_IDLE_CLOSE: Duration = Duration::from_secs(30);
 
 /// How long a send waits for room in a full local queue before failing.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
 
 /// Settings for a [`Producer`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProducerOptions {
     /// Extra producer properties from the application's code (below enforced ones).
     pub properties: BTreeMap<String, String>,
+    /// How long a cluster client no route uses is kept before it is flushed and closed (a
+    /// route that flips back soon reuses it instead of paying a new connection and producer
+    /// id). Default 30 s.
+    pub idle_client_close: Duration,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        Self {
+            properties: BTreeMap::new(),
+            idle_client_close: CLIENT_IDLE_CLOSE,
+        }
+    }
 }
 
 /// Sends records to logical topics; cheap to clone and share between tasks.
@@ -68,6 +80,7 @@ impl std::fmt::Debug for Producer {
 pub(crate) struct ProducerInner {
     shared: Arc<Shared>,
     props: BTreeMap<String, String>,
+    idle_close: Duration,
     lanes: ArcSwap<FxHashMap<String, Arc<Lane>>>,
     /// Held by the router during a pass and by lane creation, so no lane misses a version.
     route_mu: tokio::sync::Mutex<()>,
@@ -115,6 +128,7 @@ impl Producer {
         let inner = Arc::new(ProducerInner {
             shared: shared.clone(),
             props: opts.properties,
+            idle_close: opts.idle_client_close,
             lanes: ArcSwap::from_pointee(FxHashMap::default()),
             route_mu: tokio::sync::Mutex::new(()),
             clients: Mutex::new(HashMap::new()),
@@ -373,6 +387,10 @@ async fn router(
     weak: Weak<ProducerInner>,
     mut versions: tokio::sync::watch::Receiver<(u64, bool)>,
 ) {
+    let idle_check = match weak.upgrade() {
+        Some(i) => (i.idle_close / 4).max(Duration::from_millis(50)),
+        None => return,
+    };
     loop {
         let changed = tokio::select! {
             r = versions.changed() => {
@@ -381,7 +399,7 @@ async fn router(
                 }
                 true
             }
-            _ = tokio::time::sleep(CLIENT_IDLE_CLOSE / 4) => false,
+            _ = tokio::time::sleep(idle_check) => false,
         };
         let Some(inner) = weak.upgrade() else {
             return;
@@ -459,7 +477,7 @@ impl ProducerInner {
         self.collect_unused();
     }
 
-    /// Closes clients no lane has used for [`CLIENT_IDLE_CLOSE`] (after flushing them).
+    /// Closes clients no lane has used for the idle period (after flushing them).
     fn collect_unused(&self) {
         let mut used = HashSet::new();
         for lane in self.lanes.load().values() {
@@ -476,7 +494,7 @@ impl ProducerInner {
         }
         let unused: Vec<_> = idle
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= CLIENT_IDLE_CLOSE)
+            .filter(|(_, since)| now.duration_since(**since) >= self.idle_close)
             .map(|(k, _)| k.clone())
             .collect();
         for k in unused {

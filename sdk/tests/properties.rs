@@ -56,7 +56,11 @@ async fn cluster_property_change_swaps_the_client_under_load() {
         sy.metadata().route(&t).unwrap().cluster.properties["linger.ms"],
         "0"
     );
-    let producer = sy.producer();
+    // Close the replaced client 2 s after it goes idle (default 30 s) to keep the test short.
+    let producer = sy.producer_with(switchyard::ProducerOptions {
+        idle_client_close: Duration::from_secs(2),
+        ..Default::default()
+    });
     // 64 keys with one send in flight each: still ~2,000/s once linger.ms is 20.
     let load = Load::start(producer.clone(), &t, 8, 64, 2_000.0, Duration::from_secs(4));
     tokio::time::sleep_until((load.started() + Duration::from_millis(1500)).into()).await;

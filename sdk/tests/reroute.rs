@@ -83,6 +83,7 @@ async fn producer_reroute_under_load_loses_duplicates_and_reorders_nothing() {
     // linger less than the SDK's default 5 ms.
     let producer = sy.producer_with(ProducerOptions {
         properties: [("linger.ms".to_string(), "1".to_string())].into(),
+        ..Default::default()
     });
 
     let load = Load::start(
