@@ -823,7 +823,9 @@ mod tests {
             ],
             vec![topic("orders", "west"), topic("payments", "east")],
             // Large batches use the indexed clash check.
-            (0..12).map(|i| topic(&format!("bulk{i}"), "east")).collect(),
+            (0..12)
+                .map(|i| topic(&format!("bulk{i}"), "east"))
+                .collect(),
             (0..12)
                 .map(|i| topic(&format!("bulk{i}"), "east"))
                 .chain([phys("clash", "bulk.3")])
