@@ -8,6 +8,10 @@
 //! for producers that learn of the change late; only then does it unsubscribe. Meanwhile the
 //! member on the new cluster already reads the topic there (from committed offsets, or from
 //! `auto.offset.reset`, by default `earliest`).
+//!
+//! A `consume_msgs_per_sec` quota (see [`crate::throttle`]) paces `recv`: it waits before
+//! handing over each record. librdkafka keeps fetching (up to its queue limits) and
+//! heartbeating in the background meanwhile, so the member stays in its group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +30,7 @@ use crate::error::Error;
 use crate::metadata::{ClusterTarget, Metadata};
 use crate::record::Message;
 use crate::status::{Counted, StatusSource};
+use crate::throttle::{self, ThrottleCounters, ThrottleStats};
 use crate::watch::Shared;
 
 /// Settings for a [`Consumer`].
@@ -79,6 +84,7 @@ pub(crate) struct ConsumerInner {
     /// (member, physical topic, partition) → (next offset handed out, next offset committed).
     offsets: Mutex<HashMap<PartitionKey, (i64, i64)>>,
     next_id: AtomicU64,
+    throttle: ThrottleCounters,
 }
 
 /// (member, physical topic, partition).
@@ -109,6 +115,9 @@ struct RecvState {
     /// Rotates which member is polled first, so a backlog on one cluster does not starve
     /// another.
     turn: usize,
+    /// A record read but not yet handed over: it waits for consume quota capacity (kept here
+    /// so that a cancelled `recv` loses nothing).
+    pending: Option<(u64, Message)>,
 }
 
 impl Consumer {
@@ -141,10 +150,12 @@ impl Consumer {
                 version: None,
                 last_drain_check: Instant::now(),
                 turn: 0,
+                pending: None,
             }),
             members: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            throttle: ThrottleCounters::default(),
         });
         let src: Weak<dyn StatusSource> = Arc::downgrade(&inner) as Weak<dyn StatusSource>;
         shared.register(src);
@@ -153,12 +164,20 @@ impl Consumer {
 
     /// The next record from any subscribed logical topic.
     ///
-    /// Cancel-safe: dropping the future loses no record.
+    /// Cancel-safe: dropping the future loses no record. Under a `consume_msgs_per_sec` quota
+    /// it waits before handing over each record.
     pub async fn recv(&self) -> Result<Message, Error> {
         let inner = &self.inner;
         let mut st = inner.recv_mu.lock().await;
         let mut versions = inner.shared.subscribe();
         loop {
+            if let Some((_, msg)) = st.pending.as_ref() {
+                throttle::admit_consume(&*inner.shared, &msg.topic, &inner.throttle, &mut versions)
+                    .await;
+                let (id, msg) = st.pending.take().expect("a pending record");
+                inner.delivered(id, &msg);
+                return Ok(msg);
+            }
             let md = inner.shared.load_full();
             if st.version != Some(md.version) {
                 inner.reconcile(&md)?;
@@ -193,8 +212,8 @@ impl Consumer {
                 (r, _, _) = futures::future::select_all(futs) => {
                     match r {
                         Ok((id, Some(msg))) => {
-                            inner.delivered(id, &msg);
-                            return Ok(msg);
+                            // Handed over at the top of the loop, once the quota allows.
+                            st.pending = Some((id, msg));
                         }
                         Ok((_, None)) => continue,
                         Err(e) => {
@@ -249,6 +268,11 @@ impl Consumer {
             .or_insert((msg.offset + 1, msg.offset + 1));
         e.1 = e.1.max(msg.offset + 1);
         Ok(())
+    }
+
+    /// Records whose delivery a consume quota delayed so far, and for how long in total.
+    pub fn throttled(&self) -> ThrottleStats {
+        self.inner.throttle.stats()
     }
 
     /// The group id.

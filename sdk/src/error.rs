@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Timeout,
     /// The client is shutting down.
     Closed,
+    /// A quota with policy REJECT refused the send; retry later.
+    QuotaExceeded,
 }
 
 /// A Switchyard SDK error.
@@ -68,6 +70,25 @@ pub enum Error {
     /// Shutting down.
     #[error("the client is closed")]
     Closed,
+    /// A quota with policy REJECT refused the send (the record is returned in the
+    /// [`SendError`]). Retriable: capacity comes back after `retry_after`.
+    #[error(
+        "quota exceeded on logical topic {topic:?}: {limit} = {rate} (quota for app {quota_app:?}, topic {quota_topic:?}, policy REJECT); capacity again in {retry_after:?}"
+    )]
+    QuotaExceeded {
+        /// The logical topic.
+        topic: String,
+        /// The `app` of the quota entry that applies (an app name or `*`).
+        quota_app: String,
+        /// The `topic` of the quota entry that applies (a topic name or `*`).
+        quota_topic: String,
+        /// The limit that was reached (`produce_msgs_per_sec` or `produce_bytes_per_sec`).
+        limit: &'static str,
+        /// Its rate per second.
+        rate: u64,
+        /// When the record could pass (if nothing else takes the capacity first).
+        retry_after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -82,6 +103,7 @@ impl Error {
             Error::Kafka { .. } => ErrorKind::Kafka,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Closed => ErrorKind::Closed,
+            Error::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
         }
     }
 
@@ -92,7 +114,10 @@ impl Error {
                 .rdkafka_error_code()
                 .map(is_retriable_code)
                 .unwrap_or(false),
-            Error::Timeout(_) | Error::ConfigService(_) | Error::NoConfig(_) => true,
+            Error::Timeout(_)
+            | Error::ConfigService(_)
+            | Error::NoConfig(_)
+            | Error::QuotaExceeded { .. } => true,
             _ => false,
         }
     }

@@ -41,6 +41,7 @@ mod metadata;
 mod producer;
 mod record;
 mod status;
+pub mod throttle;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,7 @@ pub use metadata::{ClusterTarget, Metadata, Route};
 pub use producer::{Producer, ProducerOptions};
 pub use record::{Delivery, Message, Record};
 pub use switchyard_proto::state::State;
+pub use throttle::{Limit, ThrottleStats, Throttled, TopicQuota};
 
 use watch::{Shared, Source, WatchConfig};
 

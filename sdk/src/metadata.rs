@@ -1,5 +1,6 @@
 //! The routing view of one configuration version, as seen by one application: which cluster
-//! and physical topic each logical topic means, with merged client properties.
+//! and physical topic each logical topic means, with merged client properties, and the quota
+//! limiters of each logical topic (see [`crate::throttle`]).
 //!
 //! Pure logic, no I/O: property precedence is
 //! enforced (service profile) > application code > profile defaults > cluster properties.
@@ -12,6 +13,8 @@ use rustc_hash::FxHashMap;
 
 use switchyard_proto::state::State;
 use switchyard_proto::v1::ClusterState;
+
+use crate::throttle::{Quotas, TopicQuota};
 
 /// A cluster with the properties an application's clients get.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +49,33 @@ pub struct Metadata {
     pub state: Arc<State>,
     routes: FxHashMap<String, Arc<Route>>,
     by_physical: HashMap<(String, String), String>,
+    quotas: Quotas,
 }
 
 impl Metadata {
-    /// Compiles `state` for `app`, with `app_props` set by the application's code.
+    /// Compiles `state` for `app`, with `app_props` set by the application's code. Quota
+    /// limiters start fresh; see [`Metadata::compile_next`].
     pub fn compile(state: Arc<State>, app: &str, app_props: &BTreeMap<String, String>) -> Self {
+        Self::compile_inner(state, app, app_props, None)
+    }
+
+    /// Compiles the version that follows `prev`: as [`Metadata::compile`], but a logical
+    /// topic whose quota is unchanged keeps `prev`'s limiters (and their state).
+    pub fn compile_next(
+        prev: &Metadata,
+        state: Arc<State>,
+        app: &str,
+        app_props: &BTreeMap<String, String>,
+    ) -> Self {
+        Self::compile_inner(state, app, app_props, Some(&prev.quotas))
+    }
+
+    fn compile_inner(
+        state: Arc<State>,
+        app: &str,
+        app_props: &BTreeMap<String, String>,
+        prev_quotas: Option<&Quotas>,
+    ) -> Self {
         let profile = state.profiles.get(app);
         let allowed = |t: &str| match profile {
             Some(p) if !p.allowed_topics.is_empty() => {
@@ -113,12 +138,30 @@ impl Metadata {
                 }),
             );
         }
+        let quotas = Quotas::compile(
+            &state,
+            app,
+            routes.keys().map(String::as_str),
+            prev_quotas,
+            &governor::clock::DefaultClock::default(),
+        );
         Self {
             version: state.version,
             state,
             routes,
             by_physical,
+            quotas,
         }
+    }
+
+    /// The quota in force for a logical topic (for this app), with its limiters.
+    pub fn quota(&self, logical: &str) -> Option<&Arc<TopicQuota>> {
+        self.quotas.get(logical)
+    }
+
+    /// Every quota of this version, by logical topic.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// The route of a logical topic.

@@ -7,6 +7,9 @@
 //! (c) swaps the target and releases the held sends to the new one. So records of one topic are
 //! never in flight to two clusters at once, and per-partition order is kept across the switch.
 //! A send that fails is returned to its caller with the record, never re-sent elsewhere.
+//!
+//! Quotas (see [`crate::throttle`]) are checked before a send enters its lane: a blocked send
+//! waits outside the lane, so it never holds up a route switch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +30,7 @@ use crate::gate::Gate;
 use crate::metadata::Route;
 use crate::record::{Delivery, Record};
 use crate::status::{Counted, StatusSource};
+use crate::throttle::{self, ThrottleCounters, ThrottleStats, WaitQueue};
 use crate::watch::Shared;
 
 /// Properties every SDK producer starts from (the service and the app can override them).
@@ -88,6 +92,7 @@ pub(crate) struct ProducerInner {
     /// Clients no lane uses, and since when.
     idle: Mutex<HashMap<(String, u64), Instant>>,
     route_changes: AtomicU64,
+    throttle: ThrottleCounters,
 }
 
 struct ClusterProducer {
@@ -104,6 +109,8 @@ struct Lane {
     sent: AtomicU64,
     bytes: AtomicU64,
     failed: AtomicU64,
+    /// Sends waiting for quota capacity, in order.
+    quota_wait: WaitQueue,
 }
 
 #[derive(Clone, Default)]
@@ -134,6 +141,7 @@ impl Producer {
             clients: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             route_changes: AtomicU64::new(0),
+            throttle: ThrottleCounters::default(),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(router(weak, shared.subscribe()));
@@ -146,11 +154,26 @@ impl Producer {
     ///
     /// On failure the record is returned unchanged inside the error; it has not been (and will
     /// not be) sent anywhere else by the SDK.
+    ///
+    /// Under a quota the send first waits for capacity (policy BLOCK; sends to one topic
+    /// waiting for capacity keep their order) or fails at once with
+    /// [`crate::ErrorKind::QuotaExceeded`] (policy REJECT).
     pub async fn send(&self, record: Record) -> Result<Delivery, SendError> {
         let lane = match self.inner.lane(&record.topic).await {
             Ok(l) => l,
             Err(error) => return Err(SendError { error, record }),
         };
+        if let Err(error) = throttle::admit_produce(
+            &*self.inner.shared,
+            &lane.quota_wait,
+            &record.topic,
+            quota_bytes(&record),
+            &self.inner.throttle,
+        )
+        .await
+        {
+            return Err(SendError { error, record });
+        }
         let pass = lane.gate.enter().await;
         let target = lane.target.load_full();
         let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref()) else {
@@ -220,6 +243,26 @@ impl Producer {
         routed
     }
 
+    /// The quota admission of a send without Kafka: lane lookup, quota lookup and limiter
+    /// check (waiting under BLOCK). For benchmarks.
+    #[doc(hidden)]
+    pub async fn quota_admission(&self, topic: &str, bytes: u64) -> Result<(), Error> {
+        let lane = self.inner.lane(topic).await?;
+        throttle::admit_produce(
+            &*self.inner.shared,
+            &lane.quota_wait,
+            topic,
+            bytes,
+            &self.inner.throttle,
+        )
+        .await
+    }
+
+    /// Sends this producer's quotas delayed (BLOCK) or refused (REJECT) so far.
+    pub fn throttled(&self) -> ThrottleStats {
+        self.inner.throttle.stats()
+    }
+
     /// Route changes applied by this producer so far.
     pub fn route_changes(&self) -> u64 {
         self.inner.route_changes.load(Ordering::Relaxed)
@@ -239,6 +282,13 @@ impl Producer {
             .as_ref()
             .map(|r| (r.cluster.name.clone(), r.physical.clone()))
     }
+}
+
+/// What a record weighs against a `produce_bytes_per_sec` quota: key, payload, header names and
+/// values.
+fn quota_bytes(r: &Record) -> u64 {
+    let h: usize = r.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (r.key.as_ref().map_or(0, |k| k.len()) + r.payload.as_ref().map_or(0, |p| p.len()) + h) as u64
 }
 
 async fn enqueue_and_wait(
@@ -328,6 +378,7 @@ impl ProducerInner {
             sent: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            quota_wait: WaitQueue::default(),
         });
         let mut map = (**self.lanes.load()).clone();
         map.insert(topic.to_string(), lane.clone());

@@ -129,7 +129,13 @@ impl Shared {
             )
         })?;
         let state = Arc::new(state);
-        let md = Metadata::compile(state.clone(), &self.app, &self.app_props);
+        // Limiters of unchanged quotas carry over from the version in use.
+        let md = Metadata::compile_next(
+            &self.current.load(),
+            state.clone(),
+            &self.app,
+            &self.app_props,
+        );
         self.current.store(Arc::new(md));
         self.version_tx.send_replace((state.version, true));
         tracing::debug!(version = state.version, ?source, "applied configuration");
