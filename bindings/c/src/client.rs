@@ -1,0 +1,248 @@
+//! `switchyard_client`: a Switchyard connection plus the Tokio runtime that runs it.
+
+use std::ffi::c_char;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use switchyard::Switchyard;
+use tokio::runtime::Runtime;
+
+use crate::boundary::{
+    arg_opt_str, arg_out, arg_path, arg_ref, arg_str, check_may_block, from_handle, guard,
+    guard_value, into_handle, on_runtime_thread,
+};
+use crate::error::{Failure, switchyard_result};
+
+/// Worker threads of each client's runtime (delivery callbacks run on them).
+const WORKER_THREADS: usize = 2;
+
+/// How long freeing the last handle of a client waits for runtime tasks to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// A connection to the Switchyard configuration (a config service or a file) with the
+/// runtime its producers and consumers run on. Create it with `switchyard_client_connect` or
+/// `switchyard_client_from_file`; release it with `switchyard_client_free`.
+#[derive(Debug)]
+pub struct switchyard_client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+/// Shared by the client handle and every producer and consumer made from it: the client's
+/// resources are released when the last of them is freed.
+#[derive(Debug)]
+pub(crate) struct ClientInner {
+    rt: Option<Runtime>,
+    sy: Option<Switchyard>,
+}
+
+impl ClientInner {
+    pub(crate) fn rt(&self) -> &Runtime {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives until the client is dropped")
+    }
+
+    pub(crate) fn sy(&self) -> &Switchyard {
+        self.sy
+            .as_ref()
+            .expect("the client lives until it is dropped")
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        let sy = self.sy.take();
+        let Some(rt) = self.rt.take() else { return };
+        {
+            let _ctx = rt.enter();
+            drop(sy);
+        }
+        // On a runtime thread (a handle freed in a callback) the runtime cannot be waited for.
+        if on_runtime_thread() {
+            rt.shutdown_background();
+        } else {
+            rt.shutdown_timeout(SHUTDOWN_WAIT);
+        }
+    }
+}
+
+fn runtime() -> Result<Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("switchyard-c")
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                switchyard_result::SWITCHYARD_INTERNAL,
+                format!("cannot start the runtime: {e}"),
+            )
+        })
+}
+
+/// Logs go to stderr when `SWITCHYARD_LOG` is set (a `tracing` filter such as `info` or
+/// `switchyard=debug`); otherwise the library prints nothing.
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("SWITCHYARD_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
+/// Connects application `app` to the config service and waits until a configuration is in
+/// use: at once when the last-known-good cache is valid, otherwise until the first snapshot
+/// arrives (at most 10 s, then `SWITCHYARD_NO_CONFIG`).
+///
+/// - `endpoints`: one or more comma-separated URLs (`http://host:port`, `https://host:port`),
+///   tried in turn.
+/// - `token`: bearer token for the service, or NULL.
+/// - `cache_path`: file for the last-known-good snapshot, or NULL for the default
+///   (`$SWITCHYARD_CACHE_DIR/<app>.snapshot`, else `$HOME/.cache/switchyard/<app>.snapshot`).
+/// - `out`: receives the client; set to NULL on failure.
+///
+/// The configuration is then watched in the background and route and property changes are
+/// applied to running producers and consumers without losing in-flight records. Set the
+/// environment variable `SWITCHYARD_LOG` (e.g. `info`) to get the library's logs on stderr.
+///
+/// Thread safety: may be called from any thread except a delivery callback (it blocks). The
+/// client may then be used from any number of threads at once.
+///
+/// # Safety
+///
+/// String arguments must be NULL or NUL-terminated; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_connect(
+    endpoints: *const c_char,
+    app: *const c_char,
+    token: *const c_char,
+    cache_path: *const c_char,
+    out: *mut *mut switchyard_client,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
+        let out = unsafe { arg_out(out, "out") }?;
+        // SAFETY: as above.
+        let endpoints = unsafe { arg_str(endpoints, "endpoints") }?;
+        // SAFETY: as above.
+        let app = unsafe { arg_str(app, "app") }?;
+        // SAFETY: as above.
+        let token = unsafe { arg_opt_str(token, "token") }?;
+        let cache_path = if cache_path.is_null() {
+            None
+        } else {
+            // SAFETY: not NULL; the caller's contract above.
+            Some(unsafe { arg_path(cache_path, "cache_path") }?)
+        };
+        check_may_block("switchyard_client_connect")?;
+        let list: Vec<&str> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(Failure::invalid("endpoints names no endpoint"));
+        }
+        init_logging();
+        let mut b = Switchyard::builder(app).language("c");
+        for e in list {
+            b = b.endpoint(e);
+        }
+        if let Some(t) = token {
+            b = b.token(t);
+        }
+        if let Some(p) = cache_path {
+            b = b.cache_path(p);
+        }
+        let rt = runtime()?;
+        let sy = rt.block_on(b.connect())?;
+        *out = into_handle(switchyard_client {
+            inner: Arc::new(ClientInner {
+                rt: Some(rt),
+                sy: Some(sy),
+            }),
+        });
+        Ok(())
+    })
+}
+
+/// A client whose configuration is a file: a desired-state YAML/JSON file (the format of
+/// `switchyard apply -f`) or a snapshot cache file. No config service is contacted and the
+/// configuration never changes. `out` receives the client; set to NULL on failure.
+///
+/// Errors: `SWITCHYARD_CACHE` when the file is unreadable or invalid,
+/// `SWITCHYARD_INVALID_ARGUMENT` for a bad `app`.
+///
+/// Thread safety: may be called from any thread; the client may then be used from any number
+/// of threads at once.
+///
+/// # Safety
+///
+/// `path` and `app` must be NULL or NUL-terminated; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_from_file(
+    path: *const c_char,
+    app: *const c_char,
+    out: *mut *mut switchyard_client,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
+        let out = unsafe { arg_out(out, "out") }?;
+        // SAFETY: as above.
+        let path = unsafe { arg_path(path, "path") }?;
+        // SAFETY: as above.
+        let app = unsafe { arg_str(app, "app") }?;
+        init_logging();
+        let rt = runtime()?;
+        let sy = {
+            let _ctx = rt.enter();
+            Switchyard::from_file(path, app)?
+        };
+        *out = into_handle(switchyard_client {
+            inner: Arc::new(ClientInner {
+                rt: Some(rt),
+                sy: Some(sy),
+            }),
+        });
+        Ok(())
+    })
+}
+
+/// The configuration version the client uses now (0 when `client` is NULL).
+///
+/// Thread safety: may be called from any thread.
+///
+/// # Safety
+///
+/// `client` must be NULL or a live client.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_config_version(client: *const switchyard_client) -> u64 {
+    guard_value(0, || {
+        // SAFETY: checked for NULL; liveness is the caller's contract.
+        let c = unsafe { arg_ref(client, "client") }?;
+        Ok(c.inner.sy().version())
+    })
+}
+
+/// Releases the client handle. Producers and consumers made from it stay usable: the
+/// connection and runtime are released when the last of them is freed too. NULL is a no-op.
+///
+/// Thread safety: call it once, when no other thread uses this handle. When it releases the
+/// runtime it waits up to 5 s for the runtime's threads, so prefer not to call it from a
+/// delivery callback.
+///
+/// # Safety
+///
+/// `client` must be NULL or a client not freed before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_free(client: *mut switchyard_client) {
+    guard_value((), || {
+        // SAFETY: NULL or a handle from `into_handle`, freed once (the caller's contract).
+        drop(unsafe { from_handle(client) });
+        Ok(())
+    })
+}

@@ -1,0 +1,748 @@
+//! `switchyard_producer`: asynchronous sends with a delivery callback, synchronous sends, and
+//! flush.
+//!
+//! Sends from C are queued to one dispatcher task per producer, which starts each SDK send in
+//! the order the sends were made and runs the callbacks when they complete. So records sent
+//! from one thread keep their order (per key/partition), exactly as the SDK keeps it for
+//! sequential sends, and callbacks of one producer never run concurrently with each other.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use switchyard::{Delivery, Producer, Record, SendError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::boundary::{
+    arg_bytes, arg_out, arg_ref, arg_str, check_may_block, from_handle, guard, guard_value,
+    into_handle, on_runtime_thread,
+};
+use crate::client::{ClientInner, switchyard_client};
+use crate::error::{Failure, set_last_error, switchyard_result};
+use crate::inflight::InFlight;
+
+/// Size of the name buffers in `switchyard_delivery`, NUL included. Topic and cluster names
+/// are at most 249 bytes, so they always fit.
+pub const SWITCHYARD_NAME_MAX: usize = 256;
+
+/// Sends one producer keeps in flight at most. `switchyard_producer_send` called while this
+/// many sends await delivery blocks until one completes (for at most 30 s, then
+/// `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
+pub const SWITCHYARD_MAX_IN_FLIGHT: usize = 50_000;
+
+/// How long a send waits for room under [`SWITCHYARD_MAX_IN_FLIGHT`].
+const ROOM_WAIT: Duration = Duration::from_secs(30);
+
+/// How long `switchyard_producer_free` waits for sends in flight.
+const FREE_FLUSH: Duration = Duration::from_secs(10);
+
+/// Jobs the dispatcher takes from its queue at a time.
+const BATCH: usize = 256;
+
+/// Where a record was written, or which record failed.
+///
+/// In a delivery callback it is valid only during the call: copy what you need.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct switchyard_delivery {
+    /// Logical topic, NUL-terminated.
+    pub topic: [c_char; SWITCHYARD_NAME_MAX],
+    /// Cluster the record was written to, NUL-terminated; empty on failure.
+    pub cluster: [c_char; SWITCHYARD_NAME_MAX],
+    /// Physical topic on that cluster, NUL-terminated; empty on failure.
+    pub physical_topic: [c_char; SWITCHYARD_NAME_MAX],
+    /// Partition, or -1 on failure.
+    pub partition: i32,
+    /// Offset, or -1 on failure.
+    pub offset: i64,
+    /// Configuration version that routed the record, or 0 on failure.
+    pub config_version: u64,
+    /// On failure in a delivery callback: the record's key as the SDK handed it back (it was
+    /// not, and will not be, sent anywhere else), or NULL. NULL on success and in
+    /// `switchyard_producer_send_sync`.
+    pub key: *const u8,
+    /// Length of `key`.
+    pub key_len: usize,
+    /// On failure in a delivery callback: the record's payload, or NULL (see `key`).
+    pub payload: *const u8,
+    /// Length of `payload`.
+    pub payload_len: usize,
+}
+
+impl switchyard_delivery {
+    fn empty() -> Self {
+        Self {
+            topic: [0; SWITCHYARD_NAME_MAX],
+            cluster: [0; SWITCHYARD_NAME_MAX],
+            physical_topic: [0; SWITCHYARD_NAME_MAX],
+            partition: -1,
+            offset: -1,
+            config_version: 0,
+            key: std::ptr::null(),
+            key_len: 0,
+            payload: std::ptr::null(),
+            payload_len: 0,
+        }
+    }
+
+    fn delivered(d: &Delivery) -> Self {
+        let mut out = Self::empty();
+        copy_name(&mut out.topic, &d.topic);
+        copy_name(&mut out.cluster, &d.cluster);
+        copy_name(&mut out.physical_topic, &d.physical_topic);
+        out.partition = d.partition;
+        out.offset = d.offset;
+        out.config_version = d.version;
+        out
+    }
+
+    fn failed(topic: &str) -> Self {
+        let mut out = Self::empty();
+        copy_name(&mut out.topic, topic);
+        out
+    }
+}
+
+/// Copies `s` into a fixed C buffer, NUL-terminated, cut on a UTF-8 boundary if too long.
+fn copy_name(dst: &mut [c_char; SWITCHYARD_NAME_MAX], s: &str) {
+    let mut n = s.len().min(SWITCHYARD_NAME_MAX - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (d, b) in dst.iter_mut().zip(&s.as_bytes()[..n]) {
+        *d = *b as c_char;
+    }
+    dst[n] = 0;
+}
+
+/// Called once for every send that `switchyard_producer_send` accepted, when the record is
+/// written (`rc` = `SWITCHYARD_OK`) or has failed. `delivery` is never NULL and is valid only
+/// during the call. On failure, `switchyard_last_error_message` called inside the callback
+/// gives the reason.
+///
+/// The callback runs on one of the client's runtime threads, not the thread that sent. It must
+/// be thread-safe, should return quickly (the producer's other callbacks wait for it), and must
+/// not call `switchyard_producer_free` for the same producer or any blocking function
+/// (`switchyard_producer_flush`, `switchyard_producer_send_sync`, `switchyard_consumer_poll`,
+/// `switchyard_client_connect`), which fail with `SWITCHYARD_INVALID_ARGUMENT` there. It may
+/// call `switchyard_producer_send`.
+pub type switchyard_delivery_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        rc: switchyard_result,
+        delivery: *const switchyard_delivery,
+    ),
+>;
+
+/// A record header for `switchyard_producer_send_with_headers`: a UTF-8 name (NUL-terminated)
+/// and a value of `value_len` bytes (NULL with 0 for an empty value). Copied during the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct switchyard_header {
+    /// Header name, NUL-terminated UTF-8.
+    pub name: *const c_char,
+    /// Header value.
+    pub value: *const u8,
+    /// Length of `value`.
+    pub value_len: usize,
+}
+
+/// Sends records to logical topics. Create it with `switchyard_producer_new`; release it with
+/// `switchyard_producer_free`.
+#[derive(Debug)]
+pub struct switchyard_producer {
+    client: Arc<ClientInner>,
+    /// Kept so the SDK producer is dropped by `switchyard_producer_free`'s thread, not by a
+    /// runtime thread.
+    producer: Option<Producer>,
+    queue: Option<mpsc::UnboundedSender<Job>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    inflight: Arc<InFlight>,
+}
+
+/// The user's pointer, handed back to the callback on another thread.
+#[derive(Clone, Copy)]
+struct UserData(*mut c_void);
+
+// SAFETY: the pointer is only passed back to the C callback, which the API contract requires
+// to be thread-safe; Rust never dereferences it.
+unsafe impl Send for UserData {}
+
+/// Whom to tell when a send completes.
+enum Notify {
+    /// Nobody (a NULL callback): the send is still counted for flush.
+    Nobody,
+    Callback(
+        unsafe extern "C" fn(*mut c_void, switchyard_result, *const switchyard_delivery),
+        UserData,
+    ),
+    /// A thread blocked in `switchyard_producer_send_sync`.
+    Waiter(oneshot::Sender<Result<Delivery, SendError>>),
+}
+
+/// Completes a send exactly once: with its result, or — if dropped before that (the producer
+/// was freed with the send still in flight) — with `SWITCHYARD_CLOSED`. Either way the send
+/// stops counting as in flight after the callback has returned.
+struct Completion {
+    notify: Option<Notify>,
+    inflight: Arc<InFlight>,
+}
+
+impl Completion {
+    fn complete(mut self, r: Result<Delivery, SendError>) {
+        match self.notify.take() {
+            Some(Notify::Callback(cb, ud)) => {
+                let (rc, d) = match &r {
+                    Ok(d) => (
+                        switchyard_result::SWITCHYARD_OK,
+                        switchyard_delivery::delivered(d),
+                    ),
+                    Err(e) => {
+                        let f = Failure::from(e);
+                        let rc = f.code;
+                        set_last_error(f);
+                        let mut d = switchyard_delivery::failed(&e.record.topic);
+                        if let Some(k) = &e.record.key {
+                            d.key = k.as_ptr();
+                            d.key_len = k.len();
+                        }
+                        if let Some(p) = &e.record.payload {
+                            d.payload = p.as_ptr();
+                            d.payload_len = p.len();
+                        }
+                        (rc, d)
+                    }
+                };
+                // SAFETY: `cb` is a function pointer the caller gave to `switchyard_producer_send`
+                // with the contract that it is callable from any thread; `d` (and the record
+                // buffers it points into, owned by `r`) outlive the call.
+                unsafe { cb(ud.0, rc, &d) };
+            }
+            Some(Notify::Waiter(tx)) => {
+                let _ = tx.send(r);
+            }
+            Some(Notify::Nobody) | None => {}
+        }
+    }
+
+    /// The send never started: no callback.
+    fn cancel(mut self) {
+        self.notify = None;
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(Notify::Callback(cb, ud)) = self.notify.take() {
+            set_last_error(Failure::new(
+                switchyard_result::SWITCHYARD_CLOSED,
+                "the producer was freed before this send completed; it may or may not have \
+                 been written",
+            ));
+            let d = switchyard_delivery::empty();
+            // SAFETY: as in `complete`; `d` outlives the call.
+            unsafe { cb(ud.0, switchyard_result::SWITCHYARD_CLOSED, &d) };
+        }
+        // A `Waiter` learns of the drop from its closed channel.
+        self.inflight.finish();
+    }
+}
+
+struct Job {
+    record: Record,
+    done: Completion,
+}
+
+/// Starts every queued send in queue order and completes each when its delivery result comes.
+/// Ends on `stop` (dropping the sends still in flight, which completes them as closed) or when
+/// the queue is closed and nothing is in flight.
+async fn dispatch(
+    producer: Producer,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut pending = FuturesUnordered::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut open = true;
+    futures::future::poll_fn(|cx| {
+        if stop.poll_unpin(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        // New sends first, so each starts (reaches the Kafka client's queue) in order.
+        while open {
+            match queue.poll_recv_many(cx, &mut batch, BATCH) {
+                Poll::Ready(0) => open = false,
+                Poll::Ready(_) => {
+                    for Job { record, done } in batch.drain(..) {
+                        let p = producer.clone();
+                        pending.push(async move {
+                            let r = p.send(record).await;
+                            done.complete(r);
+                        });
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match pending.poll_next_unpin(cx) {
+                Poll::Ready(Some(())) => {}
+                Poll::Ready(None) if !open => return Poll::Ready(()),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+}
+
+/// A producer for `client`'s logical topics. `out` receives it; set to NULL on failure.
+///
+/// Thread safety: may be called from any thread. The producer may then be used from any number
+/// of threads at once.
+///
+/// # Safety
+///
+/// `client` must be NULL or a live client; `out` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_new(
+    client: *const switchyard_client,
+    out: *mut *mut switchyard_producer,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL; the rest is the caller's contract above.
+        let out = unsafe { arg_out(out, "out") }?;
+        // SAFETY: as above.
+        let client = unsafe { arg_ref(client, "client") }?;
+        let inner = client.inner.clone();
+        let rt = inner.rt();
+        let producer = {
+            let _ctx = rt.enter();
+            inner.sy().producer()
+        };
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel();
+        let task = rt.spawn(dispatch(producer.clone(), rx, stop_rx));
+        *out = into_handle(switchyard_producer {
+            client: inner.clone(),
+            producer: Some(producer),
+            queue: Some(queue),
+            stop: Some(stop),
+            task: Some(task),
+            inflight: Arc::new(InFlight::default()),
+        });
+        Ok(())
+    })
+}
+
+/// Copies `n` headers from C.
+///
+/// # Safety
+///
+/// `headers` is NULL or points to `n` readable `switchyard_header`s whose pointers satisfy
+/// their documented contract.
+unsafe fn arg_headers(
+    headers: *const switchyard_header,
+    n: usize,
+) -> Result<Vec<(String, Bytes)>, Failure> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if headers.is_null() {
+        return Err(Failure::null(&format!("headers (with n_headers {n})")));
+    }
+    if n > isize::MAX as usize / std::mem::size_of::<switchyard_header>() {
+        return Err(Failure::invalid(format!("n_headers {n} is too large")));
+    }
+    // SAFETY: not NULL, size checked, `n` readable entries by the caller's contract.
+    let hs = unsafe { std::slice::from_raw_parts(headers, n) };
+    let mut out = Vec::with_capacity(n);
+    for (i, h) in hs.iter().enumerate() {
+        // SAFETY: the entry's pointers follow the caller's contract.
+        let name = unsafe { arg_str(h.name, &format!("headers[{i}].name")) }?;
+        // SAFETY: as above.
+        let value = unsafe { arg_bytes(h.value, h.value_len, &format!("headers[{i}].value")) }?;
+        out.push((
+            name.to_owned(),
+            value.map(Bytes::copy_from_slice).unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A record as C gave it: raw pointers, checked by `start_send`.
+struct CRecord {
+    topic: *const c_char,
+    key: *const u8,
+    key_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    headers: *const switchyard_header,
+    n_headers: usize,
+}
+
+/// Builds the record and counts it in flight.
+///
+/// # Safety
+///
+/// As for `switchyard_producer_send_with_headers`.
+unsafe fn start_send(
+    producer: *const switchyard_producer,
+    rec: CRecord,
+    notify: Notify,
+) -> Result<(), Failure> {
+    // SAFETY: each pointer is checked for NULL; the rest is the caller's contract.
+    let p = unsafe { arg_ref(producer, "producer") }?;
+    // SAFETY: as above.
+    let topic = unsafe { arg_str(rec.topic, "topic") }?;
+    // SAFETY: as above.
+    let key = unsafe { arg_bytes(rec.key, rec.key_len, "key") }?;
+    // SAFETY: as above.
+    let payload = unsafe { arg_bytes(rec.payload, rec.payload_len, "payload") }?;
+    if topic.is_empty() {
+        return Err(Failure::invalid("topic is empty"));
+    }
+    // SAFETY: as above.
+    let headers = unsafe { arg_headers(rec.headers, rec.n_headers) }?;
+    let queue = p
+        .queue
+        .as_ref()
+        .ok_or_else(|| Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed"))?;
+    if p.inflight.current() >= SWITCHYARD_MAX_IN_FLIGHT
+        && !on_runtime_thread()
+        && !p
+            .inflight
+            .wait_below(SWITCHYARD_MAX_IN_FLIGHT, Some(Instant::now() + ROOM_WAIT))
+    {
+        return Err(Failure::new(
+            switchyard_result::SWITCHYARD_TIMEOUT,
+            format!(
+                "{SWITCHYARD_MAX_IN_FLIGHT} sends stayed in flight for {ROOM_WAIT:?}; the \
+                 cluster does not keep up"
+            ),
+        ));
+    }
+    let record = Record {
+        topic: topic.to_owned(),
+        key: key.map(Bytes::copy_from_slice),
+        payload: payload.map(Bytes::copy_from_slice),
+        headers,
+    };
+    p.inflight.start();
+    let done = Completion {
+        notify: Some(notify),
+        inflight: p.inflight.clone(),
+    };
+    if let Err(mpsc::error::SendError(job)) = queue.send(Job { record, done }) {
+        job.done.cancel();
+        return Err(Failure::new(
+            switchyard_result::SWITCHYARD_CLOSED,
+            "the producer's runtime has stopped",
+        ));
+    }
+    Ok(())
+}
+
+/// Sends a record to logical topic `topic` without waiting: returns once the record is queued,
+/// and `callback(user_data, rc, delivery)` is called later, exactly once, when it is written or
+/// has failed. A send that returns an error here is not queued and gets no callback.
+///
+/// - `key`/`payload`: copied before the call returns. NULL with length 0 means "no key" / "no
+///   payload"; a non-NULL pointer with length 0 is an empty key / payload.
+/// - `callback` may be NULL (the send is still waited for by `switchyard_producer_flush`).
+///   See `switchyard_delivery_callback` for what a callback may do.
+///
+/// Records sent from one thread to one topic are written in the order they were sent (per
+/// partition), also across a route change: the SDK holds sends to a topic being moved, lets
+/// those in flight finish, then releases the held ones to the new cluster. A failed record is
+/// handed back in the callback, never re-sent elsewhere.
+///
+/// When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until one completes (at
+/// most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
+///
+/// Errors here: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (e.g. topic not UTF-8),
+/// `SWITCHYARD_TIMEOUT`, `SWITCHYARD_CLOSED`. Routing and Kafka errors (e.g.
+/// `SWITCHYARD_UNKNOWN_TOPIC`) arrive in the callback.
+///
+/// Thread safety: may be called from any number of threads at once, and from delivery
+/// callbacks.
+///
+/// # Safety
+///
+/// `producer` must be NULL or a live producer; `topic` NULL or NUL-terminated; `key` and
+/// `payload` NULL or readable for their lengths during the call; `callback` NULL or a function
+/// that is safe to call from another thread with `user_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_send(
+    producer: *const switchyard_producer,
+    topic: *const c_char,
+    key: *const u8,
+    key_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    callback: switchyard_delivery_callback,
+    user_data: *mut c_void,
+) -> switchyard_result {
+    guard(|| {
+        let notify = match callback {
+            Some(cb) => Notify::Callback(cb, UserData(user_data)),
+            None => Notify::Nobody,
+        };
+        // SAFETY: the caller's contract is the one `start_send` needs.
+        unsafe {
+            start_send(
+                producer,
+                CRecord {
+                    topic,
+                    key,
+                    key_len,
+                    payload,
+                    payload_len,
+                    headers: std::ptr::null(),
+                    n_headers: 0,
+                },
+                notify,
+            )
+        }
+    })
+}
+
+/// `switchyard_producer_send` with record headers: `n_headers` entries at `headers` (NULL when
+/// `n_headers` is 0), copied before the call returns, kept in order. A header with a NULL or
+/// non-UTF-8 name fails the call (`SWITCHYARD_NULL_POINTER` / `SWITCHYARD_INVALID_ARGUMENT`).
+///
+/// Thread safety: as for `switchyard_producer_send`.
+///
+/// # Safety
+///
+/// As for `switchyard_producer_send`; `headers` must be NULL or point to `n_headers` readable
+/// entries, each with a NUL-terminated `name` (or NULL) and `value` NULL or readable for
+/// `value_len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_send_with_headers(
+    producer: *const switchyard_producer,
+    topic: *const c_char,
+    key: *const u8,
+    key_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    headers: *const switchyard_header,
+    n_headers: usize,
+    callback: switchyard_delivery_callback,
+    user_data: *mut c_void,
+) -> switchyard_result {
+    guard(|| {
+        let notify = match callback {
+            Some(cb) => Notify::Callback(cb, UserData(user_data)),
+            None => Notify::Nobody,
+        };
+        // SAFETY: the caller's contract is the one `start_send` needs.
+        unsafe {
+            start_send(
+                producer,
+                CRecord {
+                    topic,
+                    key,
+                    key_len,
+                    payload,
+                    payload_len,
+                    headers,
+                    n_headers,
+                },
+                notify,
+            )
+        }
+    })
+}
+
+/// Sends a record and waits until it is written or has failed. On success `*delivery` (when
+/// not NULL) says where it went; on failure it names the topic and the return value says why.
+/// Ordered with `switchyard_producer_send` calls made earlier on the same thread.
+///
+/// Thread safety: may be called from any number of threads at once, but not from a delivery
+/// callback (it blocks: `SWITCHYARD_INVALID_ARGUMENT` there).
+///
+/// # Safety
+///
+/// As for `switchyard_producer_send`; `delivery` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_send_sync(
+    producer: *const switchyard_producer,
+    topic: *const c_char,
+    key: *const u8,
+    key_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    delivery: *mut switchyard_delivery,
+) -> switchyard_result {
+    guard(|| {
+        check_may_block("switchyard_producer_send_sync")?;
+        let (tx, rx) = oneshot::channel();
+        // SAFETY: the caller's contract is the one `start_send` needs.
+        unsafe {
+            start_send(
+                producer,
+                CRecord {
+                    topic,
+                    key,
+                    key_len,
+                    payload,
+                    payload_len,
+                    headers: std::ptr::null(),
+                    n_headers: 0,
+                },
+                Notify::Waiter(tx),
+            )
+        }?;
+        let r = rx.blocking_recv().map_err(|_| {
+            Failure::new(
+                switchyard_result::SWITCHYARD_CLOSED,
+                "the producer was freed before this send completed; it may or may not have \
+                 been written",
+            )
+        })?;
+        let (d, res) = match &r {
+            Ok(d) => (switchyard_delivery::delivered(d), Ok(())),
+            Err(e) => (
+                switchyard_delivery::failed(&e.record.topic),
+                Err(Failure::from(e)),
+            ),
+        };
+        if !delivery.is_null() {
+            // SAFETY: not NULL and writable (the caller's contract).
+            unsafe { delivery.write(d) };
+        }
+        res
+    })
+}
+
+/// Waits until every send started through this producer has completed and its callback has
+/// returned. `timeout_ms` < 0 waits without limit; otherwise `SWITCHYARD_TIMEOUT` when sends
+/// are still in flight after `timeout_ms` milliseconds (they continue).
+///
+/// Thread safety: may be called from any number of threads at once, while other threads keep
+/// sending (it then also waits for their sends); not from a delivery callback
+/// (`SWITCHYARD_INVALID_ARGUMENT`: it would wait for itself).
+///
+/// # Safety
+///
+/// `producer` must be NULL or a live producer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_flush(
+    producer: *const switchyard_producer,
+    timeout_ms: i32,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL; liveness is the caller's contract.
+        let p = unsafe { arg_ref(producer, "producer") }?;
+        check_may_block("switchyard_producer_flush")?;
+        let deadline = u64::try_from(timeout_ms)
+            .ok()
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        if p.inflight.wait_below(1, deadline) {
+            return Ok(());
+        }
+        Err(Failure::new(
+            switchyard_result::SWITCHYARD_TIMEOUT,
+            format!(
+                "{} sends still in flight after {timeout_ms} ms",
+                p.inflight.current()
+            ),
+        ))
+    })
+}
+
+/// Sends started through this producer whose callback has not returned yet (0 when `producer`
+/// is NULL).
+///
+/// Thread safety: may be called from any thread.
+///
+/// # Safety
+///
+/// `producer` must be NULL or a live producer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_in_flight(
+    producer: *const switchyard_producer,
+) -> usize {
+    guard_value(0, || {
+        // SAFETY: checked for NULL; liveness is the caller's contract.
+        let p = unsafe { arg_ref(producer, "producer") }?;
+        Ok(p.inflight.current())
+    })
+}
+
+/// Releases the producer. It first waits up to 10 s for sends in flight (like
+/// `switchyard_producer_flush`); sends still in flight then get their callback with
+/// `SWITCHYARD_CLOSED` (outcome unknown) before this returns. Every accepted send gets exactly
+/// one callback. NULL is a no-op.
+///
+/// Thread safety: call it once, when no other thread uses this producer; never from one of
+/// this producer's own callbacks. (From another producer's callback it does not wait.)
+///
+/// # Safety
+///
+/// `producer` must be NULL or a producer not freed before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_free(producer: *mut switchyard_producer) {
+    guard_value((), || {
+        // SAFETY: NULL or a handle from `into_handle`, freed once (the caller's contract).
+        let Some(mut p) = (unsafe { from_handle(producer) }) else {
+            return Ok(());
+        };
+        let may_block = !on_runtime_thread();
+        if may_block {
+            p.inflight.wait_below(1, Some(Instant::now() + FREE_FLUSH));
+        }
+        drop(p.queue.take());
+        if let Some(stop) = p.stop.take() {
+            let _ = stop.send(());
+        }
+        let client = p.client.clone();
+        {
+            let rt = client.rt();
+            if let Some(task) = p.task.take()
+                && may_block
+            {
+                let _ = rt.block_on(task);
+            }
+            // Dropping the SDK producer (the dispatcher's copy is gone) closes its Kafka
+            // clients, which may block briefly.
+            let _ctx = rt.enter();
+            drop(p.producer.take());
+            drop(p);
+        }
+        // May be the client's last reference: outside the runtime context.
+        drop(client);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_copied_nul_terminated_and_cut_on_char_boundaries() {
+        let mut buf = [1 as c_char; SWITCHYARD_NAME_MAX];
+        copy_name(&mut buf, "east");
+        assert_eq!(
+            &buf[..5],
+            &[
+                b'e' as c_char,
+                b'a' as c_char,
+                b's' as c_char,
+                b't' as c_char,
+                0
+            ]
+        );
+        let long = "é".repeat(200); // 400 bytes
+        copy_name(&mut buf, &long);
+        let n = buf.iter().position(|c| *c == 0).unwrap();
+        assert_eq!(n, 254);
+    }
+}
