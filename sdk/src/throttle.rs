@@ -32,8 +32,8 @@
 //!
 //! Precision: a limiter's replenish interval is a whole number of nanoseconds. Message rates up
 //! to 10 M/s are exact to 1%; a message rate above 2 G/s is not enforced (no process sends
-//! that). Byte limiters count in cells of `ceil(rate / 10^7)` bytes (1 byte up to 10 MB/s), a
-//! record being charged whole cells.
+//! that). Byte limiters count in cells of `ceil(rate / 10^7)` bytes (1 byte up to 10 MB/s); a
+//! record pays for the cell boundaries its bytes cross, so the charge is exact on average.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -112,6 +112,11 @@ struct Rate<C: Clock> {
     /// Messages or bytes per governor cell.
     unit: u64,
     burst_cells: u32,
+    /// The largest `n` that fits the burst (`burst_cells × unit`).
+    max_take: u64,
+    /// Bytes charged so far (when `unit` > 1): a record pays for the cell boundaries its bytes
+    /// cross, so records smaller than a cell are charged exactly on average.
+    carry: AtomicU64,
 }
 
 impl<C: Clock> fmt::Debug for Rate<C> {
@@ -152,13 +157,21 @@ impl<C: Clock + Clone> Rate<C> {
             burst,
             unit,
             burst_cells,
+            max_take: burst_cells as u64 * unit,
+            carry: AtomicU64::new(0),
         })
     }
 }
 
 impl<C: Clock> Rate<C> {
-    fn cells(&self, n: u64) -> u64 {
-        n.div_ceil(self.unit)
+    /// The cells `n` units cost now: the cell boundaries they cross after what was charged
+    /// before. (Two concurrent records may both, or neither, pay for the same boundary: an
+    /// error of one cell, either way.)
+    fn cost(&self, n: u64) -> u64 {
+        if self.unit == 1 {
+            return n;
+        }
+        (self.carry.load(Ordering::Relaxed) % self.unit + n) / self.unit
     }
 
     /// Takes the whole burst, so the limiter starts empty.
@@ -170,9 +183,9 @@ impl<C: Clock> Rate<C> {
 
     /// Takes `n` messages or bytes (`n` must fit the burst; see [`Rate::fits`]).
     fn take(&self, n: u64) -> Result<(), Throttled> {
-        let cells = self.cells(n).min(self.burst_cells as u64) as u32;
+        let cells = self.cost(n).min(self.burst_cells as u64) as u32;
         let r = match cells {
-            0 => return Ok(()),
+            0 => Ok(()),
             1 => self.limiter.check(),
             c => match self.limiter.check_n(NonZeroU32::new(c).expect("c > 1")) {
                 Ok(r) => r,
@@ -184,15 +197,24 @@ impl<C: Clock> Rate<C> {
                 }
             },
         };
-        r.map_err(|not_until| Throttled::Wait {
-            limit: self.limit,
-            rate: self.per_sec,
-            wait: not_until.wait_time_from(self.limiter.clock().now()),
-        })
+        match r {
+            Ok(()) => {
+                if self.unit > 1 {
+                    self.carry.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(not_until) => Err(Throttled::Wait {
+                limit: self.limit,
+                rate: self.per_sec,
+                wait: not_until.wait_time_from(self.limiter.clock().now()),
+            }),
+        }
     }
 
+    #[inline]
     fn fits(&self, n: u64) -> bool {
-        self.cells(n) <= self.burst_cells as u64
+        n <= self.max_take
     }
 }
 
@@ -939,6 +961,26 @@ mod tests {
             }
         }
         assert!((999_000_000..=1_001_000_000).contains(&bytes), "{bytes}");
+        // Records that are not a whole number of cells are charged exactly on average:
+        // 150-byte records at 1 GB/s (burst 1,000 messages = 100,000 bytes).
+        let q = compile(
+            &state(&[quota("*", "*", 10_000_000, 1_000_000_000, 0, 1_000)]),
+            "a",
+            None,
+            &clock,
+        );
+        let o = q.get("orders").unwrap();
+        assert_eq!(o.burst(Limit::ProduceBytes), Some(100_000));
+        while o.check_produce(150).is_ok() {}
+        let mut bytes = 0u64;
+        // Steps shorter than the burst (100 µs).
+        for _ in 0..5_000 {
+            clock.advance(Duration::from_micros(10));
+            while o.check_produce(150).is_ok() {
+                bytes += 150;
+            }
+        }
+        assert!((49_900_000..=50_100_000).contains(&bytes), "{bytes}");
         // Rates no process reaches are not enforced.
         let q = compile(
             &state(&[quota("*", "*", 1_000_000_000_000, 0, 1, 0)]),

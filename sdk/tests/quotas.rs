@@ -6,8 +6,8 @@
 //! asserts on wall-clock rates, because the acceptance asks for it: the measured produce
 //! rate within ±10% of the quota, measured over ~2.5 s windows after the initial burst, and the
 //! new rate visible within 1 s of the apply. The limiter is precise (it cannot let more through
-//! than the quota); the lower bound needs the machine to sustain 1,000 sends/s, ~1/10 of what
-//! the SDK does on the smallest test machine.
+//! than the quota); the lower bound needs the machine to sustain 1,000 sends/s, ~1/70 of what
+//! the SDK does on the 2-core test machine.
 
 mod common;
 mod workload;
@@ -79,12 +79,14 @@ async fn block_quota_holds_the_rate_and_a_change_applies_within_a_second() {
     .await;
     let sy = connect("quota-block", &svc).await;
     let producer = sy.producer();
-    // 64 keys with one send in flight each, as fast as the quota lets them.
+    // 256 keys with one send in flight each, as fast as the quota lets them: 4x headroom over
+    // 1,000/s even if a loaded machine makes a send take 60 ms (sends waiting for the quota
+    // cost nothing but a queue slot; one waiter at a time polls the limiter).
     let load = Load::start(
         producer.clone(),
         &t,
         8,
-        64,
+        256,
         1_000_000.0,
         Duration::from_secs(7),
     );
