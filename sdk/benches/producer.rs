@@ -41,7 +41,7 @@ fn args() -> Args {
     let mut a = Args {
         messages: 1_000_000,
         changes: 50,
-        window: 20_000,
+        window: 2_000,
         rounds: 2,
     };
     let v: Vec<String> = std::env::args().collect();
