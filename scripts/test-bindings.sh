@@ -9,7 +9,8 @@
 #   4. compiles bindings/c/tests/c/test_*.c with the system C compiler under AddressSanitizer +
 #      UndefinedBehaviorSanitizer (LeakSanitizer included), links them against the cdylib and
 #      runs them; a test program that crashes, reports a sanitizer error or fails a check fails;
-#   5. builds examples/c with its Makefile and runs it against the same service.
+#   5. builds examples/c with its Makefile and runs it against the same service (shared library,
+#      under the sanitizers), then statically linked and configured from the desired-state file.
 #
 # Kafka: uses SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p" when set (scripts/test.sh exports it), else
 # starts two clusters with scripts/kafka.sh and stops them at the end.
@@ -130,6 +131,7 @@ mkdir -p "$WORK/bin" "$WORK/tmp"
 passed=0
 failed=0
 failures=()
+todos=()
 tests=()
 for src in "$CDIR"/tests/c/test_*.c; do
     name=$(basename "$src" .c)
@@ -169,12 +171,14 @@ run_program() { # name command...
     local out=$WORK/$name.out status=0
     timeout 600 "$@" >"$out" || status=$?
     cat "$out"
-    local ok nok
+    local ok nok todo
     ok=$(grep -c '^ok ' "$out" || true)
     nok=$(grep -c '^not ok ' "$out" || true)
-    passed=$((passed + ok))
+    todo=$(grep -c '^ok .* # TODO ' "$out" || true)
+    passed=$((passed + ok - todo))
     failed=$((failed + nok))
     while read -r line; do failures+=("$name: ${line#not ok - }"); done < <(grep '^not ok ' "$out" || true)
+    while read -r line; do todos+=("$name: ${line#ok - }"); done < <(grep '^ok .* # TODO ' "$out" || true)
     if [[ $status -ne 0 && $nok -eq 0 ]]; then
         # A crash, a sanitizer report (leaks are reported at exit) or a timeout.
         failed=$((failed + 1))
@@ -209,11 +213,31 @@ else
     fi
 fi
 
+step "C: examples/c linked statically (libswitchyard_c.a), configured from a file"
+if make -s -C examples/c clean all LINK=static SWITCHYARD_INCLUDE="$CDIR/include" \
+    SWITCHYARD_LIB_DIR="$LIB_DIR" CC="$CC" BUILD_DIR="$WORK/example-static"; then
+    out=$WORK/example-static.out
+    if timeout 300 "$WORK/example-static/switchyard-example" "$WORK/desired.yaml" "$TOPIC_B" 3 \
+        >"$out" 2>&1 && grep -q '^consumed 3 records' "$out"; then
+        cat "$out"
+        passed=$((passed + 1))
+    else
+        cat "$out"
+        failed=$((failed + 1))
+        failures+=("examples/c (static, from a file): did not consume its 3 records")
+    fi
+else
+    failed=$((failed + 1))
+    failures+=("examples/c: static build failed")
+fi
+
 if [[ -s "$WORK/serve.err" ]] && grep -qE 'ERROR|panicked' "$WORK/serve.err"; then
     printf 'config service errors:\n' >&2
     grep -E 'ERROR|panicked' "$WORK/serve.err" >&2 || true
 fi
 
+# Expected failures (TAP "# TODO"): known issues outside the binding, listed, not counted.
+for f in "${todos[@]+"${todos[@]}"}"; do printf 'KNOWN ISSUE (not counted): %s\n' "$f"; done
 for f in "${failures[@]+"${failures[@]}"}"; do printf 'FAILED: %s\n' "$f"; done
 echo "c tests: $passed passed, $failed failed"
 [[ $failed -eq 0 && $passed -gt 0 ]]

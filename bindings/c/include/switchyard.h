@@ -22,7 +22,8 @@
  *   used from many threads at once; a _free must be the last use of its object; delivery
  *   callbacks run on library threads and must not block.
  *
- * Link with -lswitchyard_c (shared) or libswitchyard_c.a plus -lpthread -ldl -lm.
+ * Link with -lswitchyard_c (shared), or statically with libswitchyard_c.a plus
+ * -lz -lgcc_s -lutil -lrt -lpthread -lm -ldl.
  */
 
 #ifndef SWITCHYARD_H
@@ -43,10 +44,10 @@
 
 /**
  * Sends one producer keeps in flight at most. `switchyard_producer_send` called while this
- * many sends await delivery blocks until one completes (for at most 30 s, then
- * `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
+ * many sends await delivery blocks until an eighth of them have completed (for at most 30 s,
+ * then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
  */
-#define SWITCHYARD_MAX_IN_FLIGHT 50000
+#define SWITCHYARD_MAX_IN_FLIGHT 8192
 
 /**
  * The outcome of a call. `SWITCHYARD_OK` is 0; every other value is a failure whose message is
@@ -589,7 +590,7 @@ enum switchyard_result switchyard_producer_new(const struct switchyard_client *c
  * those in flight finish, then releases the held ones to the new cluster. A failed record is
  * handed back in the callback, never re-sent elsewhere.
  *
- * When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until one completes (at
+ * When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
  * most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
  *
  * Errors here: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (e.g. topic not UTF-8),

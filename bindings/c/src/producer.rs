@@ -31,9 +31,9 @@ use crate::inflight::InFlight;
 pub const SWITCHYARD_NAME_MAX: usize = 256;
 
 /// Sends one producer keeps in flight at most. `switchyard_producer_send` called while this
-/// many sends await delivery blocks until one completes (for at most 30 s, then
-/// `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
-pub const SWITCHYARD_MAX_IN_FLIGHT: usize = 50_000;
+/// many sends await delivery blocks until an eighth of them have completed (for at most 30 s,
+/// then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
+pub const SWITCHYARD_MAX_IN_FLIGHT: usize = 8_192;
 
 /// How long a send waits for room under [`SWITCHYARD_MAX_IN_FLIGHT`].
 const ROOM_WAIT: Duration = Duration::from_secs(30);
@@ -334,7 +334,7 @@ pub unsafe extern "C" fn switchyard_producer_new(
             queue: Some(queue),
             stop: Some(stop),
             task: Some(task),
-            inflight: Arc::new(InFlight::default()),
+            inflight: Arc::new(InFlight::new(SWITCHYARD_MAX_IN_FLIGHT)),
         });
         Ok(())
     })
@@ -413,11 +413,9 @@ unsafe fn start_send(
         .queue
         .as_ref()
         .ok_or_else(|| Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed"))?;
-    if p.inflight.current() >= SWITCHYARD_MAX_IN_FLIGHT
+    if p.inflight.full()
         && !on_runtime_thread()
-        && !p
-            .inflight
-            .wait_below(SWITCHYARD_MAX_IN_FLIGHT, Some(Instant::now() + ROOM_WAIT))
+        && !p.inflight.wait_room(Some(Instant::now() + ROOM_WAIT))
     {
         return Err(Failure::new(
             switchyard_result::SWITCHYARD_TIMEOUT,
@@ -462,7 +460,7 @@ unsafe fn start_send(
 /// those in flight finish, then releases the held ones to the new cluster. A failed record is
 /// handed back in the callback, never re-sent elsewhere.
 ///
-/// When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until one completes (at
+/// When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
 /// most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
 ///
 /// Errors here: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (e.g. topic not UTF-8),
@@ -644,7 +642,7 @@ pub unsafe extern "C" fn switchyard_producer_flush(
         let deadline = u64::try_from(timeout_ms)
             .ok()
             .map(|ms| Instant::now() + Duration::from_millis(ms));
-        if p.inflight.wait_below(1, deadline) {
+        if p.inflight.wait_idle(deadline) {
             return Ok(());
         }
         Err(Failure::new(
@@ -696,7 +694,7 @@ pub unsafe extern "C" fn switchyard_producer_free(producer: *mut switchyard_prod
         };
         let may_block = !on_runtime_thread();
         if may_block {
-            p.inflight.wait_below(1, Some(Instant::now() + FREE_FLUSH));
+            p.inflight.wait_idle(Some(Instant::now() + FREE_FLUSH));
         }
         drop(p.queue.take());
         if let Some(stop) = p.stop.take() {

@@ -76,6 +76,21 @@ static inline const char *last_error(void) {
         if (r_ != 0) check_failures++;                                                     \
     } while (0)
 
+/* A test of a guarantee that is known to be broken outside this binding: a failure prints
+ * "ok - name # TODO reason" (TAP: expected failure, not counted as failed) and the reason; a
+ * pass prints a plain "ok". Remove the TODO once the cause is fixed. */
+#define RUN_TODO(test, reason)                                                             \
+    do {                                                                                   \
+        fprintf(stderr, "--- %s\n", #test);                                                \
+        int r_ = test();                                                                   \
+        if (r_ == 0) {                                                                     \
+            printf("ok - %s\n", #test);                                                    \
+        } else {                                                                           \
+            printf("ok - %s # TODO %s\n", #test, reason);                                  \
+        }                                                                                  \
+        fflush(stdout);                                                                    \
+    } while (0)
+
 static inline const char *require_env(const char *name) {
     const char *v = getenv(name);
     if (v == NULL || v[0] == '\0') {

@@ -1,0 +1,187 @@
+/*
+ * C producer throughput: switchyard-c vs raw librdkafka, same broker, same topic, same run.
+ *
+ *   producer_bench BOOTSTRAP TOPIC CONFIG_FILE MESSAGES ROUNDS
+ *
+ * CONFIG_FILE is a desired-state file whose logical topic TOPIC is the physical topic TOPIC on
+ * BOOTSTRAP. Both producers send MESSAGES keyed 100-byte records (key "k<i % 1000>") with the
+ * same properties (acks=all, enable.idempotence=true, linger.ms=5 — the SDK's producer
+ * defaults) and count a record once its delivery report arrived; a run ends when every report
+ * has. Rounds alternate raw / switchyard; each prints both rates and the ratio. Run by
+ * bindings/c/bench/run.sh, which builds everything in release mode.
+ *
+ * The raw side is librdkafka used the way a careful C program would: one topic handle,
+ * rd_kafka_producev with RD_KAFKA_MSG_F_COPY, rd_kafka_poll(rk, 0) after each send to serve
+ * delivery reports, rd_kafka_poll(rk, 1) and retry on a full queue, rd_kafka_flush at the end.
+ * It is the librdkafka that rdkafka-sys builds for the SDK (same version, statically linked).
+ */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rdkafka.h"
+#include "switchyard.h"
+
+#define PAYLOAD 100
+
+static const char *PROPS[][2] = {
+    {"acks", "all"},
+    {"enable.idempotence", "true"},
+    {"linger.ms", "5"},
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *why) {
+    fprintf(stderr, "%s: %s\n", what, why);
+    exit(1);
+}
+
+/* ---- raw librdkafka ---- */
+
+static long raw_ok, raw_err;
+
+static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (m->err) {
+        raw_err++;
+    } else {
+        raw_ok++;
+    }
+}
+
+static double raw_run(const char *bootstrap, const char *topic, long n, const char *payload) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err) != RD_KAFKA_CONF_OK)
+        die("conf", err);
+    for (size_t i = 0; i < sizeof PROPS / sizeof PROPS[0]; i++) {
+        if (rd_kafka_conf_set(conf, PROPS[i][0], PROPS[i][1], err, sizeof err) != RD_KAFKA_CONF_OK)
+            die("conf", err);
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, raw_dr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (rk == NULL) die("rd_kafka_new", err);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+
+    /* Warm up: connection, metadata, producer id — as a running service would have. */
+    raw_ok = raw_err = 0;
+    if (rd_kafka_produce(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, (void *)payload,
+                         PAYLOAD, "warm", 4, NULL) != 0)
+        die("warm-up", rd_kafka_err2str(rd_kafka_last_error()));
+    rd_kafka_flush(rk, 30000);
+    if (raw_ok != 1) die("warm-up", "not delivered");
+    raw_ok = raw_err = 0;
+
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        char key[16];
+        int klen = snprintf(key, sizeof key, "k%ld", i % 1000);
+        for (;;) {
+            rd_kafka_resp_err_t e = rd_kafka_producev(
+                rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, (size_t)klen),
+                RD_KAFKA_V_VALUE((void *)payload, PAYLOAD),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+            if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+            if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) die("producev", rd_kafka_err2str(e));
+            rd_kafka_poll(rk, 1);
+        }
+        rd_kafka_poll(rk, 0);
+    }
+    while (raw_ok + raw_err < n) rd_kafka_flush(rk, 1000);
+    double secs = now_s() - t0;
+    if (raw_err != 0) die("raw", "delivery errors");
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return (double)n / secs;
+}
+
+/* ---- switchyard-c ---- */
+
+static atomic_long sy_ok, sy_err;
+
+static void sy_dr(void *user_data, switchyard_result rc, const switchyard_delivery *d) {
+    (void)user_data;
+    (void)d;
+    if (rc == SWITCHYARD_OK) {
+        atomic_fetch_add_explicit(&sy_ok, 1, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&sy_err, 1, memory_order_relaxed);
+    }
+}
+
+static void sy_check(const char *what, switchyard_result rc) {
+    if (rc != SWITCHYARD_OK) {
+        char msg[512];
+        switchyard_last_error_message(msg, sizeof msg, NULL);
+        die(what, msg);
+    }
+}
+
+static double sy_run(const char *config, const char *topic, long n, const char *payload) {
+    switchyard_client *c = NULL;
+    sy_check("from_file", switchyard_client_from_file(config, "c-bench", &c));
+    switchyard_producer *p = NULL;
+    sy_check("producer_new", switchyard_producer_new(c, &p));
+    /* Warm up the lane and its cluster client, like the raw side. */
+    sy_check("warm-up", switchyard_producer_send_sync(p, topic, (const uint8_t *)"warm", 4,
+                                                     (const uint8_t *)payload, PAYLOAD, NULL));
+    atomic_store(&sy_ok, 0);
+    atomic_store(&sy_err, 0);
+
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        char key[16];
+        int klen = snprintf(key, sizeof key, "k%ld", i % 1000);
+        sy_check("send", switchyard_producer_send(p, topic, (const uint8_t *)key, (size_t)klen,
+                                                  (const uint8_t *)payload, PAYLOAD, sy_dr,
+                                                  NULL));
+    }
+    sy_check("flush", switchyard_producer_flush(p, -1));
+    double secs = now_s() - t0;
+    if (atomic_load(&sy_ok) != n || atomic_load(&sy_err) != 0) die("switchyard", "delivery errors");
+    switchyard_producer_free(p);
+    switchyard_client_free(c);
+    return (double)n / secs;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s BOOTSTRAP TOPIC CONFIG_FILE MESSAGES ROUNDS\n", argv[0]);
+        return 2;
+    }
+    const char *bootstrap = argv[1], *topic = argv[2], *config = argv[3];
+    long n = atol(argv[4]);
+    int rounds = atoi(argv[5]);
+    char payload[PAYLOAD];
+    memset(payload, 'x', sizeof payload);
+
+    printf("C producer throughput: %ld x %d-byte keyed messages, acks=all, idempotent, "
+           "linger.ms=5, librdkafka %s, switchyard-c %s\n",
+           n, PAYLOAD, rd_kafka_version_str(), switchyard_version());
+    double raw_sum = 0, sy_sum = 0, best_raw = 0, best_sy = 0;
+    for (int r = 1; r <= rounds; r++) {
+        double raw = raw_run(bootstrap, topic, n, payload);
+        double sy = sy_run(config, topic, n, payload);
+        printf("round %d: raw librdkafka %.0f msg/s, switchyard-c %.0f msg/s, ratio %.3f\n", r,
+               raw, sy, sy / raw);
+        fflush(stdout);
+        raw_sum += raw;
+        sy_sum += sy;
+        if (raw > best_raw) best_raw = raw;
+        if (sy > best_sy) best_sy = sy;
+    }
+    printf("mean: raw librdkafka %.0f msg/s, switchyard-c %.0f msg/s, ratio %.3f\n",
+           raw_sum / rounds, sy_sum / rounds, sy_sum / raw_sum);
+    printf("best: raw librdkafka %.0f msg/s, switchyard-c %.0f msg/s, ratio %.3f\n", best_raw,
+           best_sy, best_sy / best_raw);
+    return 0;
+}
