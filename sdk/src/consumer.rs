@@ -13,7 +13,7 @@
 //! handing over each record. librdkafka keeps fetching (up to its queue limits) and
 //! heartbeating in the background meanwhile, so the member stays in its group.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -193,6 +193,7 @@ impl Consumer {
                 let k = st.turn % members.len();
                 members.rotate_left(k);
             }
+            hold_new_locations(&mut members);
             if members.is_empty() {
                 tokio::select! {
                     r = versions.changed() => if r.is_err() { return Err(Error::Closed) },
@@ -290,6 +291,30 @@ impl Consumer {
         v.sort();
         v
     }
+}
+
+/// Keeps per-key order across a move: while a logical topic still drains from its old
+/// location on one member, the members reading its new location are not polled, so none of its
+/// new records is handed out before the old ones. A member that is itself draining is always
+/// polled (so topics moving in opposite directions cannot hold each other up); a topic moved
+/// within one member's cluster is not held.
+fn hold_new_locations(members: &mut Vec<Arc<Member>>) {
+    let mut draining: HashSet<String> = HashSet::new();
+    for m in members.iter() {
+        let topics = m.topics.lock();
+        for phys in m.draining.lock().keys() {
+            if let Some(logical) = topics.get(phys) {
+                draining.insert(logical.clone());
+            }
+        }
+    }
+    if draining.is_empty() {
+        return;
+    }
+    members.retain(|m| {
+        let topics = m.topics.lock();
+        !m.draining.lock().is_empty() || !topics.values().any(|l| draining.contains(l))
+    });
 }
 
 fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
@@ -476,70 +501,149 @@ impl ConsumerInner {
             let due2 = due.clone();
             let offsets = self.offsets.lock().clone();
             let offsets2 = offsets.clone();
+            let auto_commit = self.opts.auto_commit;
             // End offsets, read off the async runtime. Each query is a broker round trip made
             // while `recv` waits, so a partition is queried again only once everything up to its
             // last known end has been handed out.
-            let parts = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
+            // Every partition of a draining topic counts, not only those assigned to this
+            // member now: during a rebalance the assignment is empty or partial, and a
+            // partition another member holds (or will get) is drained only when the group has
+            // committed it to its end. So a member never declares a topic drained while its
+            // records still wait on the old cluster, and members that finish first stay until
+            // the group is done instead of leaving (which would rebalance the rest mid-drain).
+            let (parts, undecided) = tokio::task::spawn_blocking(move || {
+                // (physical, partition, end, group committed, assigned to this member)
+                let mut out: Vec<(String, i32, i64, Option<i64>, bool)> = Vec::new();
                 let Ok(assign) = m2.consumer.assignment() else {
-                    return out;
+                    return (out, due2);
+                };
+                let end_of = |topic: &str, partition: i32, handed: i64| -> i64 {
+                    let pk = (topic.to_string(), partition);
+                    let known = m2.drain_ends.lock().get(&pk).copied();
+                    match known {
+                        Some(h) if handed < h => h,
+                        _ => {
+                            let h = m2
+                                .consumer
+                                .fetch_watermarks(topic, partition, Duration::from_secs(2))
+                                .map(|(_, h)| h)
+                                .unwrap_or(i64::MAX);
+                            if h != i64::MAX {
+                                m2.drain_ends.lock().insert(pk, h);
+                            }
+                            h
+                        }
+                    }
                 };
                 for e in assign.elements() {
                     if !due2.iter().any(|d| d == e.topic()) {
                         continue;
                     }
-                    let pk = (e.topic().to_string(), e.partition());
                     let handed = offsets2
-                        .get(&(m2.id, pk.0.clone(), pk.1))
+                        .get(&(m2.id, e.topic().to_string(), e.partition()))
                         .map_or(-1, |o| o.0);
-                    let known = m2.drain_ends.lock().get(&pk).copied();
-                    let high = match known {
-                        Some(h) if handed < h => h,
-                        _ => {
-                            let h = m2
-                                .consumer
-                                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
-                                .map(|(_, h)| h)
-                                .unwrap_or(i64::MAX);
-                            if h != i64::MAX {
-                                m2.drain_ends.lock().insert(pk.clone(), h);
-                            }
-                            h
-                        }
-                    };
-                    out.push((pk.0, pk.1, high, None));
+                    let high = end_of(e.topic(), e.partition(), handed);
+                    out.push((e.topic().to_string(), e.partition(), high, None, true));
                 }
+                let mut undecided = Vec::new();
+                let mut query = TopicPartitionList::new();
                 // Partitions this member handed nothing from (assigned after their records
                 // were consumed elsewhere, or empty): their committed offset tells whether
                 // anything is left.
-                let mut unseen = TopicPartitionList::new();
-                for (t, p, high, _) in &out {
+                for (t, p, high, _, _) in &out {
                     let handed = offsets2.get(&(m2.id, t.clone(), *p)).map_or(-1, |o| o.0);
                     if handed < 0 && *high > 0 {
-                        unseen.add_partition(t, *p);
+                        query.add_partition(t, *p);
                     }
                 }
-                if unseen.count() > 0
-                    && let Ok(c) = m2
-                        .consumer
-                        .committed_offsets(unseen, Duration::from_secs(2))
-                {
-                    for e in c.elements() {
-                        if let Offset::Offset(o) = e.offset()
-                            && let Some(x) = out
-                                .iter_mut()
-                                .find(|x| x.0 == e.topic() && x.1 == e.partition())
-                        {
-                            x.3 = Some(o);
+                // Partitions not assigned to this member: the group's committed offset. Asked
+                // only once this member is through its own partitions of the topic (until then
+                // the topic is not drained anyway, and each query makes `recv` wait).
+                let mut unassigned = Vec::new();
+                for t in &due2 {
+                    let mine_done = out.iter().filter(|x| &x.0 == t).all(|x| {
+                        let (handed, committed) = offsets2
+                            .get(&(m2.id, t.clone(), x.1))
+                            .copied()
+                            .unwrap_or((-1, -1));
+                        handed < 0 || (handed >= x.2 && (auto_commit || committed >= handed))
+                    });
+                    if !mine_done {
+                        continue;
+                    }
+                    // The partition count, cached under partition -1 with the ends.
+                    let count_key = (t.clone(), -1);
+                    let cached = m2.drain_ends.lock().get(&count_key).copied();
+                    let count = match cached {
+                        Some(n) => n as i32,
+                        None => {
+                            let n = m2
+                                .consumer
+                                .fetch_metadata(Some(t), Duration::from_secs(2))
+                                .ok()
+                                .and_then(|md| {
+                                    md.topics()
+                                        .iter()
+                                        .find(|x| x.name() == t && x.error().is_none())
+                                        .map(|x| x.partitions().len() as i32)
+                                });
+                            let Some(n) = n.filter(|n| *n > 0) else {
+                                undecided.push(t.clone());
+                                continue;
+                            };
+                            m2.drain_ends.lock().insert(count_key, i64::from(n));
+                            n
+                        }
+                    };
+                    for p in 0..count {
+                        if !out.iter().any(|x| &x.0 == t && x.1 == p) {
+                            unassigned.push((t.clone(), p));
+                            query.add_partition(t, p);
                         }
                     }
                 }
-                out
+                let committed: HashMap<(String, i32), i64> = if query.count() > 0 {
+                    match m2.consumer.committed_offsets(query, Duration::from_secs(2)) {
+                        Ok(c) => c
+                            .elements()
+                            .iter()
+                            .filter_map(|e| match e.offset() {
+                                Offset::Offset(o) => {
+                                    Some(((e.topic().to_string(), e.partition()), o))
+                                }
+                                _ => None,
+                            })
+                            .collect(),
+                        Err(_) => HashMap::new(),
+                    }
+                } else {
+                    HashMap::new()
+                };
+                for x in out.iter_mut() {
+                    x.3 = committed.get(&(x.0.clone(), x.1)).copied();
+                }
+                for (t, p) in unassigned {
+                    let c = committed.get(&(t.clone(), p)).copied();
+                    // The end is needed only once the group's commit might have reached it.
+                    let high = end_of(&t, p, c.unwrap_or(-1));
+                    out.push((t, p, high, c, false));
+                }
+                (out, undecided)
             })
             .await
-            .unwrap_or_default();
+            .unwrap_or_else(|_| (Vec::new(), due.clone()));
             let mut done: BTreeSet<String> = due.into_iter().collect();
-            for (topic, partition, high, group_committed) in parts {
+            for t in &undecided {
+                done.remove(t);
+            }
+            for (topic, partition, high, group_committed, assigned) in parts {
+                let group_done = high == 0 || group_committed.is_some_and(|c| c >= high);
+                if !assigned {
+                    if !group_done {
+                        done.remove(&topic);
+                    }
+                    continue;
+                }
                 let (handed, committed) = offsets
                     .get(&(m.id, topic.clone(), partition))
                     .copied()
@@ -547,8 +651,7 @@ impl ConsumerInner {
                 let committed_ok = self.opts.auto_commit || committed >= handed;
                 // Everything up to the end handed out by this member, or (when it handed out
                 // nothing) committed by the group already.
-                let read_all =
-                    handed >= high || high == 0 || group_committed.is_some_and(|c| c >= high);
+                let read_all = handed >= high || group_done;
                 if !(read_all && committed_ok) {
                     done.remove(&topic);
                 }
