@@ -1,11 +1,12 @@
 //! The inventory of SDK clients, fed by `ReportStatus`, with leases.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use switchyard_proto::v1::{ClientEndpoint, ClientInfo, ClientStatus};
 use switchyard_proto::validate::{self, Errors, ValidationError, show};
+use tokio::sync::watch;
 
 /// Most endpoints one client may report per direction.
 const MAX_ENDPOINTS: usize = 10_000;
@@ -24,6 +25,32 @@ struct Entry {
 pub struct Clients {
     lease: Duration,
     map: Mutex<HashMap<String, Entry>>,
+    /// Bumped whenever the listed clients or their shown fields change.
+    changes: watch::Sender<u64>,
+}
+
+/// Whether replacing `old` with `new` changes what a listing shows (rates aside).
+fn shown_change(old: &ClientStatus, new: &ClientStatus) -> bool {
+    fn ends(e: &[ClientEndpoint]) -> Vec<(&str, &str, &str, &str)> {
+        e.iter()
+            .map(|e| {
+                (
+                    e.logical_topic.as_str(),
+                    e.cluster.as_str(),
+                    e.physical_topic.as_str(),
+                    e.group.as_str(),
+                )
+            })
+            .collect()
+    }
+    old.app != new.app
+        || old.language != new.language
+        || old.sdk_version != new.sdk_version
+        || old.applied_version != new.applied_version
+        || old.hostname != new.hostname
+        || old.pid != new.pid
+        || ends(&old.producing) != ends(&new.producing)
+        || ends(&old.consuming) != ends(&new.consuming)
 }
 
 impl Clients {
@@ -32,7 +59,46 @@ impl Clients {
         Self {
             lease,
             map: Mutex::new(HashMap::new()),
+            changes: watch::channel(0).0,
         }
+    }
+
+    /// Notified (with a generation number) whenever a client appears, expires, or changes
+    /// what a listing shows; status reports that only refresh the lease or rates do not notify.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Drops clients whose lease ran out (notifying subscribers if any did).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let removed = {
+            let mut map = self.map.lock();
+            let before = map.len();
+            map.retain(|_, e| now.duration_since(e.seen) < self.lease);
+            before != map.len()
+        };
+        if removed {
+            self.changed();
+        }
+    }
+
+    /// Live clients counted by (app, whether behind `current_version`).
+    pub fn counts(&self, current_version: u64) -> BTreeMap<(String, bool), u64> {
+        let now = Instant::now();
+        let map = self.map.lock();
+        let mut out = BTreeMap::new();
+        for e in map.values() {
+            if now.duration_since(e.seen) < self.lease {
+                let behind = e.status.applied_version < current_version;
+                *out.entry((e.status.app.clone(), behind)).or_default() += 1;
+            }
+        }
+        out
     }
 
     /// The lease.
@@ -54,7 +120,7 @@ impl Clients {
                 ));
             }
         }
-        map.insert(
+        let old = map.insert(
             status.client_id.clone(),
             Entry {
                 status,
@@ -62,6 +128,19 @@ impl Clients {
                 seen_unix_ms: unix_ms(),
             },
         );
+        let changed = match &old {
+            None => true,
+            Some(o) => {
+                now.duration_since(o.seen) >= self.lease
+                    || map
+                        .get(&o.status.client_id)
+                        .is_some_and(|n| shown_change(&o.status, &n.status))
+            }
+        };
+        drop(map);
+        if changed {
+            self.changed();
+        }
         Ok(())
     }
 
@@ -69,7 +148,11 @@ impl Clients {
     pub fn list(&self, app: &str, current_version: u64) -> Vec<ClientInfo> {
         let now = Instant::now();
         let mut map = self.map.lock();
+        let before = map.len();
         map.retain(|_, e| now.duration_since(e.seen) < self.lease);
+        if before != map.len() {
+            self.changed();
+        }
         let mut out: Vec<ClientInfo> = map
             .values()
             .filter(|e| app.is_empty() || e.status.app == app)

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use futures::Stream;
 use parking_lot::Mutex;
@@ -16,6 +17,7 @@ use switchyard_proto::v1::{Delta, WatchEvent, watch_event::Event};
 use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
+use crate::metrics::HubMetrics;
 use crate::store::Store;
 
 /// Versions kept encoded for watchers that resume.
@@ -32,6 +34,8 @@ pub struct Published {
     pub version: u64,
     /// Its delta, encoded.
     pub event: EncodedWatchEvent,
+    /// When the store acknowledged the commit.
+    pub acked: Instant,
 }
 
 /// Publishes versions to watch streams.
@@ -42,6 +46,7 @@ pub struct Hub {
     full: Mutex<Option<(u64, EncodedWatchEvent)>>,
     watchers: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
+    metrics: Option<HubMetrics>,
 }
 
 impl Hub {
@@ -54,18 +59,35 @@ impl Hub {
             full: Mutex::new(None),
             watchers: Arc::new(AtomicUsize::new(0)),
             shutdown,
+            metrics: None,
         }
+    }
+
+    /// The same hub, counting published versions and measuring push latency into `m`.
+    pub fn with_metrics(mut self, m: HubMetrics) -> Self {
+        self.metrics = Some(m);
+        self
     }
 
     /// Publishes a committed version. Callers publish in version order.
     pub fn publish(&self, delta: Delta) {
+        self.publish_acked(delta, Instant::now());
+    }
+
+    /// Publishes a version the store acknowledged at `acked` (push latency is measured from
+    /// there). Callers publish in version order.
+    pub fn publish_acked(&self, delta: Delta, acked: Instant) {
         let p = Arc::new(Published {
             from: delta.from_version,
             version: delta.to_version,
             event: EncodedWatchEvent::new(&WatchEvent {
                 event: Some(Event::Delta(delta)),
             }),
+            acked,
         });
+        if let Some(m) = &self.metrics {
+            m.version_published();
+        }
         {
             let mut r = self.recent.lock();
             if r.len() == RECENT {
@@ -74,6 +96,12 @@ impl Hub {
             r.push_back(p.clone());
         }
         let _ = self.tx.send(p);
+    }
+
+    /// Published versions as they come (for observers other than watch streams, such as the
+    /// dashboard). A receiver that lags gets `Lagged` and should re-read the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.tx.subscribe()
     }
 
     /// Connected watchers.
@@ -173,6 +201,9 @@ impl Hub {
                         Ok(p) => {
                             if p.version <= st.sent {
                                 continue;
+                            }
+                            if let Some(m) = &st.hub.metrics {
+                                m.pushed(p.acked);
                             }
                             if p.from == st.sent {
                                 st.sent = p.version;

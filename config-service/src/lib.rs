@@ -1,11 +1,14 @@
 //! Switchyard config service: the versioned [`store`], the gRPC handlers ([`service`]), the
-//! watch fan-out ([`hub`]), the client inventory ([`clients`]) and the [`server`] wiring.
+//! watch fan-out ([`hub`]), the client inventory ([`clients`]), [`metrics`], the admin HTTP
+//! port with the web [`dashboard`], and the [`server`] wiring.
 //! The `switchyard` binary adds the operator CLI on top.
 
 pub mod auth;
 pub mod clients;
+pub mod dashboard;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod output;
 pub mod server;
 pub mod service;

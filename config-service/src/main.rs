@@ -130,6 +130,10 @@ struct ServeArgs {
     /// Seconds a client's status report stays listed.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     client_lease_secs: u64,
+    /// Serve the admin HTTP port (Prometheus /metrics, the web dashboard) on this address;
+    /// off when not given. Needs --admin-token-file unless it is a loopback address.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -397,6 +401,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls: args.tls_cert.zip(args.tls_key),
         client_lease: Duration::from_secs(args.client_lease_secs),
         shutdown_grace: Duration::from_secs(10),
+        admin_listen: args.admin_listen,
     };
     let server = switchyard_config::start(cfg).await?;
     // Install the handlers before announcing readiness: a SIGTERM right after the line below must
@@ -404,6 +409,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     // Printed on stdout so scripts and tests can find a port chosen with :0.
     println!("listening on {}", server.local_addr());
+    if let Some(a) = server.admin_addr() {
+        println!("admin http://{a}/ (dashboard, /metrics)");
+    }
     let stop = server.shutdown_handle();
     tokio::spawn(async move {
         signal.await;

@@ -16,7 +16,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::AdminAuth;
 use crate::clients::Clients;
+use crate::dashboard::{self, AdminHttp};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::service::ConfigService;
 use crate::store::{FileStore, MemoryStore, Store};
 
@@ -51,6 +53,9 @@ pub struct ServerConfig {
     pub client_lease: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Address of the admin HTTP port (`/metrics`, the dashboard); `None` serves none. Without
+    /// an admin token it must be a loopback address.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             tls: None,
             client_lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            admin_listen: None,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct RunningServer {
     service: ConfigService,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    admin: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
+    metrics: Arc<Metrics>,
     grace: Duration,
 }
 
@@ -81,6 +89,16 @@ impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the admin HTTP port, if one is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The service (for in-process inspection).
@@ -98,20 +116,39 @@ impl RunningServer {
     pub async fn join(self) -> anyhow::Result<()> {
         let mut rx = self.shutdown.subscribe();
         let mut task = self.task;
-        tokio::select! {
-            r = &mut task => return Ok(r.context("server task failed")??),
-            _ = rx.wait_for(|v| *v) => {}
-        }
-        match tokio::time::timeout(self.grace, &mut task).await {
-            Ok(r) => Ok(r.context("server task failed")??),
-            Err(_) => {
-                tracing::warn!(
-                    "in-flight requests did not finish within the grace period; stopping"
-                );
-                task.abort();
-                Ok(())
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let grpc = tokio::select! {
+            r = &mut task => Some(r),
+            _ = rx.wait_for(|v| *v) => None,
+        };
+        // The gRPC server stopped (or is stopping): stop the admin port with it.
+        let _ = self.shutdown.send(true);
+        let grpc = match grpc {
+            Some(r) => r
+                .context("server task failed")?
+                .map_err(anyhow::Error::from),
+            None => match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(r) => r
+                    .context("server task failed")?
+                    .map_err(anyhow::Error::from),
+                Err(_) => {
+                    tracing::warn!(
+                        "in-flight requests did not finish within the grace period; stopping"
+                    );
+                    task.abort();
+                    Ok(())
+                }
+            },
+        };
+        if let Some((_, mut admin)) = self.admin {
+            match tokio::time::timeout_at(deadline, &mut admin).await {
+                Ok(r) => r
+                    .context("admin HTTP task failed")?
+                    .context("admin HTTP server failed")?,
+                Err(_) => admin.abort(),
             }
         }
+        grpc
     }
 
     /// A handle that starts shutdown when sent `true`.
@@ -126,6 +163,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         bail!(
             "refusing to serve the admin API on non-loopback address {} without an admin token; pass --admin-token-file or listen on 127.0.0.1",
             cfg.listen
+        );
+    }
+    if let Some(a) = cfg.admin_listen
+        && !dashboard::open_allowed(a)
+        && cfg.admin_token.is_none()
+    {
+        bail!(
+            "refusing to serve the admin HTTP port on non-loopback address {a} without an admin token; pass --admin-token-file or listen on 127.0.0.1"
         );
     }
     let store: Arc<dyn Store> = match &cfg.store {
@@ -150,8 +195,18 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("could not listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
 
+    let admin_listener = match cfg.admin_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("could not listen on {a} (admin HTTP port)"))?,
+        ),
+        None => None,
+    };
+
+    let metrics = Metrics::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let hub = Arc::new(Hub::new(shutdown_rx.clone()));
+    let hub = Arc::new(Hub::new(shutdown_rx.clone()).with_metrics(metrics.hub_metrics()));
     let clients = Arc::new(Clients::new(cfg.client_lease));
     let service = ConfigService::new(store, hub, clients);
 
@@ -181,7 +236,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .layer(metrics.grpc_layer());
     if let Some((cert, key)) = &cfg.tls {
         let cert_pem = tokio::fs::read(cert)
             .await
@@ -211,11 +267,38 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
     });
     tracing::info!(%addr, tls = cfg.tls.is_some(), auth = cfg.admin_token.is_some(), "config service listening");
+
+    let admin = match admin_listener {
+        Some(l) => {
+            let admin_addr = l.local_addr()?;
+            let http = AdminHttp::new(
+                service.clone(),
+                metrics.clone(),
+                cfg.admin_token.as_deref(),
+                shutdown_rx.clone(),
+            );
+            http.spawn_sweeper();
+            let app = http.router();
+            let mut stop = shutdown_rx.clone();
+            let t = tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|v| *v).await;
+                    })
+                    .await
+            });
+            tracing::info!(addr = %admin_addr, "admin HTTP port listening (metrics, dashboard)");
+            Some((admin_addr, t))
+        }
+        None => None,
+    };
     Ok(RunningServer {
         addr,
         service,
         shutdown: shutdown_tx,
         task,
+        admin,
+        metrics,
         grace: cfg.shutdown_grace,
     })
 }

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::Stream;
 use switchyard_proto::EncodedWatchEvent;
@@ -61,6 +62,11 @@ impl ConfigService {
         &self.hub
     }
 
+    /// The client inventory.
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -93,8 +99,8 @@ impl ConfigService {
             )
         })
         .await??;
-        if let Some(d) = delta {
-            self.hub.publish(d);
+        if let Some((d, acked)) = delta {
+            self.hub.publish_acked(d, acked);
         }
         Ok(resp)
     }
@@ -142,8 +148,8 @@ impl ConfigService {
             commit(&*store, &cur, next, None, req.dry_run, req.author, comment)
         })
         .await??;
-        if let Some(d) = delta {
-            self.hub.publish(d);
+        if let Some((d, acked)) = delta {
+            self.hub.publish_acked(d, acked);
         }
         Ok(resp)
     }
@@ -204,7 +210,13 @@ fn commit(
     dry_run: bool,
     author: String,
     comment: String,
-) -> Result<(ApplyResponse, Option<switchyard_proto::v1::Delta>), ServiceError> {
+) -> Result<
+    (
+        ApplyResponse,
+        Option<(switchyard_proto::v1::Delta, Instant)>,
+    ),
+    ServiceError,
+> {
     let diff = match touched {
         Some(t) => cur.diff_touched(&next, t),
         None => cur.diff(&next),
@@ -232,6 +244,7 @@ fn commit(
         None => cur.delta_to(&next),
     };
     let stored = store.commit(cur.version, next, delta.clone())?;
+    let acked = Instant::now();
     tracing::info!(
         version = stored.version,
         author = %stored.author,
@@ -244,7 +257,7 @@ fn commit(
             applied: true,
             diff,
         },
-        Some(delta),
+        Some((delta, acked)),
     ))
 }
 

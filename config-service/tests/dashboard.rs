@@ -1,0 +1,830 @@
+//! The admin HTTP port of a real server: `/metrics` parsed strictly as the Prometheus text
+//! format with counters that move under gRPC traffic, the JSON endpoints and server-sent events
+//! behind the dashboard, and the admin token guarding them.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use switchyard_config::ServerConfig;
+use switchyard_config::client::{self, BearerToken};
+use switchyard_proto::v1::{ClientStatus, ReportStatusRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "dashboard-token-0123456789";
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.0 client (the server closes the connection after each response).
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn request_text(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> String {
+    let mut req = format!("{method} {path} HTTP/1.0\r\n");
+    if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    req
+}
+
+fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+async fn http(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    within(STEP, &format!("{method} {path}"), async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request_text(method, addr, path, extra, body).as_bytes())
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8(raw).expect("UTF-8 response");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("response head");
+        let (status, headers) = parse_head(head);
+        Resp {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    })
+    .await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Resp {
+    http("GET", addr, path, &[], "").await
+}
+
+/// An open `/events` stream.
+struct Events {
+    s: TcpStream,
+    buf: String,
+}
+
+impl Events {
+    async fn open(addr: SocketAddr, extra: &[(&str, &str)]) -> (u16, Option<Self>) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request_text("GET", addr, "/events", extra, "").as_bytes())
+            .await
+            .unwrap();
+        let mut e = Events {
+            s,
+            buf: String::new(),
+        };
+        let head = within(STEP, "event stream head", async {
+            loop {
+                if let Some((h, rest)) = e.buf.split_once("\r\n\r\n") {
+                    let h = h.to_string();
+                    e.buf = rest.to_string();
+                    break h;
+                }
+                e.fill().await;
+            }
+        })
+        .await;
+        let (status, headers) = parse_head(&head);
+        if status == 200 {
+            let ct = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.clone());
+            assert_eq!(ct.as_deref(), Some("text/event-stream"));
+            (status, Some(e))
+        } else {
+            (status, None)
+        }
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let n = self.s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "event stream closed; buffered: {:?}", self.buf);
+        self.buf.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+    }
+
+    /// The next event (skipping keep-alive comments): (name, data as JSON).
+    async fn next(&mut self) -> (String, Value) {
+        within(STEP, "next server-sent event", async {
+            loop {
+                if let Some((block, rest)) = self.buf.split_once("\n\n") {
+                    let block = block.to_string();
+                    self.buf = rest.to_string();
+                    let mut name = String::new();
+                    let mut data = String::new();
+                    for l in block.lines() {
+                        if let Some(v) = l.strip_prefix("event:") {
+                            name = v.trim().to_string();
+                        } else if let Some(v) = l.strip_prefix("data:") {
+                            data.push_str(v.trim());
+                        }
+                    }
+                    if name.is_empty() {
+                        continue;
+                    }
+                    return (name, serde_json::from_str(&data).unwrap());
+                }
+                self.fill().await;
+            }
+        })
+        .await
+    }
+
+    /// Skips events until one named `name` satisfies `pred`.
+    async fn until(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let (n, d) = self.next().await;
+            if n == name && pred(&d) {
+                return d;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A strict parser of the Prometheus text exposition format (version 0.0.4).
+
+#[derive(Debug, Default)]
+struct Family {
+    kind: String,
+    help: Option<String>,
+    /// (sample name, labels) → value.
+    samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
+}
+
+fn valid_metric_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+fn valid_label_name(n: &str) -> bool {
+    let mut b = n.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !n.starts_with("__")
+}
+
+fn parse_value(s: &str) -> Result<f64, String> {
+    match s {
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => s.parse().map_err(|_| format!("bad value {s:?}")),
+    }
+}
+
+/// `{a="x",b="y"}` (with `\\`, `\"`, `\n` escapes) → labels and the rest of the line.
+fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
+    let mut labels = BTreeMap::new();
+    let Some(mut rest) = s.strip_prefix('{') else {
+        return Ok((labels, s));
+    };
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return Ok((labels, r));
+        }
+        let (name, r) = rest.split_once("=\"").ok_or("label without =\"")?;
+        if !valid_label_name(name) {
+            return Err(format!("bad label name {name:?}"));
+        }
+        let mut value = String::new();
+        let mut chars = r.char_indices();
+        let end = loop {
+            match chars.next().ok_or("unterminated label value")? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                    '\\' => value.push('\\'),
+                    '"' => value.push('"'),
+                    'n' => value.push('\n'),
+                    c => return Err(format!("bad escape \\{c}")),
+                },
+                (_, '\n') => return Err("newline in label value".into()),
+                (_, c) => value.push(c),
+            }
+        };
+        if labels.insert(name.to_string(), value).is_some() {
+            return Err(format!("label {name} repeated"));
+        }
+        rest = &r[end + 1..];
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if !rest.starts_with('}') {
+            return Err("expected , or } after a label".into());
+        }
+    }
+}
+
+/// The family a sample name belongs to, given the declared types.
+fn family_of<'a>(name: &'a str, types: &HashMap<String, String>) -> &'a str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && matches!(
+                types.get(base).map(String::as_str),
+                Some("histogram" | "summary")
+            )
+        {
+            return base;
+        }
+    }
+    name
+}
+
+fn parse_exposition(text: &str) -> Result<BTreeMap<String, Family>, String> {
+    let mut fams: BTreeMap<String, Family> = BTreeMap::new();
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut done: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err("the exposition must end with a newline".into());
+    }
+    for (no, line) in text.lines().enumerate() {
+        let err = |m: String| format!("line {}: {m}: {line:?}", no + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix('#') {
+            let mut parts = c.trim_start().splitn(3, ' ');
+            match parts.next() {
+                Some("HELP") => {
+                    let name = parts
+                        .next()
+                        .ok_or_else(|| err("HELP without name".into()))?;
+                    if !valid_metric_name(name) {
+                        return Err(err("bad metric name".into()));
+                    }
+                    let f = fams.entry(name.to_string()).or_default();
+                    if f.help.is_some() {
+                        return Err(err("second HELP".into()));
+                    }
+                    let raw = parts.next().unwrap_or("");
+                    let mut help = String::new();
+                    let mut it = raw.chars();
+                    while let Some(ch) = it.next() {
+                        if ch == '\\' {
+                            match it.next() {
+                                Some('\\') => help.push('\\'),
+                                Some('n') => help.push('\n'),
+                                o => return Err(err(format!("bad escape in HELP {o:?}"))),
+                            }
+                        } else {
+                            help.push(ch);
+                        }
+                    }
+                    f.help = Some(help);
+                }
+                Some("TYPE") => {
+                    let name = parts
+                        .next()
+                        .ok_or_else(|| err("TYPE without name".into()))?;
+                    let kind = parts
+                        .next()
+                        .ok_or_else(|| err("TYPE without type".into()))?;
+                    if !valid_metric_name(name) {
+                        return Err(err("bad metric name".into()));
+                    }
+                    if !matches!(
+                        kind,
+                        "counter" | "gauge" | "histogram" | "summary" | "untyped"
+                    ) {
+                        return Err(err(format!("unknown type {kind}")));
+                    }
+                    if types.insert(name.to_string(), kind.to_string()).is_some() {
+                        return Err(err("second TYPE".into()));
+                    }
+                    let f = fams.entry(name.to_string()).or_default();
+                    if !f.samples.is_empty() {
+                        return Err(err("TYPE after samples".into()));
+                    }
+                    f.kind = kind.to_string();
+                }
+                _ => {} // a comment
+            }
+            continue;
+        }
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| err("sample without value".into()))?;
+        let name = &line[..name_end];
+        if !valid_metric_name(name) {
+            return Err(err("bad metric name".into()));
+        }
+        let (labels, rest) = parse_labels(&line[name_end..]).map_err(err)?;
+        let mut fields = rest.trim_start_matches(' ').split(' ');
+        let value = parse_value(fields.next().unwrap_or("")).map_err(err)?;
+        if let Some(ts) = fields.next()
+            && ts.parse::<i64>().is_err()
+        {
+            return Err(err("bad timestamp".into()));
+        }
+        if fields.next().is_some() {
+            return Err(err("trailing fields".into()));
+        }
+        let fam = family_of(name, &types).to_string();
+        if current.as_deref() != Some(fam.as_str()) {
+            if done.contains(&fam) {
+                return Err(err(format!("samples of {fam} are not contiguous")));
+            }
+            if let Some(c) = current.take() {
+                done.push(c);
+            }
+            current = Some(fam.clone());
+        }
+        let f = fams.entry(fam.clone()).or_default();
+        if f.kind.is_empty() {
+            f.kind = "untyped".into();
+        }
+        if f.kind == "histogram" && name.ends_with("_bucket") && !labels.contains_key("le") {
+            return Err(err("bucket without le".into()));
+        }
+        if f.kind == "counter" && (value < 0.0 || value.is_nan()) {
+            return Err(err("negative counter".into()));
+        }
+        if f.samples
+            .insert((name.to_string(), labels), value)
+            .is_some()
+        {
+            return Err(err("duplicate series".into()));
+        }
+    }
+    // Histograms: cumulative buckets, +Inf bucket equal to _count, a _sum.
+    for (name, f) in &fams {
+        if f.kind != "histogram" {
+            continue;
+        }
+        let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+        for ((n, l), v) in &f.samples {
+            if n == &format!("{name}_bucket") {
+                let mut base = l.clone();
+                let le = parse_value(&base.remove("le").unwrap())?;
+                series.entry(base).or_default().push((le, *v));
+            }
+        }
+        for (base, mut buckets) in series {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if !buckets.windows(2).all(|w| w[0].1 <= w[1].1) {
+                return Err(format!("{name}: buckets are not cumulative"));
+            }
+            let inf = buckets.last().filter(|b| b.0.is_infinite()).map(|b| b.1);
+            let count = f.samples.get(&(format!("{name}_count"), base.clone()));
+            if inf.is_none() || count != inf.as_ref() {
+                return Err(format!("{name}: +Inf bucket {inf:?} != _count {count:?}"));
+            }
+            if !f.samples.contains_key(&(format!("{name}_sum"), base)) {
+                return Err(format!("{name}: no _sum"));
+            }
+        }
+    }
+    Ok(fams)
+}
+
+#[test]
+fn the_parser_is_strict() {
+    let good = "# HELP a_total A \\\\ help\\n.\n# TYPE a_total counter\na_total{x=\"q\\\"\\\\\\n\",y=\"\"} 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3.5\nh_count 2\n";
+    let f = parse_exposition(good).unwrap();
+    assert_eq!(f["a_total"].help.as_deref(), Some("A \\ help\n."));
+    assert_eq!(f["a_total"].samples.len(), 1);
+    for bad in [
+        "a 1",                                                            // no final newline
+        "a{x=\"1} 1\n",                                                   // unterminated
+        "a{x=\"\\t\"} 1\n",                                               // bad escape
+        "1a 1\n",                                                         // bad name
+        "a one\n",                                                        // bad value
+        "a 1\nb 1\na 2\n",                                                // not contiguous
+        "a 1\na 1\n",                                                     // duplicate
+        "# TYPE a counter\na -1\n",                                       // negative counter
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", // no +Inf
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+        "# TYPE a foo\n", // unknown type
+    ] {
+        assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn admin_config(token: Option<&str>) -> ServerConfig {
+    ServerConfig {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_token: token.map(String::from),
+        ..memory_config()
+    }
+}
+
+fn sample(f: &BTreeMap<String, Family>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let fam = f
+        .values()
+        .find(|fam| fam.samples.keys().any(|(n, _)| n == name))?;
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    fam.samples.get(&(name.to_string(), want)).copied()
+}
+
+async fn scrape(addr: SocketAddr, extra: &[(&str, &str)]) -> BTreeMap<String, Family> {
+    let r = http("GET", addr, "/metrics", extra, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    parse_exposition(&r.body).unwrap_or_else(|e| panic!("{e}\n{}", r.body))
+}
+
+/// Scrapes until `pred` holds (the last call's status may be recorded just after its reply).
+async fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    pred: impl Fn(&BTreeMap<String, Family>) -> bool,
+) -> BTreeMap<String, Family> {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let f = scrape(addr, &[]).await;
+        if pred(&f) {
+            return f;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn report(client_id: &str, app: &str, applied_version: u64) -> ReportStatusRequest {
+    ReportStatusRequest {
+        status: Some(ClientStatus {
+            client_id: client_id.into(),
+            app: app.into(),
+            language: "rust".into(),
+            sdk_version: "0.1.0".into(),
+            applied_version,
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn metrics_parse_strictly_and_counters_move_with_traffic() {
+    let t = TestServer::start(admin_config(None), None).await;
+    let addr = t.server.admin_addr().expect("admin port");
+
+    let f = scrape(addr, &[]).await;
+    assert_eq!(
+        sample(&f, "switchyard_config_versions_applied_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(sample(&f, "switchyard_config_version", &[]), Some(0.0));
+    assert_eq!(sample(&f, "switchyard_watchers_connected", &[]), Some(0.0));
+    assert_eq!(
+        sample(&f, "switchyard_push_latency_seconds_count", &[]),
+        Some(0.0)
+    );
+    for phase in switchyard_config::metrics::MIGRATION_PHASES {
+        assert_eq!(
+            sample(&f, "switchyard_migrations", &[("phase", phase)]),
+            Some(0.0),
+            "{phase}"
+        );
+    }
+    assert_eq!(f["switchyard_push_latency_seconds"].kind, "histogram");
+    assert_eq!(
+        f["switchyard_config_versions_applied_total"].kind,
+        "counter"
+    );
+    for (name, fam) in &f {
+        assert!(name.starts_with("switchyard_"), "{name}");
+        assert!(
+            fam.help.as_deref().is_some_and(|h| !h.is_empty()),
+            "{name} has no HELP"
+        );
+        assert_eq!(fam.kind == "counter", name.ends_with("_total"), "{name}");
+    }
+
+    // Traffic: a watcher, two versions, a stale write, a status report of a lagging client.
+    let mut w = t.watch(0).await;
+    expect_snapshot(&mut w).await;
+    t.apply(vec![up_cluster(cluster("east"))]).await;
+    expect_delta(&mut w, 0).await;
+    t.apply(vec![up_topic(topic("orders", "east", 3))]).await;
+    expect_delta(&mut w, 1).await;
+    let e = t
+        .try_apply(0, vec![up_cluster(cluster("west"))])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let mut meta = t.meta.clone();
+    meta.report_status(report("c1", "billing", 1))
+        .await
+        .unwrap();
+
+    let ok = [
+        ("grpc_service", "switchyard.v1.AdminService"),
+        ("grpc_method", "Apply"),
+    ];
+    let f = scrape_until(addr, "the Apply calls", |f| {
+        sample(
+            f,
+            "switchyard_grpc_requests_total",
+            &[ok[0], ok[1], ("grpc_code", "OK")],
+        ) == Some(2.0)
+            && sample(
+                f,
+                "switchyard_grpc_requests_total",
+                &[ok[0], ok[1], ("grpc_code", "FailedPrecondition")],
+            ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&f, "switchyard_config_versions_applied_total", &[]),
+        Some(2.0)
+    );
+    assert_eq!(sample(&f, "switchyard_config_version", &[]), Some(2.0));
+    assert_eq!(sample(&f, "switchyard_watchers_connected", &[]), Some(1.0));
+    assert!(sample(&f, "switchyard_push_latency_seconds_count", &[]).unwrap() >= 2.0);
+    assert_eq!(
+        sample(
+            &f,
+            "switchyard_clients",
+            &[("app", "billing"), ("behind", "true")]
+        ),
+        Some(1.0)
+    );
+    let meta_ok = |m: &str| {
+        sample(
+            &f,
+            "switchyard_grpc_requests_total",
+            &[
+                ("grpc_service", "switchyard.v1.MetadataService"),
+                ("grpc_method", m),
+                ("grpc_code", "OK"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(meta_ok("GetSnapshot") >= 2.0, "{}", meta_ok("GetSnapshot"));
+    assert_eq!(meta_ok("ReportStatus"), 1.0);
+
+    // The watcher goes away: the gauge follows, and the stream is counted once it ends.
+    drop(w);
+    scrape_until(addr, "the watcher leaving", |f| {
+        sample(f, "switchyard_watchers_connected", &[]) == Some(0.0)
+    })
+    .await;
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dashboard_endpoints_and_events_follow_changes() {
+    let t = TestServer::start(admin_config(None), None).await;
+    let addr = t.server.admin_addr().unwrap();
+
+    let page = get(addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.header("content-security-policy").is_some());
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    for asset in ["/app.js", "/app.css"] {
+        assert_eq!(get(addr, asset).await.status, 200, "{asset}");
+    }
+
+    let (status, ev) = Events::open(addr, &[]).await;
+    assert_eq!(status, 200);
+    let mut ev = ev.unwrap();
+    assert_eq!(
+        ev.next().await,
+        ("hello".to_string(), serde_json::json!({"version": 0}))
+    );
+
+    // A new version reaches the event stream, and the endpoints show it.
+    let mut a = t.admin.clone();
+    a.apply(switchyard_proto::v1::ApplyRequest {
+        expected_version: 0,
+        changes: vec![
+            up_cluster(cluster("east")),
+            up_topic(topic("orders", "east", 3)),
+        ],
+        author: "alice".into(),
+        comment: "add orders".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    ev.until("version", |d| d["version"] == 1).await;
+    let s = get(addr, "/api/state").await.json();
+    assert_eq!(s["version"], 1);
+    assert_eq!(s["clusters"][0]["name"], "east");
+    assert_eq!(s["clusters"][0]["topics"], 1);
+    assert_eq!(s["topics"][0]["name"], "orders");
+    assert_eq!(s["topics"][0]["cluster"], "east");
+    let h = get(addr, "/api/history").await.json();
+    let e = &h["entries"][0];
+    assert_eq!(
+        (
+            e["version"].as_u64(),
+            e["author"].as_str(),
+            e["comment"].as_str()
+        ),
+        (Some(1), Some("alice"), Some("add orders"))
+    );
+    assert!(
+        e["diff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "orders" && d["action"] == "added")
+    );
+
+    // A client reporting reaches the event stream and the inventory.
+    let mut meta = t.meta.clone();
+    meta.report_status(report("c1", "billing", 0))
+        .await
+        .unwrap();
+    ev.until("clients", |_| true).await;
+    let c = get(addr, "/api/clients").await.json();
+    assert_eq!(c["total"], 1);
+    assert_eq!(c["clients"][0]["app"], "billing");
+    assert_eq!(c["clients"][0]["versions_behind"], 1);
+    assert_eq!(
+        get(addr, "/api/migrations").await.json()["migrations"],
+        serde_json::json!([])
+    );
+
+    // Queries are validated.
+    for bad in [
+        "/api/history?limit=0",
+        "/api/history?limit=100000",
+        "/api/state?bogus=1",
+        "/api/state?limit=x",
+        "/api/clients?app=no%20spaces",
+    ] {
+        let r = get(addr, bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.json()["error"].is_string(), "{bad}");
+    }
+    assert_eq!(get(addr, "/nope").await.status, 404);
+
+    // Without a token, a request naming a foreign host (DNS rebinding) is refused.
+    let r = http(
+        "GET",
+        addr,
+        "/api/state",
+        &[("Host", "attacker.example")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 421, "{}", r.body);
+
+    // Shutdown ends the event stream.
+    within(STEP, "shutdown", t.server.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_a_token_the_admin_port_refuses_unauthorised_access() {
+    let t = TestServer::start(admin_config(Some(TOKEN)), None).await;
+    let addr = t.server.admin_addr().unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+
+    for path in [
+        "/metrics",
+        "/api/state",
+        "/api/clients",
+        "/api/history",
+        "/api/migrations",
+    ] {
+        let r = get(addr, path).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{path}");
+        assert!(!r.body.contains(TOKEN));
+        let r = http(
+            "GET",
+            addr,
+            path,
+            &[("Authorization", "Bearer dashboard-token-0123456780")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 403, "{path}");
+        let r = http("GET", addr, path, &[("Authorization", &bearer)], "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    assert_eq!(Events::open(addr, &[]).await.0, 401);
+    assert_eq!(
+        Events::open(addr, &[("Authorization", &bearer)]).await.0,
+        200
+    );
+    // The page itself and the health check are open: the page asks for the token.
+    assert_eq!(get(addr, "/").await.status, 200);
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+
+    // Signing in sets a cookie that the page's requests (and its event stream) carry.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = http("POST", addr, "/login", &form, "token=wrong-token-000000000").await;
+    assert_eq!(r.status, 403);
+    assert!(r.header("set-cookie").is_none());
+    let r = http("POST", addr, "/login", &form, &format!("token={TOKEN}")).await;
+    assert_eq!(r.status, 204);
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(r.header("set-cookie").unwrap().contains("HttpOnly"));
+    let r = http("GET", addr, "/api/state", &[("Cookie", &cookie)], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Events::open(addr, &[("Cookie", &cookie)]).await.0, 200);
+
+    // The gRPC admin API keeps requiring the token too, and the refusal is counted.
+    let mut none = client::admin(t.channel.clone(), BearerToken::default());
+    none.list_clients(switchyard_proto::v1::ListClientsRequest::default())
+        .await
+        .unwrap_err();
+    let f = scrape(addr, &[("Authorization", &bearer)]).await;
+    assert_eq!(
+        sample(
+            &f,
+            "switchyard_grpc_requests_total",
+            &[
+                ("grpc_service", "switchyard.v1.AdminService"),
+                ("grpc_method", "ListClients"),
+                ("grpc_code", "Unauthenticated")
+            ]
+        ),
+        Some(1.0)
+    );
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_port_requires_a_token() {
+    let cfg = ServerConfig {
+        admin_listen: Some("0.0.0.0:0".parse().unwrap()),
+        ..memory_config()
+    };
+    let e = within(STEP, "start", switchyard_config::start(cfg))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("admin HTTP port"), "{e:#}");
+}
