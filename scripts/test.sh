@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test: formatting, lints, Rust unit and
-# integration tests (config service, SDK on two real Kafka clusters), C and Python bindings.
+# integration tests (config service, SDK on two real Kafka clusters), C and Python bindings,
+# and the config service's web dashboard in headless chromium.
 #
 #   ./scripts/test.sh            # everything
 #   SWITCHYARD_SKIP_KAFKA=1 ...  # local shortcut: no Kafka (Kafka tests then fail, not skip)
@@ -49,6 +50,9 @@ if [[ -x scripts/test-bindings.sh ]]; then
     step "C and Python bindings"
     scripts/test-bindings.sh
 fi
+
+step "dashboard in a real browser (Debian chromium, headless)"
+scripts/test-dashboard.sh
 
 step "benchmark smoke runs"
 cargo bench -p switchyard-config --bench watch_fanout --locked -- --quick
