@@ -3,13 +3,17 @@
 //   1. `switchyard serve --admin-listen`, an initial configuration applied with the CLI;
 //   2. the dashboard shows clusters, topics and history, and its event stream is live;
 //   3. changes applied with `switchyard apply -f` appear without a reload; the time from the
-//      CLI returning to the change appearing on the page is measured and printed;
-//   4. with an admin token, the page asks for it and shows the data once signed in;
-//   5. a screenshot is saved as a test artifact.
+//      version's commit, and from the CLI printing / returning / starting, to the change
+//      appearing on the page is measured and printed (not asserted);
+//   4. SDK clients reporting their status (a minimal gRPC call over node's http2) appear in the
+//      clients section without a reload, marked behind when their applied version is old;
+//   5. with an admin token, the page asks for it and shows the data once signed in;
+//   6. a screenshot is saved as a test artifact.
 //
 // Environment: SWITCHYARD_BIN (the `switchyard` binary), ARTIFACT_DIR (screenshots),
 // CHROMIUM (default /usr/bin/chromium), ROUNDS (live-update measurements, default 5).
 import { spawn } from "node:child_process";
+import http2 from "node:http2";
 import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,14 +71,67 @@ function cli(endpoint, args, env = {}) {
       env: { ...process.env, SWITCHYARD_AUTHOR: "browser-test", ...env },
     });
     let out = "";
-    child.stdout.on("data", (d) => { out += d; });
+    let printed = 0; // when the CLI printed that the service applied the change
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (!printed && /applied: version \d+/.test(out)) printed = Date.now();
+    });
     child.stderr.on("data", (d) => { out += d; });
     child.on("exit", (code) => {
       const returned = Date.now();
-      if (code === 0) resolve({ out, returned });
+      if (code === 0) resolve({ out, returned, printed });
       else reject(new Error(`switchyard ${args.join(" ")} exited ${code}: ${out}`));
     });
   }), STEP_MS, "switchyard " + args.join(" "));
+}
+
+// ---- a minimal MetadataService.ReportStatus client (protobuf encoded by hand) ----
+
+function varint(n) {
+  const out = [];
+  let v = BigInt(n);
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v) b |= 0x80;
+    out.push(b);
+  } while (v);
+  return Buffer.from(out);
+}
+const key = (field, wireType) => varint((field << 3) | wireType);
+const str = (field, s) => { const b = Buffer.from(s, "utf8"); return Buffer.concat([key(field, 2), varint(b.length), b]); };
+const num = (field, n) => Buffer.concat([key(field, 0), varint(n)]);
+
+/** ReportStatus(ClientStatus{...}); resolves when the call returns OK. */
+function reportStatus(endpoint, c) {
+  const status = Buffer.concat([
+    str(1, c.client_id), str(2, c.app), str(3, c.language), str(4, c.sdk_version),
+    num(5, c.applied_version), str(8, c.hostname), num(9, c.pid),
+  ]);
+  const msg = Buffer.concat([key(1, 2), varint(status.length), status]);
+  const frame = Buffer.alloc(5);
+  frame.writeUInt32BE(msg.length, 1);
+  return withTimeout(new Promise((resolve, reject) => {
+    const session = http2.connect(endpoint);
+    session.on("error", reject);
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/switchyard.v1.MetadataService/ReportStatus",
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    let code;
+    req.on("response", (h) => { if (h["grpc-status"] !== undefined) code = h["grpc-status"]; });
+    req.on("trailers", (t) => { if (t["grpc-status"] !== undefined) code = t["grpc-status"]; });
+    req.on("data", () => {});
+    req.on("error", reject);
+    req.on("end", () => {
+      session.close();
+      if (code === "0") resolve();
+      else reject(new Error(`ReportStatus ended with grpc-status ${code}`));
+    });
+    req.end(Buffer.concat([frame, msg]));
+  }), STEP_MS, "ReportStatus");
 }
 
 function desired(topics) {
@@ -158,9 +215,26 @@ async function main() {
     if (!migrations.includes("No migrations")) throw new Error("migrations section: " + migrations);
   });
 
+  await check("SDK clients appear live in the clients section, the lagging one marked behind", async () => {
+    const clients = [
+      { client_id: "billing-7f3a", app: "billing", language: "rust", sdk_version: "0.1.0", applied_version: 1, hostname: "pay-1", pid: 4242 },
+      { client_id: "search-19c2", app: "search", language: "python", sdk_version: "0.1.0", applied_version: 0, hostname: "idx-3", pid: 77 },
+    ];
+    for (const c of clients) await reportStatus(srv.endpoint, c);
+    await page.waitForSelector('tr[data-client="billing-7f3a"]', { timeout: STEP_MS });
+    await page.waitForSelector('tr[data-client="search-19c2"]', { timeout: STEP_MS });
+    const behind = await page.textContent('tr[data-client="search-19c2"] .badge');
+    const current = await page.textContent('tr[data-client="billing-7f3a"] .badge');
+    if (behind !== "1 behind" || current !== "current") throw new Error(`badges: search "${behind}", billing "${current}"`);
+    const summary = await page.textContent("#clients-summary");
+    if (!summary.includes("2 clients") || !summary.includes("1 behind")) throw new Error("summary: " + summary);
+  });
+
   // ---- live updates ----
   const latencies = [];
   const fromStart = [];
+  const fromPrinted = [];
+  const fromCommit = [];
   await check(`changes applied with the CLI appear without a reload (${ROUNDS} rounds)`, async () => {
     await page.evaluate(() => { window.__sameDocument = true; });
     for (let i = 0; i < ROUNDS; i++) {
@@ -180,12 +254,16 @@ async function main() {
       topics.push([name, i % 2 ? "west" : "east", 3]);
       const file = desired(topics);
       const started = Date.now();
-      const { returned, out } = await cli(srv.endpoint, ["apply", "-f", file, "-m", `round ${i}`]);
+      const { returned, printed, out } = await cli(srv.endpoint, ["apply", "-f", file, "-m", `round ${i}`]);
       const m = out.match(/applied: version (\d+)/);
       if (!m) throw new Error("apply printed: " + out);
-      await page.waitForFunction(() => window.__appeared > 0, null, { timeout: STEP_MS, polling: 10 });
+      await page.waitForFunction(() => window.__appeared > 0, null, { timeout: STEP_MS, polling: 50 });
       const appeared = await page.evaluate(() => window.__appeared);
       latencies.push(appeared - returned);
+      fromPrinted.push(appeared - printed);
+      const h = await withTimeout(fetch(`${srv.admin}/api/history?limit=1`).then((r) => r.json()), STEP_MS, "history");
+      if (String(h.entries[0].version) !== m[1]) throw new Error("history starts at " + h.entries[0].version);
+      fromCommit.push(appeared - h.entries[0].created_unix_ms);
       fromStart.push(appeared - started);
       await page.waitForSelector(`#history-list li[data-version="${m[1]}"]`, { timeout: STEP_MS });
       const v = await page.textContent("#version");
@@ -197,6 +275,8 @@ async function main() {
   });
   if (latencies.length) {
     const fmt = (xs) => `median ${median(xs).toFixed(1)} ms, min ${Math.min(...xs).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms`;
+    console.log(`live update latency, version committed   -> row on the page (${fromCommit.length} rounds): ${fmt(fromCommit)}`);
+    console.log(`live update latency, CLI printed "applied" -> row on the page (${fromPrinted.length} rounds): ${fmt(fromPrinted)}`);
     console.log(`live update latency, CLI apply returned -> row on the page (${latencies.length} rounds): ${fmt(latencies)}`);
     console.log(`live update latency, CLI apply started  -> row on the page (${fromStart.length} rounds): ${fmt(fromStart)}`);
   }
