@@ -15,7 +15,11 @@
 # Kafka: uses SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p" when set (scripts/test.sh exports it), else
 # starts two clusters with scripts/kafka.sh and stops them at the end.
 #
-# Exits non-zero when anything fails; the last line is "c tests: N passed, M failed".
+# Python (bindings/python): then runs scripts/test-python.sh (virtualenv, maturin, pytest on
+# the same clusters).
+#
+# Exits non-zero when anything fails; the C part's summary line is "c tests: N passed, M
+# failed", the Python part's last line "python tests: passed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -240,4 +244,8 @@ fi
 for f in "${todos[@]+"${todos[@]}"}"; do printf 'KNOWN ISSUE (not counted): %s\n' "$f"; done
 for f in "${failures[@]+"${failures[@]}"}"; do printf 'FAILED: %s\n' "$f"; done
 echo "c tests: $passed passed, $failed failed"
-[[ $failed -eq 0 && $passed -gt 0 ]]
+[[ $failed -eq 0 && $passed -gt 0 ]] || exit 1
+
+# Python (bindings/python): its own script, on the same Kafka clusters.
+step "Python binding: scripts/test-python.sh"
+scripts/test-python.sh
