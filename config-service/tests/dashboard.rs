@@ -828,3 +828,57 @@ async fn a_non_loopback_admin_port_requires_a_token() {
         .unwrap_err();
     assert!(format!("{e:#}").contains("admin HTTP port"), "{e:#}");
 }
+
+/// `switchyard serve --admin-listen`: the admin line follows the unchanged gRPC line, the port
+/// answers, and SIGTERM stops the process promptly even with a dashboard event stream open.
+#[tokio::test]
+async fn the_binary_prints_the_admin_address_and_drains_event_streams_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "serve",
+            "--in-memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn switchyard serve");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (first, second) = within(STEP, "the two address lines", async {
+        let a = lines.next_line().await.unwrap().expect("first line");
+        let b = lines.next_line().await.unwrap().expect("second line");
+        (a, b)
+    })
+    .await;
+    assert!(first.starts_with("listening on 127.0.0.1:"), "{first}");
+    let admin: SocketAddr = second
+        .strip_prefix("admin http://")
+        .and_then(|r| r.split_once('/'))
+        .map(|(a, _)| a.parse().unwrap())
+        .unwrap_or_else(|| panic!("unexpected admin line {second:?}"));
+    assert_eq!(get(admin, "/healthz").await.status, 200);
+    scrape(admin, &[]).await;
+    let (status, ev) = Events::open(admin, &[]).await;
+    assert_eq!(status, 200);
+    let mut ev = ev.unwrap();
+    assert_eq!(ev.next().await.0, "hello");
+
+    let pid = child.id().unwrap().to_string();
+    let st = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(st.success());
+    let exit = within(STEP, "exit after SIGTERM", child.wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
