@@ -104,9 +104,16 @@ const num = (field, n) => Buffer.concat([key(field, 0), varint(n)]);
 
 /** ReportStatus(ClientStatus{...}); resolves when the call returns OK. */
 function reportStatus(endpoint, c) {
+  const ep = (field, e) => {
+    const b = Buffer.concat([str(1, e.logical_topic), str(2, e.cluster), str(3, e.logical_topic), str(4, e.group || "")]);
+    return Buffer.concat([key(field, 2), varint(b.length), b]);
+  };
   const status = Buffer.concat([
     str(1, c.client_id), str(2, c.app), str(3, c.language), str(4, c.sdk_version),
-    num(5, c.applied_version), str(8, c.hostname), num(9, c.pid),
+    num(5, c.applied_version),
+    ...(c.producing || []).map((e) => ep(6, e)),
+    ...(c.consuming || []).map((e) => ep(7, e)),
+    str(8, c.hostname), num(9, c.pid),
   ]);
   const msg = Buffer.concat([key(1, 2), varint(status.length), status]);
   const frame = Buffer.alloc(5);
@@ -217,8 +224,10 @@ async function main() {
 
   await check("SDK clients appear live in the clients section, the lagging one marked behind", async () => {
     const clients = [
-      { client_id: "billing-7f3a", app: "billing", language: "rust", sdk_version: "0.1.0", applied_version: 1, hostname: "pay-1", pid: 4242 },
-      { client_id: "search-19c2", app: "search", language: "python", sdk_version: "0.1.0", applied_version: 0, hostname: "idx-3", pid: 77 },
+      { client_id: "billing-7f3a", app: "billing", language: "rust", sdk_version: "0.1.0", applied_version: 1, hostname: "pay-1", pid: 4242,
+        producing: [{ logical_topic: "orders", cluster: "east" }, { logical_topic: "payments", cluster: "east" }] },
+      { client_id: "search-19c2", app: "search", language: "python", sdk_version: "0.1.0", applied_version: 0, hostname: "idx-3", pid: 77,
+        consuming: [{ logical_topic: "orders", cluster: "east", group: "indexer" }] },
     ];
     for (const c of clients) await reportStatus(srv.endpoint, c);
     await page.waitForSelector('tr[data-client="billing-7f3a"]', { timeout: STEP_MS });
@@ -226,6 +235,8 @@ async function main() {
     const behind = await page.textContent('tr[data-client="search-19c2"] .badge');
     const current = await page.textContent('tr[data-client="billing-7f3a"] .badge');
     if (behind !== "1 behind" || current !== "current") throw new Error(`badges: search "${behind}", billing "${current}"`);
+    const produces = await page.textContent('tr[data-client="billing-7f3a"] td.ends');
+    if (produces !== "orders@east, payments@east") throw new Error("billing produces: " + produces);
     const summary = await page.textContent("#clients-summary");
     if (!summary.includes("2 clients") || !summary.includes("1 behind")) throw new Error("summary: " + summary);
   });

@@ -129,6 +129,14 @@ $("filter").addEventListener("input", () => {
 
 // ---- clients ----
 
+// "orders@east, audit@west (group g)" — what a client produces or consumes, where.
+function ends(list, groups) {
+  if (!list || !list.length) return "–";
+  const shown = list.slice(0, 4).map((e) => e.logical_topic + (e.cluster ? "@" + e.cluster : "") +
+    (groups && e.group ? " (" + e.group + ")" : ""));
+  return shown.join(", ") + (list.length > 4 ? ", +" + (list.length - 4) + " more" : "");
+}
+
 const refreshClients = refresher("clients", async () => {
   const l = await getJSON("/api/clients");
   const rows = l.clients.map((c) => {
@@ -136,11 +144,12 @@ const refreshClients = refresher("clients", async () => {
     const tr = el("tr", { "data-client": c.client_id },
       el("td", {}, c.app),
       el("td", { title: c.client_id }, c.client_id),
-      el("td", {}, c.language || "–"),
-      el("td", {}, c.sdk_version || "–"),
-      el("td", { class: "num" }, c.applied_version),
-      el("td", {}, el("span", { class: "badge " + (behind ? "behind" : "current") },
-        behind ? c.versions_behind + " behind" : "current")),
+      el("td", {}, [c.language, c.sdk_version].filter(Boolean).join(" ") || "–"),
+      el("td", {}, el("span", { class: "applied" }, c.applied_version), " ",
+        el("span", { class: "badge " + (behind ? "behind" : "current") },
+          behind ? c.versions_behind + " behind" : "current")),
+      el("td", { class: "ends" }, ends(c.producing)),
+      el("td", { class: "ends" }, ends(c.consuming, true)),
       el("td", {}, c.hostname ? c.hostname + (c.pid ? ":" + c.pid : "") : "–"),
       el("td", { "data-seen": c.last_seen_unix_ms }, ago(c.last_seen_unix_ms)));
     if (isFresh("clients", c.client_id)) tr.classList.add("fresh");
@@ -173,8 +182,10 @@ function diffLines(diff) {
   return box;
 }
 
+const HISTORY_PAGE = 50;
+let historyShown = HISTORY_PAGE; // grows with "Older versions"
 const refreshHistory = refresher("history", async () => {
-  const h = await getJSON("/api/history?limit=50");
+  const h = await getJSON("/api/history?limit=" + historyShown);
   // Keep the diffs the reader opened or closed as they were; otherwise only the newest is open.
   const toggled = new Map([...document.querySelectorAll("#history-list li[data-version] details[data-user]")]
     .map((d) => [d.closest("li").dataset.version, d.open]));
@@ -203,6 +214,13 @@ const refreshHistory = refresher("history", async () => {
   firstRender.versions = false;
   $("history-list").replaceChildren(...(items.length ? items : [el("li", { class: "empty" }, "No changes yet.")]));
   $("history-summary").textContent = "current " + h.current_version + " · oldest kept " + h.oldest_version;
+  const oldestShown = h.entries.length ? h.entries[h.entries.length - 1].version : 0;
+  $("history-more").hidden = !(oldestShown > h.oldest_version + 1 && historyShown < 200);
+});
+
+$("history-more").addEventListener("click", () => {
+  historyShown = Math.min(200, historyShown + HISTORY_PAGE);
+  refreshHistory();
 });
 
 // ---- migrations ----
