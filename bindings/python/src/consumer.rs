@@ -1,18 +1,20 @@
 //! `switchyard.Consumer`: a consumer group member over logical topics, with `poll`, `commit`
 //! and their asyncio forms.
 //!
-//! Every receive (sync or async) takes `recv_lock`, receives one message from the SDK and puts
-//! it at the back of `ready`; the caller then takes the *front* of `ready`. So messages come
-//! out in the order the SDK returned them even when an asyncio receive is cancelled after its
-//! message arrived (the message stays in `ready` for the next receive) or when sync and async
-//! receives are mixed.
+//! Every receive (sync or async) runs as a runtime task that takes `recv_lock`, receives one
+//! message from the SDK and puts it at the back of `ready`; the caller then takes the *front*
+//! of `ready`. So messages come out in the order the SDK returned them even when an asyncio
+//! receive is cancelled after its message arrived (the message stays in `ready` for the next
+//! receive) or when sync and async receives are mixed. A `poll` that times out leaves its task
+//! running rather than cancelling the SDK's receive: the SDK does its drain bookkeeping inside
+//! receives, and a receive cancelled every few hundred milliseconds would never finish it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -36,6 +38,13 @@ pub(crate) struct Shared {
     recv_lock: tokio::sync::Mutex<()>,
     /// Set on close: pending async receives end with `ClosedError`.
     closed: tokio::sync::watch::Sender<bool>,
+    /// A background receive for `poll` is running.
+    filling: AtomicBool,
+    /// Its failure, for the next `poll`.
+    failure: Mutex<Option<RecvFailure>>,
+    /// Signalled when a background receive ends.
+    cv_lock: Mutex<()>,
+    cv: Condvar,
 }
 
 impl Shared {
@@ -59,6 +68,35 @@ impl Shared {
                 Ok(())
             }
             _ = closed.wait_for(|c| *c) => Err(RecvFailure::Closed),
+        }
+    }
+}
+
+impl Shared {
+    /// Starts a background receive into `ready` unless one is running.
+    fn start_fill(self: &Arc<Self>, rt: &tokio::runtime::Runtime) {
+        if self.filling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let s = self.clone();
+        rt.spawn(async move {
+            if let Err(f) = s.fill().await {
+                *s.failure.lock() = Some(f);
+            }
+            s.filling.store(false, Ordering::SeqCst);
+            let _g = s.cv_lock.lock();
+            s.cv.notify_all();
+        });
+    }
+
+    /// Waits at most `d` for the background receive to end (call detached).
+    fn wait_fill(&self, d: Duration) {
+        let mut g = self.cv_lock.lock();
+        if self.ready.lock().is_empty()
+            && self.failure.lock().is_none()
+            && self.filling.load(Ordering::SeqCst)
+        {
+            self.cv.wait_for(&mut g, d);
         }
     }
 }
@@ -183,6 +221,10 @@ impl Consumer {
                 ready: Mutex::new(VecDeque::new()),
                 recv_lock: tokio::sync::Mutex::new(()),
                 closed,
+                filling: AtomicBool::new(false),
+                failure: Mutex::new(None),
+                cv_lock: Mutex::new(()),
+                cv: Condvar::new(),
             }),
             group: group.to_string(),
         })
@@ -240,26 +282,23 @@ impl Consumer {
             let rt = runtime::get(py)?;
             let deadline = t.map(|t| Instant::now() + t);
             loop {
+                if let Some(m) = self.shared.take_ready() {
+                    return Ok(Some(self.message(m)));
+                }
+                if let Some(f) = self.shared.failure.lock().take() {
+                    return Err(f.into_pyerr(py));
+                }
+                self.shared.start_fill(rt);
                 let slice = match deadline {
                     Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
                     None => SLICE,
                 };
                 let shared = &*self.shared;
-                let r = py.detach(|| {
-                    rt.block_on(async { tokio::time::timeout(slice, shared.fill()).await })
-                });
-                match r {
-                    Ok(Ok(())) => {
-                        if let Some(m) = self.shared.take_ready() {
-                            return Ok(Some(self.message(m)));
-                        }
-                    }
-                    Ok(Err(f)) => return Err(f.into_pyerr(py)),
-                    Err(_) => {}
-                }
+                py.detach(|| shared.wait_fill(slice));
                 py.check_signals()?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(None);
+                    // A message that arrived meanwhile is returned now rather than later.
+                    return Ok(self.shared.take_ready().map(|m| self.message(m)));
                 }
             }
         })
