@@ -316,6 +316,15 @@ async fn main() {
     for s in senders {
         sent += s.await.unwrap();
     }
+    let slow: Vec<String> = lat
+        .iter()
+        .enumerate()
+        .filter(|(_, ms)| **ms > 100.0)
+        .map(|(i, ms)| format!("#{i}={ms:.0}ms"))
+        .collect();
+    if !slow.is_empty() {
+        println!("  changes slower than 100 ms: {}", slow.join(" "));
+    }
     let n = lat.len();
     let max = lat.iter().cloned().fold(0.0, f64::max);
     println!(

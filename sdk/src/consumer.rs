@@ -80,6 +80,11 @@ pub(crate) struct ConsumerInner {
     topics: Vec<String>,
     opts: ConsumerOptions,
     recv_mu: tokio::sync::Mutex<RecvState>,
+    /// A drain check is running (in its own task: its broker queries can take longer than a
+    /// caller's `recv` timeout, and a cancelled check would never conclude).
+    drain_checking: std::sync::atomic::AtomicBool,
+    /// What the last drain check concluded: members and the physical topics they finished.
+    drained: Mutex<Vec<(Arc<Member>, BTreeSet<String>)>>,
     members: Mutex<HashMap<u64, Arc<Member>>>,
     /// (member, physical topic, partition) → (next offset handed out, next offset committed).
     offsets: Mutex<HashMap<PartitionKey, (i64, i64)>>,
@@ -152,6 +157,8 @@ impl Consumer {
                 turn: 0,
                 pending: None,
             }),
+            drain_checking: std::sync::atomic::AtomicBool::new(false),
+            drained: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -183,8 +190,9 @@ impl Consumer {
                 inner.reconcile(&md)?;
                 st.version = Some(md.version);
             }
+            inner.apply_drained();
             if st.last_drain_check.elapsed() >= Duration::from_millis(250) {
-                inner.finish_drains().await;
+                inner.start_drain_check();
                 st.last_drain_check = Instant::now();
             }
             let mut members: Vec<Arc<Member>> = inner.members.lock().values().cloned().collect();
@@ -483,8 +491,23 @@ impl ConsumerInner {
         })
     }
 
-    /// Ends draining for topics whose assigned partitions are fully handed out and committed.
-    async fn finish_drains(&self) {
+    /// Starts a drain check in its own task unless one is running.
+    fn start_drain_check(self: &Arc<Self>) {
+        if self.drain_checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let done = inner.check_drains().await;
+            inner.drained.lock().extend(done);
+            inner.drain_checking.store(false, Ordering::Release);
+        });
+    }
+
+    /// Finds the members' draining topics whose partitions are all handed out and committed
+    /// (here, or by the group).
+    async fn check_drains(&self) -> Vec<(Arc<Member>, BTreeSet<String>)> {
+        let mut finished = Vec::new();
         let members: Vec<Arc<Member>> = self.members.lock().values().cloned().collect();
         for m in members {
             let due: Vec<String> = m
@@ -511,6 +534,8 @@ impl ConsumerInner {
             // committed it to its end. So a member never declares a topic drained while its
             // records still wait on the old cluster, and members that finish first stay until
             // the group is done instead of leaving (which would rebalance the rest mid-drain).
+            let t0 = Instant::now();
+            tracing::debug!(?due, "drain check starts");
             let (parts, undecided) = tokio::task::spawn_blocking(move || {
                 // (physical, partition, end, group committed, assigned to this member)
                 let mut out: Vec<(String, i32, i64, Option<i64>, bool)> = Vec::new();
@@ -632,11 +657,13 @@ impl ConsumerInner {
             })
             .await
             .unwrap_or_else(|_| (Vec::new(), due.clone()));
+            tracing::debug!(elapsed = ?t0.elapsed(), n = parts.len(), ?undecided, "drain check queried");
             let mut done: BTreeSet<String> = due.into_iter().collect();
             for t in &undecided {
                 done.remove(t);
             }
             for (topic, partition, high, group_committed, assigned) in parts {
+                tracing::debug!(%topic, partition, high, ?group_committed, assigned, handed = ?offsets.get(&(m.id, topic.clone(), partition)), "drain check");
                 let group_done = high == 0 || group_committed.is_some_and(|c| c >= high);
                 if !assigned {
                     if !group_done {
@@ -656,15 +683,23 @@ impl ConsumerInner {
                     done.remove(&topic);
                 }
             }
-            if done.is_empty() {
+            if !done.is_empty() {
+                finished.push((m, done));
+            }
+        }
+        finished
+    }
+
+    /// Ends draining for what the last drain check found finished: unsubscribes those topics
+    /// (with auto-commit, after a final synchronous commit of what was handed out), and drops
+    /// members left without topics. Synchronous, so a cancelled `recv` cannot cut it short.
+    fn apply_drained(&self) {
+        let finished = std::mem::take(&mut *self.drained.lock());
+        for (m, done) in finished {
+            if !self.members.lock().contains_key(&m.id) {
                 continue;
             }
-            if self.opts.auto_commit {
-                let c = m.consumer.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync))
-                        .await;
-            }
+            let final_commit = self.opts.auto_commit;
             let remaining = {
                 let mut topics = m.topics.lock();
                 let mut draining = m.draining.lock();
@@ -681,8 +716,20 @@ impl ConsumerInner {
                 let c = m.consumer.clone();
                 drop(m);
                 tokio::task::spawn_blocking(move || {
+                    if final_commit {
+                        let _ = c.commit_consumer_state(CommitMode::Sync);
+                    }
                     c.unsubscribe();
                     drop(c);
+                });
+            } else if final_commit {
+                // Commit before the resubscription revokes the drained topic's partitions.
+                let c = m.consumer.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = c.commit_consumer_state(CommitMode::Sync);
+                    if let Err(e) = subscribe(&c, &remaining) {
+                        tracing::warn!(error = %e, "resubscribe failed");
+                    }
                 });
             } else if let Err(e) = subscribe(&m.consumer, &remaining) {
                 tracing::warn!(error = %e, "resubscribe failed");

@@ -1,7 +1,9 @@
 //! A gate that counts in-flight operations and can be closed to drain them.
 //!
-//! `enter` is one atomic add on the fast path. `close_and_drain` makes new entries wait and
-//! returns when the in-flight count reaches zero; `open` releases the waiters.
+//! `try_enter` is one atomic add on the fast path. `close_and_drain` makes `try_enter` fail
+//! and returns when the in-flight count reaches zero; `open` lets entries in again. What the
+//! callers do while the gate is closed (the producer queues sends, in order, for the closer to
+//! hand to the new target itself) is up to them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,43 +16,37 @@ const CLOSED: u64 = 1 << 63;
 pub(crate) struct Gate {
     state: AtomicU64,
     zero: Notify,
-    opened: Notify,
-}
-
-/// Held while an operation is in flight.
-#[derive(Debug)]
-pub(crate) struct Pass<'a>(&'a Gate);
-
-impl Drop for Pass<'_> {
-    fn drop(&mut self) {
-        self.0.leave();
-    }
 }
 
 impl Gate {
-    /// Enters, waiting while the gate is closed.
-    pub(crate) async fn enter(&self) -> Pass<'_> {
-        loop {
-            let prev = self.state.fetch_add(1, Ordering::AcqRel);
-            if prev & CLOSED == 0 {
-                return Pass(self);
-            }
-            self.leave();
-            let opened = self.opened.notified();
-            tokio::pin!(opened);
-            opened.as_mut().enable();
-            if self.state.load(Ordering::Acquire) & CLOSED == 0 {
-                continue;
-            }
-            opened.await;
+    /// Counts one operation in flight and returns true, or returns false (counting nothing)
+    /// while the gate is closed. Every `true` must be matched by one [`Gate::leave`].
+    pub(crate) fn try_enter(&self) -> bool {
+        let prev = self.state.fetch_add(1, Ordering::AcqRel);
+        if prev & CLOSED == 0 {
+            return true;
         }
+        self.leave();
+        false
     }
 
-    fn leave(&self) {
+    /// Counts one operation in flight even though the gate is closed: for the closer, which
+    /// starts held operations itself before it opens. Match with one [`Gate::leave`].
+    pub(crate) fn enter_closed(&self) {
+        self.state.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends one counted operation.
+    pub(crate) fn leave(&self) {
         let prev = self.state.fetch_sub(1, Ordering::AcqRel);
         if prev == CLOSED | 1 {
             self.zero.notify_one();
         }
+    }
+
+    /// Whether the entrance is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Closes the entrance and waits until nothing is in flight. One closer at a time.
@@ -67,10 +63,9 @@ impl Gate {
         }
     }
 
-    /// Reopens and releases everything waiting to enter.
+    /// Reopens the entrance.
     pub(crate) fn open(&self) {
         self.state.fetch_and(!CLOSED, Ordering::AcqRel);
-        self.opened.notify_waiters();
     }
 
     /// Operations in flight.
@@ -87,40 +82,41 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn close_waits_for_in_flight_and_holds_new_entries() {
+    async fn close_waits_for_in_flight_and_refuses_new_entries() {
         let g = Arc::new(Gate::default());
-        let p = g.enter().await;
+        assert!(g.try_enter());
         assert_eq!(g.in_flight(), 1);
         let g2 = g.clone();
         let closer = tokio::spawn(async move {
             g2.close_and_drain().await;
             g2
         });
-        // The closer cannot finish while `p` is held.
-        tokio::task::yield_now().await;
-        assert!(!closer.is_finished());
-        // A new entry is held while closed.
-        let g3 = g.clone();
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
-        let waiter = tokio::spawn(async move {
-            // Wait until the closer has closed the gate before trying to enter.
-            while g3.state.load(Ordering::Acquire) & CLOSED == 0 {
+        // The closer cannot finish while one operation is in flight.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !g.is_closed() {
                 tokio::task::yield_now().await;
             }
-            let _p = g3.enter().await;
-            let _ = tx.send(());
-        });
-        drop(p);
+        })
+        .await
+        .unwrap();
+        assert!(!closer.is_finished());
+        // New entries are refused while closed and count nothing.
+        assert!(!g.try_enter());
+        assert_eq!(g.in_flight(), 1);
+        g.leave();
         let g = tokio::time::timeout(Duration::from_secs(5), closer)
             .await
             .unwrap()
             .unwrap();
-        assert!(rx.try_recv().is_err(), "entry must wait while closed");
+        assert_eq!(g.in_flight(), 0);
+        // The closer may start operations itself before opening.
+        g.enter_closed();
+        assert_eq!(g.in_flight(), 1);
         g.open();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(!g.is_closed());
+        assert!(g.try_enter());
+        g.leave();
+        g.leave();
         assert_eq!(g.in_flight(), 0);
     }
 }

@@ -4,14 +4,16 @@
 //! topic). A send holds the lane's read side from enqueue until its delivery report; a route or
 //! property change takes the write side, which (a) holds new sends to that topic, (b) waits for
 //! every in-flight send to be delivered or failed back to its caller — the flush — and then
-//! (c) swaps the target and releases the held sends to the new one. So records of one topic are
-//! never in flight to two clusters at once, and per-partition order is kept across the switch.
+//! (c) swaps the target and hands the held sends to the new one itself, in the order they
+//! arrived, before it lets new sends in. So records of one topic are never in flight to two
+//! clusters at once, and the order of sends (the order in which their futures were first
+//! polled) is kept across the switch, also for sends issued without awaiting each other.
 //! A send that fails is returned to its caller with the record, never re-sent elsewhere.
 //!
 //! Quotas (see [`crate::throttle`]) are checked before a send enters its lane: a blocked send
 //! waits outside the lane, so it never holds up a route switch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -21,9 +23,10 @@ use parking_lot::Mutex;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rustc_hash::FxHashMap;
 use switchyard_proto::v1::ClientEndpoint;
+use tokio::sync::oneshot;
 
 use crate::error::{Error, SendError};
 use crate::gate::Gate;
@@ -86,8 +89,12 @@ pub(crate) struct ProducerInner {
     props: BTreeMap<String, String>,
     idle_close: Duration,
     lanes: ArcSwap<FxHashMap<String, Arc<Lane>>>,
-    /// Held by the router during a pass and by lane creation, so no lane misses a version.
-    route_mu: tokio::sync::Mutex<()>,
+    /// Serialises lane creation (never held across an await, so a send that creates a lane
+    /// is not overtaken by a later one).
+    create_mu: Mutex<()>,
+    /// Asks the router for another pass: a lane was created from a version older than the
+    /// newest one, which the router's pass may not have seen it for.
+    rerun: Arc<tokio::sync::Notify>,
     clients: Mutex<HashMap<(String, u64), Arc<ClusterProducer>>>,
     /// Clients no lane uses, and since when.
     idle: Mutex<HashMap<(String, u64), Instant>>,
@@ -111,6 +118,55 @@ struct Lane {
     failed: AtomicU64,
     /// Sends waiting for quota capacity, in order.
     quota_wait: WaitQueue,
+    /// Sends that arrived while the gate was closed, in arrival order; the switcher starts
+    /// them on the new target before it opens the gate.
+    held: Mutex<VecDeque<Held>>,
+}
+
+/// One in-flight send counted by a lane's gate; leaves the gate when dropped.
+struct InFlight<'a>(&'a Gate);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// What the switcher answers a held send: its record enqueued on the new target (the send now
+/// owns one count in the gate), or the error with the record.
+type Handoff = Result<(DeliveryFuture, Arc<Target>, Record), SendError>;
+
+/// A send waiting in a closed lane.
+struct Held {
+    record: Record,
+    reply: Option<oneshot::Sender<Handoff>>,
+}
+
+impl Held {
+    fn take(&mut self) -> (Record, Option<oneshot::Sender<Handoff>>) {
+        let empty = Record {
+            topic: String::new(),
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+        };
+        (
+            std::mem::replace(&mut self.record, empty),
+            self.reply.take(),
+        )
+    }
+}
+
+impl Drop for Held {
+    /// A held send is always answered, also when the switch is abandoned (runtime shutdown).
+    fn drop(&mut self) {
+        if let (record, Some(reply)) = self.take() {
+            let _ = reply.send(Err(SendError {
+                error: Error::Closed,
+                record,
+            }));
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -137,14 +193,15 @@ impl Producer {
             props: opts.properties,
             idle_close: opts.idle_client_close,
             lanes: ArcSwap::from_pointee(FxHashMap::default()),
-            route_mu: tokio::sync::Mutex::new(()),
+            create_mu: Mutex::new(()),
+            rerun: Arc::new(tokio::sync::Notify::new()),
             clients: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             route_changes: AtomicU64::new(0),
             throttle: ThrottleCounters::default(),
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(router(weak, shared.subscribe()));
+        tokio::spawn(router(weak, shared.subscribe(), inner.rerun.clone()));
         let src: Weak<dyn StatusSource> = Arc::downgrade(&inner) as Weak<dyn StatusSource>;
         shared.register(src);
         Self { inner }
@@ -159,7 +216,7 @@ impl Producer {
     /// waiting for capacity keep their order) or fails at once with
     /// [`crate::ErrorKind::QuotaExceeded`] (policy REJECT).
     pub async fn send(&self, record: Record) -> Result<Delivery, SendError> {
-        let lane = match self.inner.lane(&record.topic).await {
+        let lane = match self.inner.lane(&record.topic) {
             Ok(l) => l,
             Err(error) => return Err(SendError { error, record }),
         };
@@ -174,18 +231,58 @@ impl Producer {
         {
             return Err(SendError { error, record });
         }
-        let pass = lane.gate.enter().await;
-        let target = lane.target.load_full();
-        let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref()) else {
-            let error = Error::UnknownTopic {
-                topic: record.topic.clone(),
-                version: target.version,
+        let (in_flight, target, fut, record) = loop {
+            if lane.gate.try_enter() {
+                let in_flight = InFlight(&lane.gate);
+                let target = lane.target.load_full();
+                let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref())
+                else {
+                    let error = Error::UnknownTopic {
+                        topic: record.topic.clone(),
+                        version: target.version,
+                    };
+                    return Err(SendError { error, record });
+                };
+                match enqueue(client, route, &record).await {
+                    Ok(fut) => break (in_flight, target, fut, record),
+                    Err(error) => return Err(SendError { error, record }),
+                }
+            }
+            // Closed for a switch: queue behind the sends already held, unless it has
+            // reopened meanwhile (the switcher opens only with this lock held and the queue
+            // empty).
+            let topic = record.topic.clone();
+            let rx = {
+                let mut held = lane.held.lock();
+                if !lane.gate.is_closed() {
+                    continue;
+                }
+                let (tx, rx) = oneshot::channel();
+                held.push_back(Held {
+                    record,
+                    reply: Some(tx),
+                });
+                rx
             };
-            return Err(SendError { error, record });
+            match rx.await {
+                Ok(Ok((fut, target, record))) => break (InFlight(&lane.gate), target, fut, record),
+                Ok(Err(e)) => return Err(e),
+                // `Held` always answers when dropped; kept total for the type checker.
+                Err(_) => {
+                    return Err(SendError {
+                        error: Error::Closed,
+                        record: Record::new(topic),
+                    });
+                }
+            }
         };
-        let res = enqueue_and_wait(client, route, &record).await;
+        let res = delivered(&target, fut).await;
+        drop(in_flight);
         let version = target.version;
-        drop(pass);
+        let route = target
+            .route
+            .as_ref()
+            .expect("a send is only enqueued on a routed target");
         match res {
             Ok((partition, offset)) => {
                 lane.sent.fetch_add(1, Ordering::Relaxed);
@@ -232,10 +329,13 @@ impl Producer {
     /// the counters. Returns whether `topic` is routed. For benchmarks.
     #[doc(hidden)]
     pub async fn route_bookkeeping(&self, topic: &str) -> bool {
-        let Ok(lane) = self.inner.lane(topic).await else {
+        let Ok(lane) = self.inner.lane(topic) else {
             return false;
         };
-        let _pass = lane.gate.enter().await;
+        if !lane.gate.try_enter() {
+            return false;
+        }
+        let _in_flight = InFlight(&lane.gate);
         let target = lane.target.load();
         let routed = target.route.is_some() && target.client.is_some();
         lane.sent.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +347,7 @@ impl Producer {
     /// check (waiting under BLOCK). For benchmarks.
     #[doc(hidden)]
     pub async fn quota_admission(&self, topic: &str, bytes: u64) -> Result<(), Error> {
-        let lane = self.inner.lane(topic).await?;
+        let lane = self.inner.lane(topic)?;
         throttle::admit_produce(
             &*self.inner.shared,
             &lane.quota_wait,
@@ -291,11 +391,12 @@ fn quota_bytes(r: &Record) -> u64 {
     (r.key.as_ref().map_or(0, |k| k.len()) + r.payload.as_ref().map_or(0, |p| p.len()) + h) as u64
 }
 
-async fn enqueue_and_wait(
+/// Hands `record` to the client's queue (waiting while the local queue is full).
+async fn enqueue(
     client: &ClusterProducer,
     route: &Route,
     record: &Record,
-) -> Result<(i32, i64), Error> {
+) -> Result<DeliveryFuture, Error> {
     let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&route.physical);
     if let Some(k) = &record.key {
         fr = fr.key(&k[..]);
@@ -315,9 +416,9 @@ async fn enqueue_and_wait(
     }
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
-    let fut = loop {
+    loop {
         match client.producer.send_result(fr) {
-            Ok(f) => break f,
+            Ok(f) => return Ok(f),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 if started.elapsed() > QUEUE_FULL_WAIT {
                     return Err(Error::Timeout(format!(
@@ -336,26 +437,98 @@ async fn enqueue_and_wait(
                 });
             }
         }
-    };
+    }
+}
+
+/// Waits for the delivery report of a record enqueued on `target`.
+async fn delivered(target: &Target, fut: DeliveryFuture) -> Result<(i32, i64), Error> {
     match fut.await {
         Ok(Ok(d)) => Ok((d.partition, d.offset)),
         Ok(Err((source, _))) => Err(Error::Kafka {
-            cluster: client.cluster.clone(),
+            cluster: target
+                .client
+                .as_ref()
+                .map_or_else(String::new, |c| c.cluster.clone()),
             source,
         }),
         Err(_) => Err(Error::Closed),
     }
 }
 
+/// Makes a new client ready to send without the idempotent producer's first-send pause:
+/// fetches the topic's metadata twice. The idempotent producer requests its producer id when
+/// a metadata response arrives and a usable broker connection is up, otherwise only on a
+/// 500 ms retry timer. Measured on Kafka 4.1 (`sdk/examples/pidprobe.rs`): a new client's
+/// first send takes ~505 ms without this, 6–7 ms after it (the warm-up itself ~55 ms).
+async fn warm_up(client: Arc<ClusterProducer>, physical: String) {
+    let _ = tokio::task::spawn_blocking(move || {
+        for _ in 0..2 {
+            let _ = client
+                .producer
+                .client()
+                .fetch_metadata(Some(&physical), Duration::from_secs(5));
+        }
+    })
+    .await;
+}
+
+/// Starts the sends held while `lane` was closed on its (new) target, in arrival order, then
+/// opens the gate. New sends queue behind the held ones until the queue is empty.
+async fn release_held(lane: &Lane) {
+    let target = lane.target.load_full();
+    loop {
+        let batch = {
+            let mut held = lane.held.lock();
+            if held.is_empty() {
+                lane.gate.open();
+                return;
+            }
+            std::mem::take(&mut *held)
+        };
+        for mut h in batch {
+            let (record, reply) = h.take();
+            let Some(reply) = reply else { continue };
+            if reply.is_closed() {
+                // The caller gave up on this send before it was started.
+                continue;
+            }
+            let out = match (target.route.as_ref(), target.client.as_ref()) {
+                (Some(route), Some(client)) => {
+                    lane.gate.enter_closed();
+                    match enqueue(client, route, &record).await {
+                        Ok(fut) => Ok((fut, target.clone(), record)),
+                        Err(error) => {
+                            lane.gate.leave();
+                            Err(SendError { error, record })
+                        }
+                    }
+                }
+                _ => Err(SendError {
+                    error: Error::UnknownTopic {
+                        topic: lane.logical.clone(),
+                        version: target.version,
+                    },
+                    record,
+                }),
+            };
+            let counted = out.is_ok();
+            if reply.send(out).is_err() && counted {
+                // Enqueued, but nobody waits for its report: stop counting it.
+                lane.gate.leave();
+            }
+        }
+    }
+}
+
 impl ProducerInner {
-    async fn lane(&self, topic: &str) -> Result<Arc<Lane>, Error> {
+    fn lane(&self, topic: &str) -> Result<Arc<Lane>, Error> {
         if let Some(l) = self.lanes.load().get(topic) {
             return Ok(l.clone());
         }
         if topic.is_empty() {
             return Err(Error::InvalidArgument("record.topic is empty".into()));
         }
-        let _g = self.route_mu.lock().await;
+        let _g = self.create_mu.lock();
         if let Some(l) = self.lanes.load().get(topic) {
             return Ok(l.clone());
         }
@@ -366,7 +539,12 @@ impl ProducerInner {
                 version: md.version,
             });
         };
-        let client = self.client_for(&route)?;
+        let (client, created) = self.client_for(&route)?;
+        if created {
+            // In the background: the first sends wait in the client's queue (in order) for
+            // the producer id, which the warm-up makes arrive sooner.
+            tokio::spawn(warm_up(client.clone(), route.physical.clone()));
+        }
         let lane = Arc::new(Lane {
             logical: topic.to_string(),
             gate: Gate::default(),
@@ -379,18 +557,23 @@ impl ProducerInner {
             bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             quota_wait: WaitQueue::default(),
+            held: Mutex::new(VecDeque::new()),
         });
         let mut map = (**self.lanes.load()).clone();
         map.insert(topic.to_string(), lane.clone());
         self.lanes.store(Arc::new(map));
+        if self.shared.load().version != md.version {
+            self.rerun.notify_one();
+        }
         Ok(lane)
     }
 
-    fn client_for(&self, route: &Route) -> Result<Arc<ClusterProducer>, Error> {
+    /// The client for `route`'s cluster, and whether it was created by this call.
+    fn client_for(&self, route: &Route) -> Result<(Arc<ClusterProducer>, bool), Error> {
         let key = (route.cluster.name.clone(), route.cluster.fingerprint);
         let mut clients = self.clients.lock();
         if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
+            return Ok((c.clone(), false));
         }
         let mut cfg = ClientConfig::new();
         for (k, v) in PRODUCER_DEFAULTS {
@@ -429,7 +612,7 @@ impl ProducerInner {
             producer,
         });
         clients.insert(key, c.clone());
-        Ok(c)
+        Ok((c, true))
     }
 }
 
@@ -437,6 +620,7 @@ impl ProducerInner {
 async fn router(
     weak: Weak<ProducerInner>,
     mut versions: tokio::sync::watch::Receiver<(u64, bool)>,
+    rerun: Arc<tokio::sync::Notify>,
 ) {
     let idle_check = match weak.upgrade() {
         Some(i) => (i.idle_close / 4).max(Duration::from_millis(50)),
@@ -450,6 +634,7 @@ async fn router(
                 }
                 true
             }
+            _ = rerun.notified() => true,
             _ = tokio::time::sleep(idle_check) => false,
         };
         let Some(inner) = weak.upgrade() else {
@@ -465,7 +650,6 @@ async fn router(
 
 impl ProducerInner {
     async fn reroute(&self) {
-        let _g = self.route_mu.lock().await;
         let md = self.shared.load_full();
         let lanes: Vec<Arc<Lane>> = self.lanes.load().values().cloned().collect();
         let mut switches = Vec::new();
@@ -481,7 +665,7 @@ impl ProducerInner {
                 continue;
             }
             let client = match desired.as_ref().map(|r| self.client_for(r)).transpose() {
-                Ok(c) => c,
+                Ok(c) => c.map(|(c, _)| c),
                 Err(e) => {
                     tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
                     continue;
@@ -491,21 +675,8 @@ impl ProducerInner {
             switches.push(async move {
                 // Warm the new client (connection, metadata, producer id) while sends still flow
                 // to the old one, so the cutover pause is short.
-                if let (Some(c), Some(r)) = (client.clone(), desired.clone()) {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        // Twice: the idempotent producer requests its producer id when a
-                        // metadata response arrives and a usable broker connection is up;
-                        // otherwise only on a 500 ms retry timer, which the held sends would
-                        // wait for. After one fetch the id was usually still missing (first
-                        // send ~500 ms in 37 of 40 tries on a mock cluster); after two, never.
-                        for _ in 0..2 {
-                            let _ = c
-                                .producer
-                                .client()
-                                .fetch_metadata(Some(&r.physical), Duration::from_secs(5));
-                        }
-                    })
-                    .await;
+                if let (Some(c), Some(r)) = (client.clone(), desired.as_ref()) {
+                    warm_up(c, r.physical.clone()).await;
                 }
                 // Holds new sends and waits for in-flight ones: the flush.
                 lane.gate.close_and_drain().await;
@@ -520,7 +691,7 @@ impl ProducerInner {
                     route: desired.clone(),
                     client,
                 }));
-                lane.gate.open();
+                release_held(&lane).await;
                 tracing::info!(
                     topic = %lane.logical,
                     from = from.as_deref().unwrap_or("-"),

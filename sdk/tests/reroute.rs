@@ -205,6 +205,143 @@ async fn producer_reroute_under_load_loses_duplicates_and_reorders_nothing() {
     s.svc.shutdown().await.unwrap();
 }
 
+/// Sends issued without waiting for each other (a window of futures polled in order, as a
+/// pipelining application or the C binding's dispatcher does) keep their order per key across
+/// the switch: sends held while the route switches are not overtaken by sends made after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_same_key_sends_keep_their_order_across_a_reroute() {
+    use futures::StreamExt;
+    use futures::stream::FuturesOrdered;
+    use switchyard::Record;
+
+    let _serial = SERIAL.lock().await;
+    init_tracing();
+    let mut s = setup("pipelined").await;
+    let sy = connect(&s.svc, "pipelined").await;
+    let producer = sy.producer();
+    const KEYS: usize = 8;
+    const WINDOW: usize = 1_000;
+    let mut seqs = [0u64; KEYS];
+    let mut window = FuturesOrdered::new();
+    let mut report = workload::Report::default();
+    let mut issued = 0usize;
+    let mut moved: Option<u64> = None;
+    let mut west_after_move = 0usize;
+    let started = Instant::now();
+    // Keep the window full until well after the switch.
+    while west_after_move < 5_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the workload did not finish in 60 s ({issued} sends issued)"
+        );
+        while window.len() < WINDOW {
+            let k = issued % KEYS;
+            let key = key_name(k);
+            let seq = seqs[k];
+            seqs[k] += 1;
+            issued += 1;
+            let p = producer.clone();
+            let rec = Record::new(&s.topic)
+                .key(key.clone())
+                .payload(payload(&key, seq));
+            let t0 = Instant::now();
+            window.push_back(async move { (key, seq, t0, p.send(rec).await) });
+        }
+        let (key, seq, t0, res) = window.next().await.expect("window is not empty");
+        match res {
+            Ok(d) => {
+                if d.cluster == "west" {
+                    west_after_move += 1;
+                }
+                report.sent.push(workload::Sent {
+                    key,
+                    seq,
+                    cluster: d.cluster,
+                    physical: d.physical_topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                    started: t0,
+                    done: Instant::now(),
+                });
+            }
+            Err(e) => report.errors.push((key, seq, e.to_string())),
+        }
+        if moved.is_none() && report.sent.len() >= 20_000 {
+            let (v, _) = move_to_west(&mut s).await;
+            moved = Some(v);
+        }
+    }
+    while let Some((key, seq, t0, res)) = window.next().await {
+        match res {
+            Ok(d) => report.sent.push(workload::Sent {
+                key,
+                seq,
+                cluster: d.cluster,
+                physical: d.physical_topic,
+                partition: d.partition,
+                offset: d.offset,
+                started: t0,
+                done: Instant::now(),
+            }),
+            Err(e) => report.errors.push((key, seq, e.to_string())),
+        }
+    }
+    report.elapsed = started.elapsed();
+    println!(
+        "pipelined: {} sends in {:.2?}, {} to east, {} to west, {} errors",
+        report.sent.len(),
+        report.elapsed,
+        report.count_on("east"),
+        report.count_on("west"),
+        report.errors.len()
+    );
+    assert!(
+        report.errors.is_empty(),
+        "{} sends failed, e.g. {:?}",
+        report.errors.len(),
+        &report.errors[..report.errors.len().min(5)]
+    );
+    assert_eq!(producer.route_changes(), 1);
+    // From the delivery reports: per key, the records on each cluster were written in send
+    // order, and every record on east was sent before every record on west.
+    let mut per_key: HashMap<&str, Vec<&workload::Sent>> = HashMap::new();
+    for x in &report.sent {
+        per_key.entry(&x.key).or_default().push(x);
+    }
+    for (k, mut v) in per_key {
+        v.sort_by_key(|x| x.seq);
+        let first_west = v
+            .iter()
+            .position(|x| x.cluster == "west")
+            .unwrap_or(v.len());
+        assert!(
+            v[first_west..].iter().all(|x| x.cluster == "west"),
+            "key {k}: a send after the first one delivered to west went to east"
+        );
+        for w in v.windows(2) {
+            if w[0].cluster == w[1].cluster {
+                assert!(
+                    w[0].partition == w[1].partition && w[0].offset < w[1].offset,
+                    "key {k} on {}: seq {} written at {}/{} after seq {} at {}/{}",
+                    w[1].cluster,
+                    w[1].seq,
+                    w[1].partition,
+                    w[1].offset,
+                    w[0].seq,
+                    w[0].partition,
+                    w[0].offset
+                );
+            }
+        }
+    }
+    // And the independent reader agrees.
+    let found = read_everywhere(&[("east", &s.east), ("west", &s.west)], &s.topic);
+    check_exactly_once(&report, &found);
+    check_order_across_switch(&found, "east", "west");
+    drop(sy);
+    s.svc.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_group_follows_reroute_and_receives_every_record_once() {
     let _serial = SERIAL.lock().await;

@@ -356,11 +356,7 @@ int main(void) {
     RUN(connect_with_a_dead_endpoint_first);
     if (check_failures) return check_failures;
     RUN(sends_follow_a_route_change_without_loss);
-    /* Known SDK issue: sdk/src/gate.rs `Gate::open` clears CLOSED before it wakes the held
-     * sends (in batches of 32), so a send made just after the switch can enter before held
-     * sends of the same key and be written ahead of them. */
-    RUN_TODO(each_keys_records_are_written_in_send_order,
-             "SDK gate lets a new send overtake held ones when a route switch ends");
+    RUN(each_keys_records_are_written_in_send_order);
     RUN(synchronous_sends_from_several_threads);
     RUN(free_with_sends_in_flight_completes_every_callback);
     switchyard_client_free(client);
