@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_config::client::{self, BearerToken};
 use switchyard_config::desired::DesiredState;
-use switchyard_config::output;
 use switchyard_config::{ServerConfig, StoreConfig};
+use switchyard_config::{movetopic, output};
 use switchyard_proto::state::State;
 use switchyard_proto::v1::{
     ApplyRequest, GetHistoryRequest, GetSnapshotRequest, GetVersionRequest, ListClientsRequest,
@@ -90,6 +90,37 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Why.
+        #[arg(short = 'm', long, default_value = "")]
+        comment: String,
+    },
+    /// Move a logical topic to another cluster under live traffic: create (or check) the
+    /// destination, re-route, and with --wait follow producers switching and consumer groups
+    /// draining until the move is complete.
+    MoveTopic {
+        /// The logical topic.
+        topic: String,
+        /// Destination cluster.
+        #[arg(long = "to")]
+        to: String,
+        /// Destination physical topic (default: the current physical name).
+        #[arg(long)]
+        to_topic: Option<String>,
+        /// Follow the move until every producer has switched and every consumer group drained.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (the route change stays applied).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout_secs: u64,
+        /// Accept a destination whose partition count differs (per-key order is lost).
+        #[arg(long)]
+        allow_partition_mismatch: bool,
+        /// Accept a destination topic that already holds records.
+        #[arg(long)]
+        allow_nonempty_destination: bool,
+        /// Check everything and show the change; create nothing, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (recorded in history).
         #[arg(short = 'm', long, default_value = "")]
         comment: String,
     },
@@ -330,6 +361,85 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("dry run: {} changes; nothing applied", resp.diff.len());
             } else {
                 println!("no changes: the current version already equals version {to}");
+            }
+        }
+        Cmd::MoveTopic {
+            topic,
+            to,
+            to_topic,
+            wait,
+            timeout_secs,
+            allow_partition_mismatch,
+            allow_nonempty_destination,
+            dry_run,
+            comment,
+        } => {
+            let req = movetopic::MoveRequest {
+                topic,
+                to_cluster: to,
+                to_topic,
+                allow_partition_mismatch,
+                allow_nonempty_destination,
+                dry_run,
+                author: author(),
+                comment,
+            };
+            let plan = movetopic::prepare_and_switch(&mut admin, &mut meta, &req).await?;
+            println!(
+                "{}: {}/{} -> {}/{} ({} partitions{}{})",
+                plan.topic,
+                plan.from_cluster,
+                plan.from_physical,
+                plan.to_cluster,
+                plan.to_physical,
+                plan.partitions,
+                if plan.created {
+                    ", destination created"
+                } else if dry_run {
+                    ""
+                } else {
+                    ", destination existed"
+                },
+                if plan.configs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", configs {}",
+                        plan.configs
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            );
+            if dry_run {
+                println!("dry run: checked; nothing created or changed");
+                return Ok(());
+            }
+            println!("switched: version {}", plan.version);
+            if wait {
+                let started = std::time::Instant::now();
+                let done = movetopic::wait(
+                    &mut admin,
+                    &mut meta,
+                    &plan,
+                    Duration::from_secs(timeout_secs),
+                    |p| println!("[{:>6.1}s] {}", started.elapsed().as_secs_f64(), p.line()),
+                )
+                .await?;
+                println!(
+                    "complete in {:.1}s: sealed source end offsets {:?}",
+                    started.elapsed().as_secs_f64(),
+                    done.sealed
+                );
+                if done.late_writes > 0 {
+                    println!(
+                        "warning: {} record(s) reached {}/{} after the seal (a producer that had not \
+                         switched); consumers still draining the source read them",
+                        done.late_writes, plan.from_cluster, plan.from_physical
+                    );
+                }
             }
         }
         Cmd::Clients { app, output: fmt } => {

@@ -1,0 +1,458 @@
+//! `switchyard move-topic` against a real config service and two real Kafka clusters
+//! (`SWITCHYARD_KAFKA_CLUSTERS="host:port;host:port"`, started by scripts/test.sh): the
+//! destination is created like the source, the route changes in one version, `--wait` follows
+//! the clients' reports (a client reporting over the real gRPC API), and bad moves are refused
+//! with a precise message and change nothing.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use switchyard_config::client::{self, BearerToken};
+use switchyard_config::{ServerConfig, StoreConfig};
+use switchyard_proto::v1::change::Op;
+use switchyard_proto::v1::{
+    ApplyRequest, Change, ClientEndpoint, ClientStatus, Cluster, GetSnapshotRequest,
+    ReportStatusRequest, Topic,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn kafka() -> (String, String) {
+    let v = std::env::var("SWITCHYARD_KAFKA_CLUSTERS").expect(
+        "SWITCHYARD_KAFKA_CLUSTERS must name two Kafka clusters (scripts/test.sh starts them)",
+    );
+    let mut it = v.split(';').map(str::to_string);
+    let east = it.next().expect("first cluster");
+    let west = it.next().expect("second cluster");
+    (east, west)
+}
+
+fn fresh(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>())
+}
+
+fn kadmin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap()
+}
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32, retention: Option<&str>) {
+    let a = kadmin(bootstrap);
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    if let Some(r) = retention {
+        t = t.set("retention.ms", r);
+    }
+    let res = a
+        .create_topics(&[t], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    for r in res {
+        r.expect("topic created");
+    }
+    // Ready when a record can be written.
+    produce(bootstrap, name, None).await;
+}
+
+async fn produce(bootstrap: &str, topic: &str, n: Option<usize>) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    if n.is_none() {
+        // Only wait for leaders: metadata with partitions.
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                let md = p
+                    .client()
+                    .fetch_metadata(Some(topic), Duration::from_secs(5));
+                if let Ok(md) = md
+                    && md.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("topic ready");
+        return;
+    }
+    for i in 0..n.unwrap() {
+        p.send(
+            FutureRecord::<str, str>::to(topic).payload(&format!("r{i}")),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    }
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Reads the CLI's output until a line contains `want`.
+async fn next(lines: &mut Lines, seen: &mut Vec<String>, want: &str) {
+    let fut = async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            seen.push(l.clone());
+            if l.contains(want) {
+                return;
+            }
+        }
+        panic!("the CLI ended before printing {want:?}: {seen:?}");
+    };
+    if tokio::time::timeout(LIMIT, fut).await.is_err() {
+        panic!("no line with {want:?} within {LIMIT:?}: {seen:?}");
+    }
+}
+
+async fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String> {
+    let a = kadmin(bootstrap);
+    let r = a
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let r = r.into_iter().next().unwrap().unwrap();
+    r.get(key).and_then(|e| e.value.clone())
+}
+
+struct Env {
+    svc: switchyard_config::RunningServer,
+    admin: client::AdminClient,
+    meta: client::MetadataClient,
+    east: String,
+    west: String,
+}
+
+async fn env() -> Env {
+    let (east, west) = kafka();
+    let svc = switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ch = client::connect(&format!("http://{}", svc.local_addr()), None)
+        .await
+        .unwrap();
+    let mut admin = client::admin(ch.clone(), BearerToken::default());
+    let meta = client::metadata(ch, BearerToken::default());
+    let cl = |name: &str, b: &str| Change {
+        op: Some(Op::UpsertCluster(Cluster {
+            name: name.into(),
+            bootstrap: vec![b.into()],
+            ..Default::default()
+        })),
+    };
+    admin
+        .apply(ApplyRequest {
+            expected_version: 0,
+            changes: vec![cl("east", &east), cl("west", &west)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Env {
+        svc,
+        admin,
+        meta,
+        east,
+        west,
+    }
+}
+
+impl Env {
+    async fn version(&mut self) -> u64 {
+        self.meta
+            .get_snapshot(GetSnapshotRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .version
+    }
+
+    async fn add_topic(&mut self, name: &str, partitions: i32) -> u64 {
+        let v = self.version().await;
+        self.admin
+            .apply(ApplyRequest {
+                expected_version: v,
+                changes: vec![Change {
+                    op: Some(Op::UpsertTopic(Topic {
+                        name: name.into(),
+                        cluster: "east".into(),
+                        partitions,
+                        ..Default::default()
+                    })),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .version
+    }
+
+    async fn route(&mut self, name: &str) -> (String, String) {
+        let s = self
+            .meta
+            .get_snapshot(GetSnapshotRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let t = s.topics.iter().find(|t| t.name == name).unwrap();
+        (t.cluster.clone(), t.physical.clone())
+    }
+
+    async fn report(&mut self, applied: u64, topic: &str, produce_on: &str, consume_on: &str) {
+        let ep = |cluster: &str, group: &str| ClientEndpoint {
+            logical_topic: topic.into(),
+            cluster: cluster.into(),
+            physical_topic: topic.into(),
+            group: group.into(),
+            ..Default::default()
+        };
+        self.meta
+            .report_status(ReportStatusRequest {
+                status: Some(ClientStatus {
+                    client_id: "fake-1".into(),
+                    app: "orders".into(),
+                    language: "test".into(),
+                    sdk_version: "0".into(),
+                    applied_version: applied,
+                    producing: vec![ep(produce_on, "")],
+                    consuming: vec![ep(consume_on, "orders-readers")],
+                    hostname: "test".into(),
+                    pid: 1,
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_remove("SWITCHYARD_TOKEN")
+            .env("SWITCHYARD_AUTHOR", "move-test")
+            .arg("--endpoint")
+            .arg(format!("http://{}", self.svc.local_addr()))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn refused(&mut self, args: &[&str], expect: &str) {
+        let before = self.version().await;
+        let out = tokio::time::timeout(LIMIT, self.cli(args).output())
+            .await
+            .expect("the CLI answers in time")
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            err.contains(expect),
+            "{args:?}: expected {expect:?} in the error, got: {err}"
+        );
+        assert_eq!(
+            self.version().await,
+            before,
+            "{args:?} changed the configuration"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_topic_creates_the_destination_switches_and_follows_the_clients() {
+    let mut e = env().await;
+    let t = fresh("move");
+    create_topic(&e.east, &t, 3, Some("3600000")).await;
+    produce(&e.east, &t, Some(5)).await;
+    let v1 = e.add_topic(&t, 3).await;
+    // A client that produces and consumes the topic on east.
+    e.report(v1, &t, "east", "east").await;
+
+    let mut child = e
+        .cli(&[
+            "move-topic",
+            &t,
+            "--to",
+            "west",
+            "--wait",
+            "--timeout-secs",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // The route changes first.
+    let v2 = tokio::time::timeout(LIMIT, async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            seen.push(l.clone());
+            if let Some(v) = l.strip_prefix("switched: version ") {
+                return v.parse::<u64>().unwrap();
+            }
+        }
+        panic!("the CLI ended without switching: {seen:?}");
+    })
+    .await
+    .expect("switched in time");
+    assert_eq!(v2, v1 + 1);
+    assert_eq!(e.route(&t).await, ("west".to_string(), t.clone()));
+    assert!(
+        seen[0].contains("destination created") && seen[0].contains("retention.ms=3600000"),
+        "{seen:?}"
+    );
+    // Created like the source: 3 partitions, the source's topic config.
+    assert_eq!(
+        topic_config(&e.west, &t, "retention.ms").await.as_deref(),
+        Some("3600000")
+    );
+    let md_parts = {
+        let a = kadmin(&e.west);
+        let md = a
+            .inner()
+            .fetch_metadata(Some(&t), Duration::from_secs(10))
+            .unwrap();
+        md.topics()[0].partitions().len()
+    };
+    assert_eq!(md_parts, 3);
+
+    // The CLI waits for the client: first it reports the new version with its producer
+    // switched and its group still draining east, then the group on west.
+    next(&mut lines, &mut seen, "producers switched 0/1").await;
+    e.report(v2, &t, "west", "east").await;
+    next(
+        &mut lines,
+        &mut seen,
+        "producers switched 1/1 · consumer groups drained 0/1 (draining: orders-readers)",
+    )
+    .await;
+    // A write that reaches the source after the seal is reported.
+    produce(&e.east, &t, Some(2)).await;
+    e.report(v2, &t, "west", "west").await;
+    next(&mut lines, &mut seen, "complete in").await;
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    while let Some(l) = lines.next_line().await.unwrap() {
+        seen.push(l);
+    }
+    assert!(status.success(), "{seen:?}");
+    let all = seen.join("\n");
+    assert!(all.contains("consumer groups drained 1/1"), "{all}");
+    assert!(
+        all.contains("2 record(s) reached east/"),
+        "late writes are reported: {all}"
+    );
+    e.svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_moves_are_refused_and_change_nothing() {
+    let mut e = env().await;
+    let t = fresh("refuse");
+    create_topic(&e.east, &t, 3, None).await;
+    e.add_topic(&t, 3).await;
+    e.refused(
+        &["move-topic", "no-such-topic", "--to", "west"],
+        "is not in the configuration",
+    )
+    .await;
+    e.refused(
+        &["move-topic", &t, "--to", "north"],
+        "cluster \"north\" is not configured",
+    )
+    .await;
+    e.refused(
+        &["move-topic", &t, "--to", "east"],
+        "already lives on east/",
+    )
+    .await;
+    e.refused(
+        &["move-topic", &t, "--to", "west", "--to-topic", "bad name!"],
+        "--to-topic",
+    )
+    .await;
+    // A destination with another partition count.
+    let two = fresh("two");
+    create_topic(&e.west, &two, 2, None).await;
+    e.refused(
+        &["move-topic", &t, "--to", "west", "--to-topic", &two],
+        "has 2 partitions and the source",
+    )
+    .await;
+    // A destination that already holds records.
+    let full = fresh("full");
+    create_topic(&e.west, &full, 3, None).await;
+    produce(&e.west, &full, Some(1)).await;
+    e.refused(
+        &["move-topic", &t, "--to", "west", "--to-topic", &full],
+        "already holds records",
+    )
+    .await;
+    // A dry run checks and changes nothing, creates nothing.
+    let before = e.version().await;
+    let out = e
+        .cli(&["move-topic", &t, "--to", "west", "--dry-run"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run"));
+    assert_eq!(e.version().await, before);
+    let a = kadmin(&e.west);
+    let md = a
+        .inner()
+        .fetch_metadata(Some(&t), Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        md.topics()
+            .iter()
+            .all(|x| x.name() != t || x.error().is_some()),
+        "a dry run created the destination"
+    );
+    // With the overrides, an existing non-empty destination is accepted.
+    let out = e
+        .cli(&[
+            "move-topic",
+            &t,
+            "--to",
+            "west",
+            "--to-topic",
+            &full,
+            "--allow-nonempty-destination",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(e.route(&t).await, ("west".to_string(), full.clone()));
+    e.svc.shutdown().await.unwrap();
+}
