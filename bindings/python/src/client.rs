@@ -182,16 +182,19 @@ impl Switchyard {
         &self,
         py: Python<'_>,
         properties: Option<&Bound<'_, PyAny>>,
-        max_in_flight: usize,
+        max_in_flight: i64,
     ) -> PyResult<Producer> {
         errors::guard(py, || {
             let sy = self.get(py)?;
             let properties = args::properties(properties)?;
-            if max_in_flight == 0 {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "max_in_flight must be at least 1",
-                ));
-            }
+            let max_in_flight = usize::try_from(max_in_flight)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        "max_in_flight must be at least 1, not {max_in_flight}"
+                    ))
+                })?;
             Producer::create(py, &sy, properties, max_in_flight)
         })
     }
@@ -258,8 +261,13 @@ impl Switchyard {
     /// Waits (GIL released) until configuration ``version`` or a later one is in use; returns
     /// the version. Raises :class:`TimeoutError` after ``timeout`` seconds.
     #[pyo3(signature = (version, timeout=30.0))]
-    fn wait_for_version(&self, py: Python<'_>, version: u64, timeout: f64) -> PyResult<u64> {
+    fn wait_for_version(&self, py: Python<'_>, version: i64, timeout: f64) -> PyResult<u64> {
         errors::guard(py, || {
+            let version = u64::try_from(version).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "version must be >= 0, not {version}"
+                ))
+            })?;
             let t = args::timeout(Some(timeout), "timeout")?
                 .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
             let sy = self.get(py)?;

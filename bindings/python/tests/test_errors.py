@@ -55,8 +55,14 @@ def test_bad_arguments_raise_precise_type_and_value_errors(service, topics):
         switchyard.Switchyard.connect(service.endpoint, "bad app name!", no_cache=True)
     assert e.value.kind == "invalid_argument" and not e.value.retriable
     with connect(service) as sy:
-        with pytest.raises(ValueError, match="max_in_flight must be at least 1"):
+        with pytest.raises(ValueError, match="max_in_flight must be at least 1, not 0"):
             sy.producer(max_in_flight=0)
+        with pytest.raises(ValueError, match="max_in_flight must be at least 1, not -5"):
+            sy.producer(max_in_flight=-5)
+        with pytest.raises(TypeError):
+            sy.producer(max_in_flight="many")
+        with pytest.raises(ValueError, match="version must be >= 0, not -1"):
+            sy.wait_for_version(-1)
         with sy.producer() as p:
             with pytest.raises(TypeError, match="topic must be str, not int"):
                 p.produce(1, b"x")
