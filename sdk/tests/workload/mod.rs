@@ -128,6 +128,27 @@ impl Load {
         rate: f64,
         max_duration: Duration,
     ) -> Self {
+        Self::start_keys(
+            producer,
+            topic,
+            tasks,
+            (0..keys).collect(),
+            rate,
+            max_duration,
+        )
+    }
+
+    /// Like [`Load::start`] over the keys of the given indices (so that several workloads
+    /// can share a topic with disjoint keys).
+    pub fn start_keys(
+        producer: Producer,
+        topic: &str,
+        tasks: usize,
+        key_ids: Vec<usize>,
+        rate: f64,
+        max_duration: Duration,
+    ) -> Self {
+        let keys = key_ids.len();
         let (stop, stop_rx) = watch::channel(false);
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -135,7 +156,12 @@ impl Load {
         let per_key_interval = Duration::from_secs_f64(keys as f64 / rate);
         let mut handles = Vec::new();
         for t in 0..tasks {
-            let my_keys: Vec<String> = (0..keys).filter(|k| k % tasks == t).map(key_name).collect();
+            let my_keys: Vec<String> = key_ids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % tasks == t)
+                .map(|(_, k)| key_name(*k))
+                .collect();
             let producer = producer.clone();
             let topic = topic.to_string();
             let stop_rx = stop_rx.clone();
