@@ -414,9 +414,29 @@ async fn enqueue(
         }
         fr = fr.headers(h);
     }
+    match client.producer.send_result(fr) {
+        Ok(f) => Ok(f),
+        // The waiting path lives in its own (boxed) future so every send's future stays small.
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+            Box::pin(enqueue_when_full(client, back)).await
+        }
+        Err((source, _)) => Err(Error::Kafka {
+            cluster: client.cluster.clone(),
+            source,
+        }),
+    }
+}
+
+/// Retries an enqueue while the client's local queue is full, up to [`QUEUE_FULL_WAIT`].
+async fn enqueue_when_full(
+    client: &ClusterProducer,
+    mut fr: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture, Error> {
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
         match client.producer.send_result(fr) {
             Ok(f) => return Ok(f),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -427,8 +447,6 @@ async fn enqueue(
                     )));
                 }
                 fr = back;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
             }
             Err((source, _)) => {
                 return Err(Error::Kafka {

@@ -611,10 +611,28 @@ pub(crate) async fn admit_produce<C: Clock, S: QuotaSource<C>>(
         Some(q) => produce_step(q, topic, bytes, &mut msg_taken, counters),
     });
     match first {
-        Step::Pass => return Ok(()),
-        Step::Fail(e) => return Err(e),
-        Step::Wait(_) => {}
+        Step::Pass => Ok(()),
+        Step::Fail(e) => Err(e),
+        // The waiting path lives in its own (boxed) future: it holds a semaphore permit, a
+        // version receiver and timers, which would otherwise make every send's future larger.
+        Step::Wait(_) => {
+            Box::pin(admit_produce_waiting(
+                src, queue, topic, bytes, counters, msg_taken,
+            ))
+            .await
+        }
     }
+}
+
+/// The rest of [`admit_produce`] when the send has to wait.
+async fn admit_produce_waiting<C: Clock, S: QuotaSource<C>>(
+    src: &S,
+    queue: &WaitQueue,
+    topic: &str,
+    bytes: u64,
+    counters: &ThrottleCounters,
+    mut msg_taken: bool,
+) -> Result<(), Error> {
     let since = Instant::now();
     queue.waiting.fetch_add(1, Ordering::AcqRel);
     let _waiting = Waiting(&queue.waiting);
