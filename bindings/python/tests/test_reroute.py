@@ -8,8 +8,6 @@ import threading
 import time
 from collections import defaultdict
 
-import pytest
-
 import switchyard
 from conftest import fresh, read_all
 
@@ -114,7 +112,7 @@ def test_route_change_under_load_loses_and_duplicates_nothing(service, topics, c
     values = [v for *_, v in east + west]
     assert len(values) == sent == len(set(values)), "lost or duplicated records"
     # Per key: contiguous sequence, every east record before every west record, and in order
-    # within each partition. Checked last (see below).
+    # within each partition (checked after loss and duplication, which say more when broken).
     order_problems = []
     for k in range(KEYS):
         e = [int(v.split(b":")[1]) for _, _, key, v in sorted(east) if key == f"key-{k}".encode()]
@@ -135,9 +133,4 @@ def test_route_change_under_load_loses_and_duplicates_nothing(service, topics, c
         seq = [int(v.split(b":")[1]) for v in got if v.startswith(f"{k}:".encode())]
         if seq != sorted(seq):
             order_problems.append(f"key-{k} consumed out of order")
-    if order_problems:
-        # Known SDK limitation (README, "The SDK"): with several unawaited sends of one key in
-        # flight while the route switches, a send issued just after the switch can be enqueued
-        # ahead of one held by it. Reported as an expected failure until the SDK fix lands;
-        # loss and duplication above are hard failures.
-        pytest.xfail("per-key order across the route change: " + "; ".join(order_problems))
+    assert order_problems == [], "per-key order broken across the route change"
