@@ -32,10 +32,15 @@ use switchyard_proto::client::{AdminClient as Admin, MetadataClient as Meta};
 use switchyard_proto::state::{State, normalize_topic};
 use switchyard_proto::v1::change::Op;
 use switchyard_proto::v1::{
-    ApplyRequest, Change, Cluster, ClusterState, GetSnapshotRequest, ListClientsRequest,
+    ApplyRequest, Change, ClientStatus, Cluster, ClusterState, GetSnapshotRequest,
+    ListClientsRequest,
 };
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long `wait` keeps counting a client that no longer appears in the inventory (longer
+/// than the service's default 30 s client lease and the SDK's 10 s report interval).
+const MISSING_GRACE: Duration = Duration::from_secs(45);
 
 /// What to move where.
 #[derive(Debug, Clone, Default)]
@@ -381,16 +386,25 @@ pub async fn prepare_and_switch(
     Ok(plan)
 }
 
-/// Reads the clients' reports and summarises how far the move of `plan` has got.
-pub async fn progress(admin: &mut Admin, plan: &MovePlan) -> anyhow::Result<Progress> {
+/// The clients' current reports.
+async fn list_clients(admin: &mut Admin) -> anyhow::Result<Vec<ClientStatus>> {
     let l = admin
         .list_clients(ListClientsRequest { app: String::new() })
         .await
         .context("cannot list clients")?
         .into_inner();
+    Ok(l.clients.into_iter().filter_map(|c| c.status).collect())
+}
+
+/// Reads the clients' reports and summarises how far the move of `plan` has got.
+pub async fn progress(admin: &mut Admin, plan: &MovePlan) -> anyhow::Result<Progress> {
+    Ok(summarise(list_clients(admin).await?.iter(), plan))
+}
+
+/// How far the move of `plan` has got according to these client reports.
+pub fn summarise<'a>(clients: impl Iterator<Item = &'a ClientStatus>, plan: &MovePlan) -> Progress {
     let mut p = Progress::default();
-    for c in l.clients {
-        let Some(s) = c.status else { continue };
+    for s in clients {
         let produces: Vec<_> = s
             .producing
             .iter()
@@ -423,7 +437,7 @@ pub async fn progress(admin: &mut Admin, plan: &MovePlan) -> anyhow::Result<Prog
             }
         }
     }
-    Ok(p)
+    p
 }
 
 /// How a completed wait ended.
@@ -456,8 +470,39 @@ pub async fn wait(
     let deadline = Instant::now() + timeout;
     let mut last: Option<Progress> = None;
     let mut sealed: Option<Vec<i64>> = None;
+    let mut unreachable_since: Option<Instant> = None;
+    let mut seen: std::collections::HashMap<String, (ClientStatus, Instant)> =
+        std::collections::HashMap::new();
     loop {
-        let p = progress(admin, plan).await?;
+        // The config service may restart while a move completes (the route change is already
+        // stored): keep asking until the deadline instead of failing on the first refusal.
+        let p = match list_clients(admin).await {
+            Ok(now) => {
+                unreachable_since = None;
+                let at = Instant::now();
+                for c in now {
+                    seen.insert(c.client_id.clone(), (c, at));
+                }
+                // A client that stops appearing keeps its last report for a while: after a
+                // config service restart the inventory is empty until clients report again,
+                // and a move must not look complete meanwhile.
+                seen.retain(|_, (_, t)| t.elapsed() < MISSING_GRACE);
+                summarise(seen.values().map(|(c, _)| c), plan)
+            }
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if Instant::now() > deadline {
+                    return Err(e.context(format!(
+                        "the move did not complete within {timeout:?}; the config service has \
+                         not answered for {:.1?}",
+                        since.elapsed()
+                    )));
+                }
+                tracing::warn!(error = %format!("{e:#}"), "config service unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
         // The seal: taken before the progress that shows every producer switched is reported.
         if sealed.is_none() && p.producers_switched == p.producers && p.clients_behind == 0 {
             sealed = Some(end_offsets(&src, &plan.from_physical, plan.partitions).await?);

@@ -128,6 +128,7 @@ async fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String>
 
 struct Env {
     svc: switchyard_config::RunningServer,
+    cfg: ServerConfig,
     admin: client::AdminClient,
     meta: client::MetadataClient,
     east: String,
@@ -135,14 +136,18 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(StoreConfig::Memory).await
+}
+
+async fn env_with(store: StoreConfig) -> Env {
     let (east, west) = kafka();
-    let svc = switchyard_config::start(ServerConfig {
+    let mut cfg = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Memory,
+        store,
         ..Default::default()
-    })
-    .await
-    .unwrap();
+    };
+    let svc = switchyard_config::start(cfg.clone()).await.unwrap();
+    cfg.listen = svc.local_addr();
     let ch = client::connect(&format!("http://{}", svc.local_addr()), None)
         .await
         .unwrap();
@@ -165,6 +170,7 @@ async fn env() -> Env {
         .unwrap();
     Env {
         svc,
+        cfg,
         admin,
         meta,
         east,
@@ -173,6 +179,38 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// Stops the service and starts it again on the same address and store.
+    async fn restart(&mut self) {
+        let cfg = self.cfg.clone();
+        let old = std::mem::replace(
+            &mut self.svc,
+            // A placeholder is not possible: start the new one only after the old one is down.
+            {
+                let tmp = ServerConfig {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    store: StoreConfig::Memory,
+                    ..Default::default()
+                };
+                switchyard_config::start(tmp).await.unwrap()
+            },
+        );
+        old.shutdown().await.unwrap();
+        let placeholder = std::mem::replace(
+            &mut self.svc,
+            tokio::time::timeout(LIMIT, async {
+                loop {
+                    match switchyard_config::start(cfg.clone()).await {
+                        Ok(s) => return s,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            })
+            .await
+            .expect("the service starts again on its address"),
+        );
+        placeholder.shutdown().await.unwrap();
+    }
+
     async fn version(&mut self) -> u64 {
         self.meta
             .get_snapshot(GetSnapshotRequest {})
@@ -245,7 +283,7 @@ impl Env {
         c.env_remove("SWITCHYARD_TOKEN")
             .env("SWITCHYARD_AUTHOR", "move-test")
             .arg("--endpoint")
-            .arg(format!("http://{}", self.svc.local_addr()))
+            .arg(format!("http://{}", self.cfg.listen))
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -454,5 +492,63 @@ async fn bad_moves_are_refused_and_change_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(e.route(&t).await, ("west".to_string(), full.clone()));
+    e.svc.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_completes_across_a_config_service_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = env_with(StoreConfig::File {
+        dir: dir.path().to_path_buf(),
+    })
+    .await;
+    let t = fresh("restart");
+    create_topic(&e.east, &t, 3, None).await;
+    let v1 = e.add_topic(&t, 3).await;
+    e.report(v1, &t, "east", "east").await;
+    let mut child = e
+        .cli(&[
+            "move-topic",
+            &t,
+            "--to",
+            "west",
+            "--wait",
+            "--timeout-secs",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    next(&mut lines, &mut seen, "producers switched 0/1").await;
+    let v2 = e.version().await;
+    assert_eq!(e.route(&t).await.0, "west");
+    e.report(v2, &t, "west", "east").await;
+    next(&mut lines, &mut seen, "producers switched 1/1").await;
+    // Restart the service: its client inventory starts empty. The move must not look complete
+    // until the client reports again, now with its group on west.
+    e.restart().await;
+    assert_eq!(
+        e.version().await,
+        v2,
+        "the route change survived the restart"
+    );
+    assert_eq!(e.route(&t).await.0, "west");
+    e.report(v2, &t, "west", "west").await;
+    next(&mut lines, &mut seen, "complete in").await;
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{seen:?}");
+    let all = seen.join("\n");
+    // Completed on the client's new report, not on the empty inventory after the restart.
+    assert!(!all.contains("0/0"), "{all}");
+    assert!(
+        all.contains("producers switched 1/1 · consumer groups drained 1/1"),
+        "{all}"
+    );
     e.svc.shutdown().await.unwrap();
 }
