@@ -425,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &mut meta,
                     &plan,
                     Duration::from_secs(timeout_secs),
+                    movetopic::MISSING_CLIENT_GRACE,
                     |p| println!("[{:>6.1}s] {}", started.elapsed().as_secs_f64(), p.line()),
                 )
                 .await?;

@@ -38,9 +38,10 @@ use switchyard_proto::v1::{
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long `wait` keeps counting a client that no longer appears in the inventory (longer
-/// than the service's default 30 s client lease and the SDK's 10 s report interval).
-const MISSING_GRACE: Duration = Duration::from_secs(45);
+/// Default for how long [`wait`] keeps counting a client that no longer appears in the
+/// inventory: longer than the SDK's 10 s report interval, so a service restart (which empties
+/// the inventory) cannot make a move look complete before its clients reported again.
+pub const MISSING_CLIENT_GRACE: Duration = Duration::from_secs(15);
 
 /// What to move where.
 #[derive(Debug, Clone, Default)]
@@ -451,12 +452,14 @@ pub struct Completion {
 }
 
 /// Follows the clients until the move of `plan` is complete or `timeout` passes; calls
-/// `on_progress` whenever the summary changes.
+/// `on_progress` whenever the summary changes. A client missing from the inventory keeps its
+/// last report for `missing_grace` (see [`MISSING_CLIENT_GRACE`]).
 pub async fn wait(
     admin: &mut Admin,
     meta: &mut Meta,
     plan: &MovePlan,
     timeout: Duration,
+    missing_grace: Duration,
     mut on_progress: impl FnMut(&Progress),
 ) -> anyhow::Result<Completion> {
     let snap = meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner();
@@ -485,8 +488,9 @@ pub async fn wait(
                 }
                 // A client that stops appearing keeps its last report for a while: after a
                 // config service restart the inventory is empty until clients report again,
-                // and a move must not look complete meanwhile.
-                seen.retain(|_, (_, t)| t.elapsed() < MISSING_GRACE);
+                // and a move must not look complete meanwhile. (A client that died is listed by
+                // the service until its lease ends, then for `missing_grace` more here.)
+                seen.retain(|_, (_, t)| t.elapsed() < missing_grace);
                 summarise(seen.values().map(|(c, _)| c), plan)
             }
             Err(e) => {
