@@ -397,11 +397,6 @@ async fn list_clients(admin: &mut Admin) -> anyhow::Result<Vec<ClientStatus>> {
     Ok(l.clients.into_iter().filter_map(|c| c.status).collect())
 }
 
-/// Reads the clients' reports and summarises how far the move of `plan` has got.
-pub async fn progress(admin: &mut Admin, plan: &MovePlan) -> anyhow::Result<Progress> {
-    Ok(summarise(list_clients(admin).await?.iter(), plan))
-}
-
 /// How far the move of `plan` has got according to these client reports.
 pub fn summarise<'a>(clients: impl Iterator<Item = &'a ClientStatus>, plan: &MovePlan) -> Progress {
     let mut p = Progress::default();

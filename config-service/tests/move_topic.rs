@@ -127,7 +127,8 @@ async fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String>
 }
 
 struct Env {
-    svc: switchyard_config::RunningServer,
+    /// None only while restarting.
+    svc: Option<switchyard_config::RunningServer>,
     cfg: ServerConfig,
     admin: client::AdminClient,
     meta: client::MetadataClient,
@@ -169,7 +170,7 @@ async fn env_with(store: StoreConfig) -> Env {
         .await
         .unwrap();
     Env {
-        svc,
+        svc: Some(svc),
         cfg,
         admin,
         meta,
@@ -181,34 +182,46 @@ async fn env_with(store: StoreConfig) -> Env {
 impl Env {
     /// Stops the service and starts it again on the same address and store.
     async fn restart(&mut self) {
+        self.stop().await;
         let cfg = self.cfg.clone();
-        let old = std::mem::replace(
-            &mut self.svc,
-            // A placeholder is not possible: start the new one only after the old one is down.
-            {
-                let tmp = ServerConfig {
-                    listen: "127.0.0.1:0".parse().unwrap(),
-                    store: StoreConfig::Memory,
-                    ..Default::default()
-                };
-                switchyard_config::start(tmp).await.unwrap()
-            },
-        );
-        old.shutdown().await.unwrap();
-        let placeholder = std::mem::replace(
-            &mut self.svc,
-            tokio::time::timeout(LIMIT, async {
-                loop {
-                    match switchyard_config::start(cfg.clone()).await {
-                        Ok(s) => return s,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
+        let svc = tokio::time::timeout(LIMIT, async {
+            loop {
+                match switchyard_config::start(cfg.clone()).await {
+                    Ok(s) => return s,
+                    // The old listener's address may take a moment to be free again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-            })
-            .await
-            .expect("the service starts again on its address"),
-        );
-        placeholder.shutdown().await.unwrap();
+            }
+        })
+        .await
+        .expect("the service starts again on its address");
+        self.svc = Some(svc);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(svc) = self.svc.take() {
+            svc.shutdown().await.unwrap();
+        }
+    }
+
+    /// Starts `move-topic T --to west --wait` with its output piped.
+    fn spawn_move_and_wait(&self, t: &str) -> (tokio::process::Child, Lines) {
+        let mut child = self
+            .cli(&[
+                "move-topic",
+                t,
+                "--to",
+                "west",
+                "--wait",
+                "--timeout-secs",
+                "60",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
     }
 
     async fn version(&mut self) -> u64 {
@@ -324,21 +337,7 @@ async fn move_topic_creates_the_destination_switches_and_follows_the_clients() {
     // A client that produces and consumes the topic on east.
     e.report(v1, &t, "east", "east").await;
 
-    let mut child = e
-        .cli(&[
-            "move-topic",
-            &t,
-            "--to",
-            "west",
-            "--wait",
-            "--timeout-secs",
-            "60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = e.spawn_move_and_wait(&t);
     let mut seen = Vec::new();
     // The route changes first.
     let v2 = tokio::time::timeout(LIMIT, async {
@@ -401,7 +400,7 @@ async fn move_topic_creates_the_destination_switches_and_follows_the_clients() {
         all.contains("2 record(s) reached east/"),
         "late writes are reported: {all}"
     );
-    e.svc.shutdown().await.unwrap();
+    e.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,7 +491,7 @@ async fn bad_moves_are_refused_and_change_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(e.route(&t).await, ("west".to_string(), full.clone()));
-    e.svc.shutdown().await.unwrap();
+    e.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,21 +505,7 @@ async fn a_move_completes_across_a_config_service_restart() {
     create_topic(&e.east, &t, 3, None).await;
     let v1 = e.add_topic(&t, 3).await;
     e.report(v1, &t, "east", "east").await;
-    let mut child = e
-        .cli(&[
-            "move-topic",
-            &t,
-            "--to",
-            "west",
-            "--wait",
-            "--timeout-secs",
-            "60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = e.spawn_move_and_wait(&t);
     let mut seen = Vec::new();
     next(&mut lines, &mut seen, "producers switched 0/1").await;
     let v2 = e.version().await;
@@ -550,5 +535,5 @@ async fn a_move_completes_across_a_config_service_restart() {
         all.contains("producers switched 1/1 · consumer groups drained 1/1"),
         "{all}"
     );
-    e.svc.shutdown().await.unwrap();
+    e.stop().await;
 }
