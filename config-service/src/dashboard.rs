@@ -494,13 +494,21 @@ async fn api_history(
     )
 }
 
-/// Migrations (none until the migration coordinator exists).
+/// Migrations, newest first, with their phase and progress.
 async fn api_migrations(
     State(s): State<AdminHttp>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     s.check_token(&headers)?;
-    Ok(Json(json!({ "supported": false, "migrations": [] })).into_response())
+    let list = match s.svc.coordinator() {
+        Some(c) => c
+            .list(&switchyard_proto::v1::ListMigrationsRequest::default())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut v = crate::output::migrations_json(&list);
+    v["supported"] = json!(true);
+    Ok(Json(v).into_response())
 }
 
 struct StreamState {

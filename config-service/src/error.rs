@@ -25,6 +25,13 @@ pub enum ServiceError {
     /// A version that is not retained.
     #[error("{0}")]
     NotFound(String),
+    /// The request is well formed but the system is not in a state that allows it (a
+    /// migration in the wrong phase, a destination topic that does not fit).
+    #[error("{0}")]
+    Precondition(String),
+    /// A dependency (a Kafka cluster) could not be reached or refused; worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else; logged, never shown to the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -46,6 +53,8 @@ impl From<ServiceError> for Status {
             ServiceError::Invalid(v) => Status::invalid_argument(v.to_string()),
             e @ ServiceError::Conflict { .. } => Status::failed_precondition(e.to_string()),
             ServiceError::NotFound(m) => Status::not_found(m),
+            ServiceError::Precondition(m) => Status::failed_precondition(m),
+            ServiceError::Unavailable(m) => Status::unavailable(m),
             ServiceError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error; see the config service logs")

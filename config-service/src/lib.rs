@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod error;
 pub mod hub;
 pub mod metrics;
+pub mod migration;
 pub mod movetopic;
 pub mod output;
 pub mod server;

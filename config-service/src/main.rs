@@ -10,11 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard_config::client::{self, BearerToken};
 use switchyard_config::desired::DesiredState;
 use switchyard_config::{ServerConfig, StoreConfig};
-use switchyard_config::{movetopic, output};
+use switchyard_config::{migration, output};
 use switchyard_proto::state::State;
 use switchyard_proto::v1::{
     ApplyRequest, GetHistoryRequest, GetSnapshotRequest, GetVersionRequest, ListClientsRequest,
-    RollbackRequest,
+    ListMigrationsRequest, MigrationPhase, MigrationRef, RollbackRequest, StartMigrationRequest,
 };
 
 #[derive(Parser, Debug)]
@@ -93,22 +93,26 @@ enum Cmd {
         #[arg(short = 'm', long, default_value = "")]
         comment: String,
     },
-    /// Move a logical topic to another cluster under live traffic: create (or check) the
-    /// destination, re-route, and with --wait follow producers switching and consumer groups
-    /// draining until the move is complete.
+    /// Move a logical topic to another cluster under live traffic. The config service
+    /// coordinates the migration (PREPARE → SWITCH → SEALED → DRAIN → COMPLETE): it creates or
+    /// checks the destination, re-routes the topic, seals the source once every producer
+    /// switched and completes once every consumer group drained. `--wait` shows its progress.
+    /// `--abort ID` routes the topic back (until the seal); `--advance ID` forces the next
+    /// phase (seal now / complete now).
     MoveTopic {
         /// The logical topic.
-        topic: String,
+        #[arg(required_unless_present_any = ["abort", "advance"])]
+        topic: Option<String>,
         /// Destination cluster.
-        #[arg(long = "to")]
-        to: String,
+        #[arg(long = "to", required_unless_present_any = ["abort", "advance"])]
+        to: Option<String>,
         /// Destination physical topic (default: the current physical name).
         #[arg(long)]
         to_topic: Option<String>,
-        /// Follow the move until every producer has switched and every consumer group drained.
+        /// Follow the migration until it is complete (or aborted).
         #[arg(long)]
         wait: bool,
-        /// Give up waiting after this many seconds (the route change stays applied).
+        /// Give up waiting after this many seconds (the migration goes on in the service).
         #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout_secs: u64,
         /// Accept a destination whose partition count differs (per-key order is lost).
@@ -117,12 +121,31 @@ enum Cmd {
         /// Accept a destination topic that already holds records.
         #[arg(long)]
         allow_nonempty_destination: bool,
-        /// Check everything and show the change; create nothing, change nothing.
+        /// Check everything and show the plan; create nothing, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Route the topic of migration ID back to its source (allowed until the seal).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["topic", "to", "advance", "dry_run"])]
+        abort: Option<String>,
+        /// Force migration ID on: seal without waiting for every producer (SWITCH), or complete
+        /// without waiting for every consumer group (DRAIN).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["topic", "to", "dry_run"])]
+        advance: Option<String>,
         /// Why (recorded in history).
         #[arg(short = 'm', long, default_value = "")]
         comment: String,
+    },
+    /// Topic migrations, newest first.
+    Migrations {
+        /// Only migrations still running.
+        #[arg(long)]
+        active: bool,
+        /// Only this migration.
+        #[arg(long)]
+        id: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: Format,
     },
     /// SDK clients currently reporting, with their applied versions.
     Clients {
@@ -372,75 +395,129 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             allow_partition_mismatch,
             allow_nonempty_destination,
             dry_run,
+            abort,
+            advance,
             comment,
         } => {
-            let req = movetopic::MoveRequest {
-                topic,
-                to_cluster: to,
-                to_topic,
-                allow_partition_mismatch,
-                allow_nonempty_destination,
-                dry_run,
-                author: author(),
-                comment,
-            };
-            let plan = movetopic::prepare_and_switch(&mut admin, &mut meta, &req).await?;
-            println!(
-                "{}: {}/{} -> {}/{} ({} partitions{}{})",
-                plan.topic,
-                plan.from_cluster,
-                plan.from_physical,
-                plan.to_cluster,
-                plan.to_physical,
-                plan.partitions,
-                if plan.created {
-                    ", destination created"
-                } else if dry_run {
-                    ""
-                } else {
-                    ", destination existed"
-                },
-                if plan.configs.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", configs {}",
-                        plan.configs
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    )
-                }
-            );
-            if dry_run {
-                println!("dry run: checked; nothing created or changed");
+            let m = if let Some(id) = abort {
+                let m = admin
+                    .abort_migration(MigrationRef {
+                        id,
+                        author: author(),
+                        comment,
+                    })
+                    .await?
+                    .into_inner();
+                println!(
+                    "{}: aborted; {} routed back to {}/{} (version {})",
+                    m.id, m.topic, m.from_cluster, m.from_physical, m.abort_version
+                );
                 return Ok(());
-            }
-            println!("switched: version {}", plan.version);
+            } else if let Some(id) = advance {
+                let m = admin
+                    .advance_migration(MigrationRef {
+                        id,
+                        author: author(),
+                        comment,
+                    })
+                    .await?
+                    .into_inner();
+                println!("{}: {}", m.id, migration::progress_line(&m));
+                m
+            } else {
+                let m = admin
+                    .start_migration(StartMigrationRequest {
+                        topic: topic.unwrap_or_default(),
+                        to_cluster: to.unwrap_or_default(),
+                        to_topic: to_topic.unwrap_or_default(),
+                        allow_partition_mismatch,
+                        allow_nonempty_destination,
+                        dry_run,
+                        author: author(),
+                        comment,
+                    })
+                    .await?
+                    .into_inner();
+                println!("{}", output::migration_plan(&m, dry_run));
+                if dry_run {
+                    println!("dry run: checked; nothing created or changed");
+                    return Ok(());
+                }
+                println!("switched: version {}", m.switch_version);
+                m
+            };
             if wait {
                 let started = std::time::Instant::now();
-                let done = movetopic::wait(
-                    &mut admin,
-                    &mut meta,
-                    &plan,
-                    Duration::from_secs(timeout_secs),
-                    movetopic::MISSING_CLIENT_GRACE,
-                    |p| println!("[{:>6.1}s] {}", started.elapsed().as_secs_f64(), p.line()),
-                )
-                .await?;
-                println!(
-                    "complete in {:.1}s: sealed source end offsets {:?}",
-                    started.elapsed().as_secs_f64(),
-                    done.sealed
-                );
-                if done.late_writes > 0 {
-                    println!(
-                        "warning: {} record(s) reached {}/{} after the seal (a producer that had not \
-                         switched); consumers still draining the source read them",
-                        done.late_writes, plan.from_cluster, plan.from_physical
-                    );
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                let done =
+                    migration::wait(&mut admin, &m.id, Duration::from_secs(timeout_secs), |m| {
+                        let line = format!(
+                            "[{:>6.1}s] {}",
+                            started.elapsed().as_secs_f64(),
+                            migration::progress_line(m)
+                        );
+                        if tty {
+                            print!("\r\x1b[2K{line}");
+                            let _ = std::io::Write::flush(&mut std::io::stdout());
+                        } else {
+                            println!("{line}");
+                        }
+                    })
+                    .await;
+                if tty {
+                    println!();
                 }
+                let done = done?;
+                match MigrationPhase::try_from(done.phase) {
+                    Ok(MigrationPhase::Complete) => {
+                        println!(
+                            "complete in {:.1}s: sealed source end offsets {:?}{}",
+                            started.elapsed().as_secs_f64(),
+                            done.sealed_offsets,
+                            if done.forced {
+                                " (forced by an operator)"
+                            } else {
+                                ""
+                            }
+                        );
+                        if done.late_writes > 0 {
+                            println!(
+                                "warning: {} record(s) reached {}/{} after the seal (a producer \
+                                 that had not switched); they stay in the source topic",
+                                done.late_writes, done.from_cluster, done.from_physical
+                            );
+                        }
+                    }
+                    _ => anyhow::bail!(
+                        "migration {} ended {}",
+                        done.id,
+                        migration::progress_line(&done)
+                    ),
+                }
+            }
+        }
+        Cmd::Migrations {
+            active,
+            id,
+            output: fmt,
+        } => {
+            let l = admin
+                .list_migrations(ListMigrationsRequest {
+                    id: id.unwrap_or_default(),
+                    active_only: active,
+                })
+                .await?
+                .into_inner();
+            match fmt {
+                Format::Table => print!("{}", output::migrations(&l.migrations)),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output::migrations_json(&l.migrations))?
+                ),
+                Format::Yaml => print!(
+                    "{}",
+                    serde_yaml_ng::to_string(&output::migrations_json(&l.migrations))?
+                ),
             }
         }
         Cmd::Clients { app, output: fmt } => {
@@ -513,6 +590,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         client_lease: Duration::from_secs(args.client_lease_secs),
         shutdown_grace: Duration::from_secs(10),
         admin_listen: args.admin_listen,
+        migrations: Default::default(),
     };
     let server = switchyard_config::start(cfg).await?;
     // Install the handlers before announcing readiness: a SIGTERM right after the line below must

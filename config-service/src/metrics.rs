@@ -24,7 +24,8 @@ use crate::service::ConfigService;
 /// Content type of [`Metrics::render`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Migration phases reported by `switchyard_migrations` (all zero until migrations exist).
+/// Migration phases reported by `switchyard_migrations` (migrations the coordinator keeps, by
+/// phase).
 pub const MIGRATION_PHASES: [&str; 6] = [
     "prepare", "switch", "sealed", "drain", "complete", "aborted",
 ];
@@ -176,6 +177,15 @@ impl Metrics {
             self.clients
                 .with_label_values(&[app.as_str(), if behind { "true" } else { "false" }])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Some(c) = svc.coordinator() {
+            let counts = c.counts();
+            for p in MIGRATION_PHASES {
+                let n = counts.get(p).copied().unwrap_or(0);
+                self.migrations
+                    .with_label_values(&[p])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 use switchyard_proto::state::State;
 use switchyard_proto::v1::{
-    ClusterState, DiffAction, DiffEntry, GetHistoryResponse, ListClientsResponse, QuotaPolicy,
+    ClusterState, DiffAction, DiffEntry, GetHistoryResponse, ListClientsResponse, Migration,
+    MigrationPhase, QuotaPolicy,
 };
 
 use crate::desired::DesiredState;
@@ -371,5 +372,94 @@ pub fn clients_json(l: &ListClientsResponse) -> Value {
                 "producing": ep(&s.producing), "consuming": ep(&s.consuming),
             }))
         }).collect::<Vec<_>>(),
+    })
+}
+
+/// One line describing a migration's plan (what moves where, what was created).
+pub fn migration_plan(m: &Migration, dry_run: bool) -> String {
+    let mut configs: Vec<String> = m.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    configs.sort();
+    format!(
+        "{}{}: {}/{} -> {}/{} ({} partitions{}{})",
+        if m.id.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", m.id)
+        },
+        m.topic,
+        m.from_cluster,
+        m.from_physical,
+        m.to_cluster,
+        m.to_physical,
+        m.partitions,
+        if m.created_destination {
+            ", destination created"
+        } else if dry_run {
+            ""
+        } else {
+            ", destination existed"
+        },
+        if configs.is_empty() {
+            String::new()
+        } else {
+            format!(", configs {}", configs.join(","))
+        }
+    )
+}
+
+fn phase_of(m: &Migration) -> &'static str {
+    crate::migration::phase_name(MigrationPhase::try_from(m.phase).unwrap_or_default())
+}
+
+/// Migrations table.
+pub fn migrations(l: &[Migration]) -> String {
+    let rows: Vec<Vec<String>> = l
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.topic.clone(),
+                format!("{}/{}", m.from_cluster, m.from_physical),
+                format!("{}/{}", m.to_cluster, m.to_physical),
+                phase_of(m).to_uppercase(),
+                format!("{}/{}", m.producers_switched, m.producers),
+                format!(
+                    "{}/{}",
+                    m.groups.len() - m.groups_draining.len(),
+                    m.groups.len()
+                ),
+                m.late_writes.to_string(),
+                m.note.clone(),
+            ]
+        })
+        .collect();
+    let mut out = render(
+        &[
+            "ID", "TOPIC", "FROM", "TO", "PHASE", "SWITCHED", "DRAINED", "LATE", "NOTE",
+        ],
+        &rows,
+    );
+    let _ = writeln!(out, "{} migrations", rows.len());
+    out
+}
+
+/// Migrations as JSON.
+pub fn migrations_json(l: &[Migration]) -> Value {
+    json!({
+        "migrations": l.iter().map(|m| json!({
+            "id": m.id, "topic": m.topic, "phase": phase_of(m),
+            "from": {"cluster": m.from_cluster, "topic": m.from_physical},
+            "to": {"cluster": m.to_cluster, "topic": m.to_physical},
+            "partitions": m.partitions, "created_destination": m.created_destination,
+            "destination_start_offsets": m.destination_start_offsets,
+            "sealed_offsets": m.sealed_offsets, "switch_version": m.switch_version,
+            "abort_version": m.abort_version, "late_writes": m.late_writes,
+            "producers": m.producers, "producers_switched": m.producers_switched,
+            "groups": m.groups, "groups_draining": m.groups_draining,
+            "clients_behind": m.clients_behind, "forced": m.forced, "note": m.note,
+            "author": m.author, "comment": m.comment,
+            "created_unix_ms": m.created_unix_ms, "switched_unix_ms": m.switched_unix_ms,
+            "sealed_unix_ms": m.sealed_unix_ms, "finished_unix_ms": m.finished_unix_ms,
+        })).collect::<Vec<_>>(),
     })
 }

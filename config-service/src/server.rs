@@ -19,6 +19,7 @@ use crate::clients::Clients;
 use crate::dashboard::{self, AdminHttp};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::migration::{Coordinator, MigrationConfig, Persist};
 use crate::service::ConfigService;
 use crate::store::{FileStore, MemoryStore, Store};
 
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     /// Address of the admin HTTP port (`/metrics`, the dashboard); `None` serves none. Without
     /// an admin token it must be a loopback address.
     pub admin_listen: Option<SocketAddr>,
+    /// How the migration coordinator runs.
+    pub migrations: MigrationConfig,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             client_lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             admin_listen: None,
+            migrations: MigrationConfig::default(),
         }
     }
 }
@@ -209,6 +213,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let hub = Arc::new(Hub::new(shutdown_rx.clone()).with_metrics(metrics.hub_metrics()));
     let clients = Arc::new(Clients::new(cfg.client_lease));
     let service = ConfigService::new(store, hub, clients);
+    let persist = match &cfg.store {
+        StoreConfig::Memory => Persist::Memory,
+        StoreConfig::File { dir } => Persist::File(dir.join("migrations.pb")),
+    };
+    let coordinator = Coordinator::open(service.clone(), persist, cfg.migrations.clone())
+        .context("could not load the migrations")?;
+    service.set_coordinator(Some(coordinator.clone()));
+    tokio::spawn(coordinator.run(shutdown_rx.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -13,7 +13,8 @@ use switchyard_proto::v1::admin_service_server::AdminService;
 use switchyard_proto::v1::{
     ApplyRequest, ApplyResponse, DiffAction, GetHistoryRequest, GetHistoryResponse,
     GetSnapshotRequest, GetVersionRequest, HistoryEntry, ListClientsRequest, ListClientsResponse,
-    ReportStatusRequest, ReportStatusResponse, RollbackRequest, Snapshot, WatchRequest,
+    ListMigrationsRequest, ListMigrationsResponse, Migration, MigrationRef, ReportStatusRequest,
+    ReportStatusResponse, RollbackRequest, Snapshot, StartMigrationRequest, WatchRequest,
 };
 use switchyard_proto::validate::{self, Errors, ValidationError};
 use tonic::{Request, Response, Status};
@@ -21,6 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::clients::{Clients, unix_ms};
 use crate::error::ServiceError;
 use crate::hub::Hub;
+use crate::migration::Coordinator;
 use crate::store::Store;
 
 /// Default and largest page of history.
@@ -35,6 +37,8 @@ pub struct ConfigService {
     clients: Arc<Clients>,
     /// Serializes writers so versions are committed and published in order.
     write: Arc<tokio::sync::Mutex<()>>,
+    /// The migration coordinator, once the server wiring has started it.
+    migrations: crate::migration::Slot,
 }
 
 impl std::fmt::Debug for ConfigService {
@@ -54,7 +58,24 @@ impl ConfigService {
             hub,
             clients,
             write: Arc::new(tokio::sync::Mutex::new(())),
+            migrations: Arc::default(),
         }
+    }
+
+    /// Installs (or, at shutdown, removes) the migration coordinator.
+    pub fn set_coordinator(&self, c: Option<Arc<Coordinator>>) {
+        *self.migrations.write() = c;
+    }
+
+    /// The migration coordinator, if one runs.
+    pub fn coordinator(&self) -> Option<Arc<Coordinator>> {
+        self.migrations.read().clone()
+    }
+
+    fn coord(&self) -> Result<Arc<Coordinator>, ServiceError> {
+        self.coordinator().ok_or_else(|| {
+            ServiceError::Internal("the migration coordinator is not running".into())
+        })
     }
 
     /// The watch hub.
@@ -310,6 +331,37 @@ impl MetadataService for ConfigService {
 
 #[tonic::async_trait]
 impl AdminService for ConfigService {
+    async fn start_migration(
+        &self,
+        req: Request<StartMigrationRequest>,
+    ) -> Result<Response<Migration>, Status> {
+        Ok(Response::new(self.coord()?.start(req.into_inner()).await?))
+    }
+
+    async fn advance_migration(
+        &self,
+        req: Request<MigrationRef>,
+    ) -> Result<Response<Migration>, Status> {
+        Ok(Response::new(
+            self.coord()?.advance(req.into_inner()).await?,
+        ))
+    }
+
+    async fn abort_migration(
+        &self,
+        req: Request<MigrationRef>,
+    ) -> Result<Response<Migration>, Status> {
+        Ok(Response::new(self.coord()?.abort(req.into_inner()).await?))
+    }
+
+    async fn list_migrations(
+        &self,
+        req: Request<ListMigrationsRequest>,
+    ) -> Result<Response<ListMigrationsResponse>, Status> {
+        let migrations = self.coord()?.list(&req.into_inner())?;
+        Ok(Response::new(ListMigrationsResponse { migrations }))
+    }
+
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         Ok(Response::new(
             ConfigService::apply(self, req.into_inner()).await?,

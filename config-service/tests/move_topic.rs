@@ -1,8 +1,10 @@
-//! `switchyard move-topic` against a real config service and two real Kafka clusters
-//! (`SWITCHYARD_KAFKA_CLUSTERS="host:port;host:port"`, started by scripts/test.sh): the
-//! destination is created like the source, the route changes in one version, `--wait` follows
-//! the clients' reports (a client reporting over the real gRPC API), and bad moves are refused
-//! with a precise message and change nothing.
+//! Topic migrations (`switchyard move-topic`, the service's coordinator) against a real config
+//! service and two real Kafka clusters (`SWITCHYARD_KAFKA_CLUSTERS="host:port;host:port"`,
+//! started by scripts/test.sh): the destination is created like the source, the route changes
+//! in one version, the coordinator follows the clients' reports (a client reporting over the
+//! real gRPC API) through SWITCH, SEALED and DRAIN to COMPLETE, resumes after a restart, can be
+//! aborted before the seal and forced by an operator, and bad moves are refused with a precise
+//! message and change nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,11 +14,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use switchyard_config::client::{self, BearerToken};
+use switchyard_config::migration::MigrationConfig;
 use switchyard_config::{ServerConfig, StoreConfig};
 use switchyard_proto::v1::change::Op;
 use switchyard_proto::v1::{
     ApplyRequest, Change, ClientEndpoint, ClientStatus, Cluster, GetSnapshotRequest,
-    ReportStatusRequest, Topic,
+    ListMigrationsRequest, Migration, MigrationPhase, ReportStatusRequest, StartMigrationRequest,
+    Topic,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -137,14 +141,19 @@ struct Env {
 }
 
 async fn env() -> Env {
-    env_with(StoreConfig::Memory).await
+    env_with(StoreConfig::Memory, Duration::ZERO).await
 }
 
-async fn env_with(store: StoreConfig) -> Env {
+/// A service whose coordinator advances nothing during its first `grace`.
+async fn env_with(store: StoreConfig, grace: Duration) -> Env {
     let (east, west) = kafka();
     let mut cfg = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         store,
+        migrations: MigrationConfig {
+            client_grace: grace,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let svc = switchyard_config::start(cfg.clone()).await.unwrap();
@@ -379,7 +388,7 @@ async fn move_topic_creates_the_destination_switches_and_follows_the_clients() {
     next(
         &mut lines,
         &mut seen,
-        "producers switched 1/1 · consumer groups drained 0/1 (draining: orders-readers)",
+        "DRAIN: producers switched 1/1 · consumer groups drained 0/1 (draining: orders-readers)",
     )
     .await;
     // A write that reaches the source after the seal is reported.
@@ -426,7 +435,7 @@ async fn bad_moves_are_refused_and_change_nothing() {
     .await;
     e.refused(
         &["move-topic", &t, "--to", "west", "--to-topic", "bad name!"],
-        "--to-topic",
+        "to_topic",
     )
     .await;
     // A destination with another partition count.
@@ -497,9 +506,13 @@ async fn bad_moves_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_completes_across_a_config_service_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut e = env_with(StoreConfig::File {
-        dir: dir.path().to_path_buf(),
-    })
+    let grace = Duration::from_secs(2);
+    let mut e = env_with(
+        StoreConfig::File {
+            dir: dir.path().to_path_buf(),
+        },
+        grace,
+    )
     .await;
     let t = fresh("restart");
     create_topic(&e.east, &t, 3, None).await;
@@ -511,7 +524,7 @@ async fn a_move_completes_across_a_config_service_restart() {
     let v2 = e.version().await;
     assert_eq!(e.route(&t).await.0, "west");
     e.report(v2, &t, "west", "east").await;
-    next(&mut lines, &mut seen, "producers switched 1/1").await;
+    next(&mut lines, &mut seen, "DRAIN: producers switched 1/1").await;
     // Restart the service: its client inventory starts empty. The move must not look complete
     // until the client reports again, now with its group on west.
     e.restart().await;
@@ -535,5 +548,187 @@ async fn a_move_completes_across_a_config_service_restart() {
         all.contains("producers switched 1/1 · consumer groups drained 1/1"),
         "{all}"
     );
+    e.stop().await;
+}
+
+impl Env {
+    async fn start_migration(&mut self, t: &str) -> Migration {
+        self.admin
+            .start_migration(StartMigrationRequest {
+                topic: t.into(),
+                to_cluster: "west".into(),
+                author: "move-test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("the migration starts")
+            .into_inner()
+    }
+
+    async fn migration(&mut self, id: &str) -> Migration {
+        self.admin
+            .list_migrations(ListMigrationsRequest {
+                id: id.into(),
+                active_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .migrations
+            .remove(0)
+    }
+
+    /// Polls migration `id` until `pred` holds.
+    async fn until(
+        &mut self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&Migration) -> bool,
+    ) -> Migration {
+        let r = tokio::time::timeout(LIMIT, async {
+            loop {
+                let m = self.migration(id).await;
+                if pred(&m) {
+                    return m;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        match r {
+            Ok(m) => m,
+            Err(_) => panic!(
+                "{what}: not within {LIMIT:?}: {:?}",
+                self.migration(id).await
+            ),
+        }
+    }
+
+    async fn cli_ok(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(LIMIT, self.cli(args).output())
+            .await
+            .expect("the CLI answers in time")
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn phase(m: &Migration) -> MigrationPhase {
+    MigrationPhase::try_from(m.phase).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_aborted_before_the_seal_routes_the_topic_back() {
+    let mut e = env().await;
+    let t = fresh("abort");
+    create_topic(&e.east, &t, 3, None).await;
+    let v1 = e.add_topic(&t, 3).await;
+    // A producer that has not switched keeps the migration in SWITCH.
+    e.report(v1, &t, "east", "east").await;
+    let m = e.start_migration(&t).await;
+    assert_eq!(phase(&m), MigrationPhase::Switch);
+    assert_eq!(e.route(&t).await.0, "west");
+    let m = e
+        .until(&m.id, "the coordinator sees the producer", |m| {
+            m.producers == 1
+        })
+        .await;
+    assert_eq!(phase(&m), MigrationPhase::Switch, "{m:?}");
+    assert!(
+        m.note.contains("fake-1"),
+        "the note names the producer: {m:?}"
+    );
+
+    // One migration per topic at a time.
+    let err = e
+        .admin
+        .start_migration(StartMigrationRequest {
+            topic: t.clone(),
+            to_cluster: "west".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains(&m.id), "{}", err.message());
+
+    let out = e.cli_ok(&["move-topic", "--abort", &m.id]).await;
+    assert!(out.contains("aborted"), "{out}");
+    assert_eq!(e.route(&t).await, ("east".to_string(), t.clone()));
+    let m = e.migration(&m.id).await;
+    assert_eq!(phase(&m), MigrationPhase::Aborted);
+    assert_eq!(m.abort_version, e.version().await);
+    // Nothing to abort or advance any more.
+    e.refused(
+        &["move-topic", "--abort", &m.id],
+        "abort is allowed until the seal",
+    )
+    .await;
+    e.refused(&["move-topic", "--advance", &m.id], "can be advanced")
+        .await;
+    e.refused(
+        &["move-topic", "--abort", "mig-nope"],
+        "no migration with id",
+    )
+    .await;
+    let listed = e.cli_ok(&["migrations", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let row = v["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == m.id.as_str())
+        .expect("listed");
+    assert_eq!(row["phase"], "aborted");
+    // After the abort the topic can be moved again.
+    let again = e.start_migration(&t).await;
+    assert_eq!(phase(&again), MigrationPhase::Switch);
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_forces_the_seal_and_late_writes_are_counted() {
+    let mut e = env().await;
+    let t = fresh("force");
+    create_topic(&e.east, &t, 3, None).await;
+    produce(&e.east, &t, Some(4)).await;
+    let v1 = e.add_topic(&t, 3).await;
+    // A producer cut off from the service: it never applies the new route.
+    e.report(v1, &t, "east", "east").await;
+    let m = e.start_migration(&t).await;
+    e.until(&m.id, "the coordinator sees the producer", |m| {
+        m.producers == 1
+    })
+    .await;
+    let out = e.cli_ok(&["move-topic", "--advance", &m.id]).await;
+    assert!(out.contains("SEALED") || out.contains("DRAIN"), "{out}");
+    let m = e
+        .until(&m.id, "drain", |m| phase(m) == MigrationPhase::Drain)
+        .await;
+    assert!(m.forced);
+    assert_eq!(m.sealed_offsets.iter().sum::<i64>(), 4, "{m:?}");
+    // The cut-off producer keeps writing to the source: counted as late writes.
+    produce(&e.east, &t, Some(3)).await;
+    let m = e
+        .until(&m.id, "late writes counted", |m| m.late_writes == 3)
+        .await;
+    assert_eq!(
+        phase(&m),
+        MigrationPhase::Drain,
+        "its group still reads the source"
+    );
+    let out = e
+        .cli_ok(&["move-topic", "--advance", &m.id, "--wait"])
+        .await;
+    assert!(out.contains("complete in"), "{out}");
+    assert!(out.contains("3 record(s) reached east/"), "{out}");
+    let m = e.migration(&m.id).await;
+    assert_eq!(phase(&m), MigrationPhase::Complete);
+    assert_eq!(m.late_writes, 3);
     e.stop().await;
 }

@@ -695,6 +695,10 @@ impl ConsumerInner {
     /// members left without topics. Synchronous, so a cancelled `recv` cannot cut it short.
     fn apply_drained(&self) {
         let finished = std::mem::take(&mut *self.drained.lock());
+        if !finished.is_empty() {
+            // The migration coordinator completes on the report that the source is left.
+            self.shared.report_soon();
+        }
         for (m, done) in finished {
             if !self.members.lock().contains_key(&m.id) {
                 continue;

@@ -722,6 +722,11 @@ impl ProducerInner {
         let n = switches.len() as u64;
         futures::future::join_all(switches).await;
         self.route_changes.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            // Acknowledge the switch to the migration coordinator without waiting a report
+            // interval.
+            self.shared.report_soon();
+        }
         self.collect_unused();
     }
 

@@ -164,9 +164,14 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let requested = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shared.report_requested() => true,
             _ = shutdown.wait_for(|v| *v) => return,
+        };
+        if requested {
+            // Let switches or drains finishing together go out in one report.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if !shared.has_config() {
             continue;

@@ -43,9 +43,21 @@ pub struct Shared {
     version_tx: watch::Sender<(u64, bool)>,
     cache: Option<SnapshotCache>,
     last_error: Mutex<Option<String>>,
+    /// Asks the status reporter to report now (a route switch or a drain finished: the
+    /// migration coordinator advances on these reports).
+    report_soon: tokio::sync::Notify,
 }
 
 impl Shared {
+    /// Asks for a status report now instead of at the next interval.
+    pub(crate) fn report_soon(&self) {
+        self.report_soon.notify_one();
+    }
+
+    pub(crate) async fn report_requested(&self) {
+        self.report_soon.notified().await;
+    }
+
     pub(crate) fn new(
         app: String,
         client_id: String,
@@ -64,6 +76,7 @@ impl Shared {
             version_tx,
             cache,
             last_error: Mutex::new(None),
+            report_soon: tokio::sync::Notify::new(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! A live move of a topic between two real Kafka clusters driven by the operator's
-//! `move-topic` (the library behind the CLI), with 4 producer processes' worth of SDK clients
+//! A live migration of a topic between two real Kafka clusters, coordinated by the config
+//! service (StartMigration, followed through ListMigrations), with 4 producer processes' worth of SDK clients
 //! and a consumer group of 3 SDK clients under keyed load: the destination is created, every
 //! producer switches, the group drains the source, and an independent reader and the consumers
 //! find every record exactly once, per key in order.
@@ -15,7 +15,8 @@ use common::*;
 use switchyard::{ConsumerOptions, Switchyard};
 use switchyard_config::StoreConfig;
 use switchyard_config::client::{self, BearerToken};
-use switchyard_config::movetopic::{self, MoveRequest};
+use switchyard_config::migration;
+use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
 use workload::*;
 
 const PARTITIONS: i32 = 6;
@@ -54,6 +55,10 @@ async fn scenario(kill_one: bool) {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: StoreConfig::Memory,
         client_lease: Duration::from_secs(3),
+        migrations: migration::MigrationConfig {
+            client_grace: Duration::ZERO,
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await
@@ -135,22 +140,19 @@ async fn scenario(kill_one: bool) {
     let ch = client::connect(&format!("http://{addr}"), None)
         .await
         .unwrap();
-    let mut a = client::admin(ch.clone(), BearerToken::default());
-    let mut m = client::metadata(ch, BearerToken::default());
+    let mut a = client::admin(ch, BearerToken::default());
     let moved_at = Instant::now();
-    let plan = movetopic::prepare_and_switch(
-        &mut a,
-        &mut m,
-        &MoveRequest {
+    let plan = a
+        .start_migration(StartMigrationRequest {
             topic: t.clone(),
             to_cluster: "west".into(),
             author: "migration-test".into(),
             ..Default::default()
-        },
-    )
-    .await
-    .expect("prepare and switch");
-    assert!(plan.created, "the destination is created");
+        })
+        .await
+        .expect("the migration starts")
+        .into_inner();
+    assert!(plan.created_destination, "the destination is created");
     const KILLED: usize = CONSUMERS - 1;
     if kill_one {
         // While the group drains east.
@@ -161,22 +163,27 @@ async fn scenario(kill_one: bool) {
     }
     assert_eq!(plan.partitions, PARTITIONS);
     let mut lines = Vec::new();
-    let done = movetopic::wait(
-        &mut a,
-        &mut m,
-        &plan,
-        Duration::from_secs(90),
-        Duration::from_secs(2),
-        |p| lines.push(format!("[{:.1?}] {}", moved_at.elapsed(), p.line())),
-    )
+    let done = migration::wait(&mut a, &plan.id, Duration::from_secs(90), |m| {
+        lines.push(format!(
+            "[{:.1?}] {}",
+            moved_at.elapsed(),
+            migration::progress_line(m)
+        ))
+    })
     .await
-    .unwrap_or_else(|e| panic!("the move did not complete: {e:#}; progress: {lines:#?}"));
+    .unwrap_or_else(|e| panic!("the migration did not finish: {e:#}; progress: {lines:#?}"));
     println!("migration progress:\n  {}", lines.join("\n  "));
-    assert_eq!(done.progress.producers, PRODUCERS);
-    assert_eq!(done.progress.producers_switched, PRODUCERS);
-    assert_eq!(done.progress.groups.len(), 1);
+    assert_eq!(
+        MigrationPhase::try_from(done.phase),
+        Ok(MigrationPhase::Complete),
+        "{lines:#?}"
+    );
+    assert!(!done.forced);
+    assert_eq!(done.producers as usize, PRODUCERS);
+    assert_eq!(done.producers_switched as usize, PRODUCERS);
+    assert_eq!(done.groups.len(), 1);
     assert!(
-        !lines.iter().any(|l| l.contains("0/0")),
+        !lines.iter().any(|l| l.contains("switched 0/0")),
         "the progress never lost sight of the clients: {lines:#?}"
     );
     assert_eq!(

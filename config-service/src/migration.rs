@@ -1,0 +1,846 @@
+//! The migration coordinator: moves a logical topic to another cluster under live traffic.
+//!
+//! A migration goes PREPARE → SWITCH → SEALED → DRAIN → COMPLETE (or ABORTED before the seal):
+//!
+//! 1. **PREPARE** — [`Coordinator::start`] checks the move, creates the destination topic with
+//!    the source's partition count and topic configs (or checks an existing one: same partition
+//!    count, empty), records the destination's end offsets, and persists the migration.
+//! 2. **SWITCH** — one compare-and-set write re-routes the topic. Every SDK producer holds new
+//!    sends to it, flushes what is in flight to the source, switches and releases the held sends
+//!    in order; it acknowledges by reporting the destination in its status.
+//! 3. **SEALED** — once every live producer of the topic reports the destination (or an
+//!    operator forces it with [`Coordinator::advance`]), the source's end offsets are recorded.
+//! 4. **DRAIN** — every SDK consumer group reads the source until the group has committed it to
+//!    the end before it reads the destination; it acknowledges by no longer reporting the source.
+//! 5. **COMPLETE** — every group drained (or the operator forced it). Records that reached the
+//!    source after the seal (a producer cut off from the service) are counted as late writes.
+//!
+//! The service drives each migration from the clients' status reports: a background task
+//! re-evaluates every active migration on each report and on a short tick. Every phase change
+//! is persisted before it is acted on (a file next to the version log for the file store), so a
+//! restarted service resumes where it stopped. After a (re)start the client inventory is empty
+//! until clients report again; no migration advances during the first `client_grace` of the
+//! service's life, so an empty inventory never looks like "every producer switched".
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prost::Message as _;
+use switchyard_proto::state::State;
+use switchyard_proto::v1::change::Op;
+use switchyard_proto::v1::{
+    ApplyRequest, Change, ClientStatus, Cluster, ListMigrationsRequest, Migration, MigrationLog,
+    MigrationPhase, MigrationRef, StartMigrationRequest,
+};
+use switchyard_proto::validate::{Errors, ValidationError};
+use tokio::sync::{Notify, watch};
+
+use crate::clients::unix_ms;
+use crate::error::ServiceError;
+use crate::movetopic::{self, Kafka, MoveError};
+use crate::service::ConfigService;
+
+/// Terminal migrations kept in the list (and the file) besides the active ones.
+const KEEP_FINISHED: usize = 200;
+
+/// How the coordinator runs.
+#[derive(Debug, Clone)]
+pub struct MigrationConfig {
+    /// No migration advances until the service has been up this long, so every live client
+    /// has reported at least once (longer than the SDK's status interval, 10 s by default).
+    pub client_grace: Duration,
+    /// How often active migrations are re-evaluated without a client report.
+    pub tick: Duration,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        Self {
+            client_grace: Duration::from_secs(15),
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Where migrations are persisted.
+#[derive(Debug, Clone)]
+pub enum Persist {
+    /// Nowhere (memory store).
+    Memory,
+    /// This file (replaced atomically on every change).
+    File(PathBuf),
+}
+
+/// The coordinator of one config service.
+pub struct Coordinator {
+    svc: ConfigService,
+    persist: Persist,
+    cfg: MigrationConfig,
+    started: Instant,
+    list: Mutex<BTreeMap<String, Migration>>,
+    /// Serialises phase changes (start, advance, abort, the background steps).
+    step: tokio::sync::Mutex<()>,
+    kafka: Mutex<BTreeMap<String, (Cluster, Kafka)>>,
+    wake: Notify,
+    changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("migrations", &self.list.lock().len())
+            .finish()
+    }
+}
+
+fn phase(m: &Migration) -> MigrationPhase {
+    MigrationPhase::try_from(m.phase).unwrap_or(MigrationPhase::Unspecified)
+}
+
+/// The phase's lower-case name (`switch`, `drain`…).
+pub fn phase_name(p: MigrationPhase) -> &'static str {
+    match p {
+        MigrationPhase::Unspecified => "unspecified",
+        MigrationPhase::Prepare => "prepare",
+        MigrationPhase::Switch => "switch",
+        MigrationPhase::Sealed => "sealed",
+        MigrationPhase::Drain => "drain",
+        MigrationPhase::Complete => "complete",
+        MigrationPhase::Aborted => "aborted",
+    }
+}
+
+/// Whether a migration in phase `p` still needs the coordinator.
+pub fn is_active(p: MigrationPhase) -> bool {
+    !matches!(
+        p,
+        MigrationPhase::Complete | MigrationPhase::Aborted | MigrationPhase::Unspecified
+    )
+}
+
+/// One line describing how far `m` has got.
+pub fn progress_line(m: &Migration) -> String {
+    let p = phase(m);
+    let mut s = format!(
+        "{}: producers switched {}/{} · consumer groups drained {}/{}",
+        phase_name(p).to_uppercase(),
+        m.producers_switched,
+        m.producers,
+        m.groups.len() - m.groups_draining.len(),
+        m.groups.len()
+    );
+    if !m.groups_draining.is_empty() {
+        s.push_str(&format!(" (draining: {})", m.groups_draining.join(", ")));
+    }
+    if m.clients_behind > 0 {
+        s.push_str(&format!(
+            " · {} client(s) not on the new version yet",
+            m.clients_behind
+        ));
+    }
+    if m.late_writes > 0 {
+        s.push_str(&format!(" · {} late write(s) to the source", m.late_writes));
+    }
+    if !m.note.is_empty() {
+        s.push_str(&format!(" · {}", m.note));
+    }
+    s
+}
+
+impl Coordinator {
+    /// A coordinator for `svc`, with the migrations persisted at `persist` loaded.
+    pub fn open(
+        svc: ConfigService,
+        persist: Persist,
+        cfg: MigrationConfig,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut list = BTreeMap::new();
+        if let Persist::File(path) = &persist {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let log = MigrationLog::decode(bytes.as_slice()).map_err(|e| {
+                        anyhow::anyhow!("{} is not a migrations file: {e}", path.display())
+                    })?;
+                    for m in log.migrations {
+                        list.insert(m.id.clone(), m);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(anyhow::anyhow!("cannot read {}: {e}", path.display()));
+                }
+            }
+        }
+        let active = list.values().filter(|m| is_active(phase(m))).count();
+        if active > 0 {
+            tracing::info!(active, "resuming migrations");
+        }
+        Ok(Arc::new(Self {
+            svc,
+            persist,
+            cfg,
+            started: Instant::now(),
+            list: Mutex::new(list),
+            step: tokio::sync::Mutex::new(()),
+            kafka: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            changes: watch::channel(0).0,
+        }))
+    }
+
+    /// Bumped on every change of any migration (phase or progress).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Migrations per phase name.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for m in self.list.lock().values() {
+            *out.entry(phase_name(phase(m))).or_default() += 1;
+        }
+        out
+    }
+
+    /// Migrations, newest first.
+    pub fn list(&self, req: &ListMigrationsRequest) -> Result<Vec<Migration>, ServiceError> {
+        let l = self.list.lock();
+        if !req.id.is_empty() {
+            return match l.get(&req.id) {
+                Some(m) => Ok(vec![m.clone()]),
+                None => Err(ServiceError::NotFound(format!(
+                    "no migration with id {:?}",
+                    req.id
+                ))),
+            };
+        }
+        let mut v: Vec<Migration> = l
+            .values()
+            .filter(|m| !req.active_only || is_active(phase(m)))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (b.created_unix_ms, &b.id).cmp(&(a.created_unix_ms, &a.id)));
+        Ok(v)
+    }
+
+    /// Runs until `shutdown`: re-evaluates active migrations on every client report, every
+    /// wake-up and every tick.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut reports = self.svc.clients().subscribe();
+        let mut tick = tokio::time::interval(self.cfg.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+                r = reports.changed() => if r.is_err() { break },
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+            self.step_all().await;
+        }
+        self.svc.set_coordinator(None);
+    }
+
+    async fn step_all(&self) {
+        let _g = self.step.lock().await;
+        let ids: Vec<String> = self
+            .list
+            .lock()
+            .values()
+            .filter(|m| is_active(phase(m)))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in ids {
+            let Some(mut m) = self.list.lock().get(&id).cloned() else {
+                continue;
+            };
+            let before = m.clone();
+            let persist = self.step_one(&mut m).await;
+            if m != before {
+                self.store(m, persist).await;
+            }
+        }
+    }
+
+    /// Stores `m`; writes the file when `persist` (phase changes), and tells listeners.
+    async fn store(&self, m: Migration, persist: bool) {
+        let log = {
+            let mut l = self.list.lock();
+            l.insert(m.id.clone(), m);
+            // Keep every active migration and the newest finished ones.
+            let mut finished: Vec<(i64, String)> = l
+                .values()
+                .filter(|m| !is_active(phase(m)))
+                .map(|m| (m.created_unix_ms, m.id.clone()))
+                .collect();
+            if finished.len() > KEEP_FINISHED {
+                finished.sort();
+                for (_, id) in &finished[..finished.len() - KEEP_FINISHED] {
+                    l.remove(id);
+                }
+            }
+            MigrationLog {
+                migrations: l.values().cloned().collect(),
+            }
+        };
+        if persist && let Persist::File(path) = &self.persist {
+            let path = path.clone();
+            let r =
+                tokio::task::spawn_blocking(move || write_atomically(&path, &log.encode_to_vec()))
+                    .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "could not persist migrations"),
+                Err(e) => tracing::error!(error = %e, "could not persist migrations"),
+            }
+        }
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Validates and starts a migration: prepares the destination and re-routes the topic
+    /// before it returns (a dry run only checks and returns the plan).
+    pub async fn start(&self, req: StartMigrationRequest) -> Result<Migration, ServiceError> {
+        let mut errs = Errors::default();
+        if req.topic.is_empty() {
+            errs.push("topic", "is required");
+        }
+        if req.to_cluster.is_empty() {
+            errs.push("to_cluster", "is required");
+        }
+        switchyard_proto::validate::check_meta(&mut errs, &req.author, &req.comment);
+        errs.finish()?;
+        let _g = self.step.lock().await;
+        if let Some(m) = self
+            .list
+            .lock()
+            .values()
+            .find(|m| m.topic == req.topic && is_active(phase(m)))
+        {
+            return Err(ServiceError::Precondition(format!(
+                "migration {} of topic {:?} is in phase {}; let it finish or abort it first",
+                m.id,
+                m.topic,
+                phase_name(phase(m)).to_uppercase()
+            )));
+        }
+        let state = self.svc.store().latest();
+        let ends = movetopic::ends(&state, &req.topic, &req.to_cluster, &req.to_topic)
+            .map_err(move_error)?;
+        let prep = movetopic::prepare(
+            &ends,
+            req.allow_partition_mismatch,
+            req.allow_nonempty_destination,
+            req.dry_run,
+        )
+        .await
+        .map_err(move_error)?;
+        let now = unix_ms();
+        let mut m = Migration {
+            id: if req.dry_run {
+                String::new()
+            } else {
+                self.new_id(now)
+            },
+            topic: ends.topic.name.clone(),
+            from_cluster: ends.from.name.clone(),
+            from_physical: ends.topic.physical.clone(),
+            to_cluster: ends.to.name.clone(),
+            to_physical: ends.to_physical.clone(),
+            partitions: prep.partitions,
+            phase: MigrationPhase::Prepare as i32,
+            created_destination: prep.created,
+            configs: prep.configs.into_iter().collect(),
+            destination_start_offsets: prep.destination_start,
+            author: req.author.clone(),
+            comment: req.comment.clone(),
+            created_unix_ms: now,
+            allow_partition_mismatch: req.allow_partition_mismatch,
+            allow_nonempty_destination: req.allow_nonempty_destination,
+            ..Default::default()
+        };
+        if req.dry_run {
+            return Ok(m);
+        }
+        // Persist the intent first: a restart between here and the route change resumes it.
+        self.store(m.clone(), true).await;
+        match self.switch_route(&mut m, &state).await {
+            Ok(()) => {
+                tracing::info!(id = %m.id, topic = %m.topic, to = %m.to_cluster, version = m.switch_version, "migration switched");
+                self.store(m.clone(), true).await;
+                self.wake.notify_one();
+                Ok(m)
+            }
+            Err(e) => {
+                m.phase = MigrationPhase::Aborted as i32;
+                m.note = format!("the route change failed: {e}");
+                m.finished_unix_ms = unix_ms();
+                self.store(m, true).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn new_id(&self, now: i64) -> String {
+        let l = self.list.lock();
+        let mut n = now;
+        loop {
+            let id = format!("mig-{n:x}");
+            if !l.contains_key(&id) {
+                return id;
+            }
+            n += 1;
+        }
+    }
+
+    /// Routes the topic to the destination with one compare-and-set write (PREPARE → SWITCH).
+    /// Retries a few times when another write got in between, as long as the topic is still
+    /// where the migration found it.
+    async fn switch_route(&self, m: &mut Migration, seen: &State) -> Result<(), ServiceError> {
+        let mut state: Arc<State> = Arc::new(seen.clone());
+        for _ in 0..5 {
+            let Some(t) = state.topics.get(&m.topic).cloned() else {
+                return Err(ServiceError::Precondition(format!(
+                    "topic {:?} was deleted (version {})",
+                    m.topic, state.version
+                )));
+            };
+            let t = switchyard_proto::state::normalize_topic(t);
+            if t.cluster == m.to_cluster && t.physical == m.to_physical {
+                // Already switched (a restart after the write, before it was recorded).
+                m.switch_version = state.version;
+                break;
+            }
+            if t.cluster != m.from_cluster || t.physical != m.from_physical {
+                return Err(ServiceError::Precondition(format!(
+                    "topic {:?} moved to {}/{} outside this migration (version {})",
+                    m.topic, t.cluster, t.physical, state.version
+                )));
+            }
+            let moved = switchyard_proto::v1::Topic {
+                cluster: m.to_cluster.clone(),
+                physical: m.to_physical.clone(),
+                ..t
+            };
+            let comment = if m.comment.is_empty() {
+                format!(
+                    "migration {}: {} {}/{} -> {}/{}",
+                    m.id, m.topic, m.from_cluster, m.from_physical, m.to_cluster, m.to_physical
+                )
+            } else {
+                m.comment.clone()
+            };
+            match self
+                .svc
+                .apply(ApplyRequest {
+                    expected_version: state.version,
+                    changes: vec![Change {
+                        op: Some(Op::UpsertTopic(moved)),
+                    }],
+                    dry_run: false,
+                    author: m.author.clone(),
+                    comment,
+                })
+                .await
+            {
+                Ok(r) => {
+                    m.switch_version = r.version;
+                    break;
+                }
+                Err(ServiceError::Conflict { .. }) => {
+                    state = self.svc.store().latest();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if m.switch_version == 0 {
+            return Err(ServiceError::Precondition(
+                "the configuration kept changing; the route change lost five compare-and-set \
+                 attempts"
+                    .into(),
+            ));
+        }
+        m.phase = MigrationPhase::Switch as i32;
+        m.switched_unix_ms = unix_ms();
+        m.note.clear();
+        Ok(())
+    }
+
+    /// The client reports that count now.
+    fn reports(&self) -> Vec<ClientStatus> {
+        let v = self.svc.store().latest().version;
+        self.svc
+            .clients()
+            .list("", v)
+            .into_iter()
+            .filter_map(|c| c.status)
+            .collect()
+    }
+
+    fn refresh(&self, m: &mut Migration) {
+        let p = movetopic::summarise(self.reports().iter(), m);
+        m.producers = p.producers as u32;
+        m.producers_switched = p.producers_switched as u32;
+        m.groups = p.groups.into_iter().collect();
+        m.groups_draining = p.groups_draining.into_iter().collect();
+        m.clients_behind = p.clients_behind as u32;
+        let waiting: Vec<String> = p.producers_waiting.into_iter().collect();
+        m.note = match phase(m) {
+            MigrationPhase::Switch if !waiting.is_empty() => {
+                format!("waiting for producer(s) {} to switch", abbreviate(&waiting))
+            }
+            _ => String::new(),
+        };
+    }
+
+    fn settled(&self) -> bool {
+        self.started.elapsed() >= self.cfg.client_grace
+    }
+
+    /// Source end offsets of `m`.
+    async fn source_ends(&self, m: &Migration) -> Result<Vec<i64>, String> {
+        let state = self.svc.store().latest();
+        let Some(c) = state.clusters.get(&m.from_cluster).cloned() else {
+            return Err(format!(
+                "cluster {} is no longer configured",
+                m.from_cluster
+            ));
+        };
+        let admin = {
+            let mut k = self.kafka.lock();
+            match k.get(&c.name) {
+                Some((seen, a)) if *seen == c => a.clone(),
+                _ => {
+                    let a = movetopic::kafka_admin(&c).map_err(|e| format!("{e:#}"))?;
+                    k.insert(c.name.clone(), (c.clone(), a.clone()));
+                    a
+                }
+            }
+        };
+        movetopic::end_offsets(&admin, &m.from_physical, m.partitions)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// One step of an active migration. Returns whether the change must be persisted.
+    async fn step_one(&self, m: &mut Migration) -> bool {
+        match phase(m) {
+            MigrationPhase::Prepare => {
+                // Resumed after a restart between the intent and the route change.
+                let state = self.svc.store().latest();
+                let ends = movetopic::ends(&state, &m.topic, &m.to_cluster, &m.to_physical);
+                let prep = match &ends {
+                    Ok(e) if e.topic.cluster == m.from_cluster => Some(
+                        movetopic::prepare(
+                            e,
+                            m.allow_partition_mismatch,
+                            // An existing destination this migration created is expected.
+                            m.allow_nonempty_destination,
+                            false,
+                        )
+                        .await,
+                    ),
+                    _ => None,
+                };
+                if let Some(Err(e)) = prep {
+                    m.note = format!("preparing the destination: {e}");
+                    return false;
+                }
+                match self.switch_route(m, &state).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        m.phase = MigrationPhase::Aborted as i32;
+                        m.note = format!("the route change failed: {e}");
+                        m.finished_unix_ms = unix_ms();
+                        true
+                    }
+                }
+            }
+            MigrationPhase::Switch => {
+                self.refresh(m);
+                let state = self.svc.store().latest();
+                if let Some(t) = state.topics.get(&m.topic).cloned() {
+                    let t = switchyard_proto::state::normalize_topic(t);
+                    if t.cluster != m.to_cluster || t.physical != m.to_physical {
+                        m.phase = MigrationPhase::Aborted as i32;
+                        m.note = format!(
+                            "the topic was re-routed to {}/{} outside the migration",
+                            t.cluster, t.physical
+                        );
+                        m.finished_unix_ms = unix_ms();
+                        return true;
+                    }
+                }
+                if !self.settled() {
+                    m.note = "waiting for clients to report after the service started".into();
+                    return false;
+                }
+                if m.producers_switched == m.producers && m.clients_behind == 0 {
+                    return self.seal(m, false).await;
+                }
+                false
+            }
+            MigrationPhase::Sealed => {
+                m.phase = MigrationPhase::Drain as i32;
+                true
+            }
+            MigrationPhase::Drain => {
+                self.refresh(m);
+                if let Ok(now) = self.source_ends(m).await {
+                    m.late_writes = late_writes(&now, &m.sealed_offsets);
+                }
+                if !self.settled() {
+                    m.note = "waiting for clients to report after the service started".into();
+                    return false;
+                }
+                if m.groups_draining.is_empty() && m.clients_behind == 0 {
+                    m.phase = MigrationPhase::Complete as i32;
+                    m.finished_unix_ms = unix_ms();
+                    tracing::info!(id = %m.id, topic = %m.topic, late_writes = m.late_writes, "migration complete");
+                    return true;
+                }
+                false
+            }
+            MigrationPhase::Complete | MigrationPhase::Aborted | MigrationPhase::Unspecified => {
+                false
+            }
+        }
+    }
+
+    /// SWITCH → SEALED: records the source's end offsets.
+    async fn seal(&self, m: &mut Migration, forced: bool) -> bool {
+        match self.source_ends(m).await {
+            Ok(ends) => {
+                m.sealed_offsets = ends;
+                m.phase = MigrationPhase::Sealed as i32;
+                m.sealed_unix_ms = unix_ms();
+                m.forced |= forced;
+                m.note.clear();
+                tracing::info!(id = %m.id, topic = %m.topic, forced, "migration sealed");
+                true
+            }
+            Err(e) => {
+                m.note = format!("cannot read the source's end offsets: {e}");
+                false
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Migration, ServiceError> {
+        if id.is_empty() {
+            return Err(ValidationError::one("id", "is required").into());
+        }
+        self.list
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound(format!("no migration with id {id:?}")))
+    }
+
+    /// Operator override: SWITCH → seal now; DRAIN → complete now.
+    pub async fn advance(&self, r: MigrationRef) -> Result<Migration, ServiceError> {
+        let _g = self.step.lock().await;
+        let mut m = self.get(&r.id)?;
+        match phase(&m) {
+            MigrationPhase::Switch => {
+                self.refresh(&mut m);
+                if !self.seal(&mut m, true).await {
+                    return Err(ServiceError::Unavailable(m.note));
+                }
+            }
+            MigrationPhase::Sealed | MigrationPhase::Drain => {
+                self.refresh(&mut m);
+                if let Ok(now) = self.source_ends(&m).await {
+                    m.late_writes = late_writes(&now, &m.sealed_offsets);
+                }
+                m.phase = MigrationPhase::Complete as i32;
+                m.forced = true;
+                m.finished_unix_ms = unix_ms();
+            }
+            p => {
+                return Err(ServiceError::Precondition(format!(
+                    "migration {} is in phase {}; only SWITCH (seal now) and DRAIN (complete \
+                     now) can be advanced",
+                    m.id,
+                    phase_name(p).to_uppercase()
+                )));
+            }
+        }
+        tracing::warn!(id = %m.id, author = %r.author, phase = phase_name(phase(&m)), "migration advanced by an operator");
+        self.store(m.clone(), true).await;
+        self.wake.notify_one();
+        Ok(m)
+    }
+
+    /// Routes the topic back to its source (allowed until the seal).
+    pub async fn abort(&self, r: MigrationRef) -> Result<Migration, ServiceError> {
+        let _g = self.step.lock().await;
+        let mut m = self.get(&r.id)?;
+        match phase(&m) {
+            MigrationPhase::Prepare | MigrationPhase::Switch => {}
+            p => {
+                return Err(ServiceError::Precondition(format!(
+                    "migration {} is in phase {}; abort is allowed until the seal (PREPARE, \
+                     SWITCH) — move the topic back with a new migration instead",
+                    m.id,
+                    phase_name(p).to_uppercase()
+                )));
+            }
+        }
+        for _ in 0..5 {
+            let state = self.svc.store().latest();
+            let Some(t) = state.topics.get(&m.topic).cloned() else {
+                break;
+            };
+            let t = switchyard_proto::state::normalize_topic(t);
+            if t.cluster == m.from_cluster && t.physical == m.from_physical {
+                break;
+            }
+            let back = switchyard_proto::v1::Topic {
+                cluster: m.from_cluster.clone(),
+                physical: m.from_physical.clone(),
+                ..t
+            };
+            let comment = if r.comment.is_empty() {
+                format!(
+                    "abort migration {}: {} back to {}/{}",
+                    m.id, m.topic, m.from_cluster, m.from_physical
+                )
+            } else {
+                r.comment.clone()
+            };
+            match self
+                .svc
+                .apply(ApplyRequest {
+                    expected_version: state.version,
+                    changes: vec![Change {
+                        op: Some(Op::UpsertTopic(back)),
+                    }],
+                    dry_run: false,
+                    author: r.author.clone(),
+                    comment,
+                })
+                .await
+            {
+                Ok(resp) => {
+                    m.abort_version = resp.version;
+                    break;
+                }
+                Err(ServiceError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        m.phase = MigrationPhase::Aborted as i32;
+        m.finished_unix_ms = unix_ms();
+        m.note = format!(
+            "aborted by {}",
+            if r.author.is_empty() {
+                "an operator"
+            } else {
+                &r.author
+            }
+        );
+        tracing::warn!(id = %m.id, topic = %m.topic, "migration aborted");
+        self.store(m.clone(), true).await;
+        Ok(m)
+    }
+}
+
+fn late_writes(now: &[i64], sealed: &[i64]) -> i64 {
+    now.iter().zip(sealed).map(|(n, s)| (n - s).max(0)).sum()
+}
+
+fn abbreviate(ids: &[String]) -> String {
+    if ids.len() <= 3 {
+        ids.join(", ")
+    } else {
+        format!("{} and {} more", ids[..3].join(", "), ids.len() - 3)
+    }
+}
+
+fn move_error(e: MoveError) -> ServiceError {
+    match e {
+        MoveError::Invalid(m) => ServiceError::Invalid(ValidationError::one("request", m)),
+        MoveError::Refused(m) => ServiceError::Precondition(m),
+        MoveError::Kafka(e) => ServiceError::Unavailable(format!("{e:#}")),
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file, fsync and rename (then fsyncs the directory).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The coordinator slot of a [`ConfigService`] (set by the server wiring, emptied when the
+/// coordinator stops so the service and coordinator do not keep each other alive).
+pub type Slot = Arc<parking_lot::RwLock<Option<Arc<Coordinator>>>>;
+
+/// Follows migration `id` through the admin API until it is COMPLETE or ABORTED, or `timeout`
+/// passes; calls `on_change` whenever what it shows changes. Keeps asking while the service is
+/// unreachable (it may be restarting: the migration resumes there).
+pub async fn wait(
+    admin: &mut switchyard_proto::client::AdminClient,
+    id: &str,
+    timeout: Duration,
+    mut on_change: impl FnMut(&Migration),
+) -> anyhow::Result<Migration> {
+    let deadline = Instant::now() + timeout;
+    let mut last: Option<Migration> = None;
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        match admin
+            .list_migrations(ListMigrationsRequest {
+                id: id.to_string(),
+                active_only: false,
+            })
+            .await
+        {
+            Ok(r) => {
+                unreachable_since = None;
+                let Some(m) = r.into_inner().migrations.into_iter().next() else {
+                    anyhow::bail!("the service does not know migration {id}");
+                };
+                if last.as_ref() != Some(&m) {
+                    on_change(&m);
+                }
+                if !is_active(phase(&m)) {
+                    return Ok(m);
+                }
+                last = Some(m);
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                anyhow::bail!("{}", s.message());
+            }
+            Err(s) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                tracing::warn!(error = %s.message(), "config service unreachable; retrying");
+                if Instant::now() > deadline {
+                    anyhow::bail!(
+                        "migration {id} did not finish within {timeout:?}; the config service has \
+                         not answered for {:.1?}: {}",
+                        since.elapsed(),
+                        s.message()
+                    );
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            let line = last.as_ref().map(progress_line).unwrap_or_default();
+            anyhow::bail!("migration {id} did not finish within {timeout:?}: {line}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
