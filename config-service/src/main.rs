@@ -188,6 +188,10 @@ struct ServeArgs {
     /// off when not given. Needs --admin-token-file unless it is a loopback address.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Migrations do not advance until the service has been up this long, so every live SDK
+    /// client has reported after a (re)start; keep it above the SDK's status interval (10 s).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    migration_client_grace_secs: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -590,7 +594,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         client_lease: Duration::from_secs(args.client_lease_secs),
         shutdown_grace: Duration::from_secs(10),
         admin_listen: args.admin_listen,
-        migrations: Default::default(),
+        migrations: switchyard_config::migration::MigrationConfig {
+            client_grace: Duration::from_secs(args.migration_client_grace_secs),
+            ..Default::default()
+        },
     };
     let server = switchyard_config::start(cfg).await?;
     // Install the handlers before announcing readiness: a SIGTERM right after the line below must
