@@ -54,6 +54,10 @@ fi
 step "dashboard in a real browser (Debian chromium, headless)"
 scripts/test-dashboard.sh
 
+step "the demo (in-process mock clusters; exits non-zero unless nothing is lost, duplicated or reordered and the migration completes)"
+cargo run --locked -q -p switchyard-demo -- --duration 6 --move-after 2 2>&1 | grep -v '^\[.*sent ' | tail -n 12
+test "${PIPESTATUS[0]}" -eq 0
+
 step "benchmark smoke runs"
 cargo bench -p switchyard-config --bench watch_fanout --locked -- --quick
 

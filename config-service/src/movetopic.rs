@@ -104,7 +104,7 @@ pub struct Prepared {
     pub partitions: i32,
     /// The destination topic was created (false: it existed).
     pub created: bool,
-    /// Topic configs copied from the source.
+    /// Topic configs copied from the source (to a destination this move creates).
     pub configs: BTreeMap<String, String>,
     /// End offsets of the destination now (where groups new to it start).
     pub destination_start: Vec<i64>,
@@ -130,62 +130,58 @@ pub async fn prepare(
             e.from.name
         )));
     };
-    let configs = topic_configs(&src, from_physical)
-        .await
-        .map_err(MoveError::Kafka)?;
     let existing = describe(&dst, &e.to.name, to_physical)
         .await
         .map_err(MoveError::Kafka)?;
-    let mut created = false;
-    match existing {
-        Some((n, _)) => {
-            if n != partitions && !allow_partition_mismatch {
-                return Err(MoveError::Refused(format!(
-                    "{}/{to_physical} has {n} partitions and the source {}/{from_physical} has \
-                     {partitions}: per-key order would not survive the move (use a destination \
-                     with {partitions} partitions, or allow a partition mismatch to accept that)",
-                    e.to.name, e.from.name
-                )));
-            }
-            let ends = end_offsets(&dst, to_physical, n)
-                .await
-                .map_err(MoveError::Kafka)?;
-            let held: i64 = ends.iter().sum();
-            if held > 0 && !allow_nonempty_destination {
-                return Err(MoveError::Refused(format!(
-                    "{}/{to_physical} already holds records (end offsets {ends:?}); consumer \
-                     groups new to it would read them as part of {:?} (use an empty topic, or \
-                     allow a non-empty destination)",
-                    e.to.name, e.topic.name
-                )));
-            }
-            return Ok(Prepared {
-                partitions,
-                created,
-                configs,
-                destination_start: ends,
-            });
+    if let Some((n, _)) = existing {
+        if n != partitions && !allow_partition_mismatch {
+            return Err(MoveError::Refused(format!(
+                "{}/{to_physical} has {n} partitions and the source {}/{from_physical} has \
+                 {partitions}: per-key order would not survive the move (use a destination \
+                 with {partitions} partitions, or allow a partition mismatch to accept that)",
+                e.to.name, e.from.name
+            )));
         }
-        None if dry_run => {
-            return Ok(Prepared {
-                partitions,
-                created,
-                configs,
-                destination_start: vec![0; partitions.max(0) as usize],
-            });
+        let ends = end_offsets(&dst, to_physical, n)
+            .await
+            .map_err(MoveError::Kafka)?;
+        let held: i64 = ends.iter().sum();
+        if held > 0 && !allow_nonempty_destination {
+            return Err(MoveError::Refused(format!(
+                "{}/{to_physical} already holds records (end offsets {ends:?}); consumer \
+                 groups new to it would read them as part of {:?} (use an empty topic, or \
+                 allow a non-empty destination)",
+                e.to.name, e.topic.name
+            )));
         }
-        None => {}
+        return Ok(Prepared {
+            partitions,
+            created: false,
+            configs: BTreeMap::new(),
+            destination_start: ends,
+        });
+    }
+    // Only a destination this move creates takes the source's topic configs.
+    let configs = topic_configs(&src, from_physical)
+        .await
+        .map_err(MoveError::Kafka)?;
+    if dry_run {
+        return Ok(Prepared {
+            partitions,
+            created: false,
+            configs,
+            destination_start: vec![0; partitions.max(0) as usize],
+        });
     }
     create(&dst, &e.to.name, to_physical, partitions, rf, &configs)
         .await
         .map_err(MoveError::Kafka)?;
-    created = true;
     let destination_start = end_offsets(&dst, to_physical, partitions)
         .await
         .map_err(MoveError::Kafka)?;
     Ok(Prepared {
         partitions,
-        created,
+        created: true,
         configs,
         destination_start,
     })

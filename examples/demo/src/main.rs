@@ -3,8 +3,9 @@
 //! Everything runs in this one process: a config service (in-memory store), two Kafka clusters
 //! "east" and "west" (librdkafka's in-process mock clusters, or real clusters with `--east` and
 //! `--west`), keyed producers and a consumer group using the SDK. Part-way through, logical
-//! topic `orders` is moved from east to west with one admin `Apply`; producers and consumers
-//! follow the move live. At the end every record is accounted for: what the consumers received
+//! topic `orders` is migrated from east to west by the config service's coordinator
+//! (`StartMigration`; the phases SWITCH → SEALED → DRAIN → COMPLETE are printed as they happen);
+//! producers and consumers follow the move live. At the end every record is accounted for: what the consumers received
 //! and, independently, what the two clusters hold.
 
 mod kafka;
@@ -20,8 +21,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use switchyard::{Consumer, ConsumerOptions, Producer, Switchyard};
 use switchyard_config::client::{self, AdminClient, BearerToken};
+use switchyard_config::migration;
 use switchyard_config::{ServerConfig, StoreConfig};
-use switchyard_proto::v1::{ApplyRequest, Change, Cluster, GetVersionRequest, Topic, change::Op};
+use switchyard_proto::v1::{
+    ApplyRequest, Change, Cluster, GetVersionRequest, Migration, MigrationPhase,
+    StartMigrationRequest, Topic, change::Op,
+};
 
 use kafka::Cluster as KafkaCluster;
 use workload::{Ledger, Sent, TOPIC};
@@ -33,9 +38,9 @@ use workload::{Ledger, Sent, TOPIC};
 /// "west" (librdkafka's in-process mock clusters unless --east/--west name real ones).
 /// Producers send keyed records to the logical topic `orders` (6 partitions) through the SDK
 /// while a consumer group of SDK consumers reads them; after --move-after seconds `orders` is
-/// moved to west with one admin Apply. It prints live progress, then one summary line:
+/// migrated to west (StartMigration), and the migration's phases are printed as it advances. It prints live progress, then one summary line:
 ///
-/// summary: produced=N consumed=N lost=N duplicated=N out_of_order=N moved=orders east->west switch_pause_p99_ms=X
+/// summary: produced=N consumed=N lost=N duplicated=N out_of_order=N moved=orders east->west migration=complete switch_pause_p99_ms=X
 ///
 /// lost: produced records never consumed; duplicated: records consumed more than once;
 /// out_of_order: per key, a consumer received a lower sequence number after a higher one;
@@ -201,6 +206,11 @@ async fn run(args: Args) -> Result<bool> {
     let svc = switchyard_config::start(ServerConfig {
         listen: "127.0.0.1:0".parse().context("listen address")?,
         store: StoreConfig::Memory,
+        // Every client here reports when it connects (and every 2 s), before the move.
+        migrations: switchyard_config::migration::MigrationConfig {
+            client_grace: Duration::ZERO,
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await
@@ -349,6 +359,7 @@ async fn run(args: Args) -> Result<bool> {
     let mut progress = Progress::new(&ledger);
     let mut moved: Option<Move> = None;
     let mut move_task = None;
+    let mut phase_task: Option<tokio::task::JoinHandle<Result<Migration>>> = None;
     let mut switch_reported = false;
     while Instant::now() < stop_at {
         tokio::select! {
@@ -357,19 +368,35 @@ async fn run(args: Args) -> Result<bool> {
             }
             _ = tokio::time::sleep_until(move_at.into()), if move_task.is_none() && moved.is_none() => {
                 let mut adm = adm.clone();
-                let physical = physical.clone();
-                let partitions = args.partitions;
-                say!(t0, "MOVE: applying `{TOPIC}` -> west/{physical} (expected version v{v1})");
+                say!(t0, "MOVE: starting the migration of `{TOPIC}` to west (config v{v1})");
                 move_task = Some(tokio::spawn(async move {
                     let started = Instant::now();
-                    let v = apply(&mut adm, v1, vec![upsert_topic("west", &physical, partitions)], "move orders to west").await?;
-                    Ok::<_, anyhow::Error>(Move { version: v, started, applied: Instant::now() })
+                    let m = adm
+                        .start_migration(StartMigrationRequest {
+                            topic: TOPIC.into(),
+                            to_cluster: "west".into(),
+                            author: "switchyard-demo".into(),
+                            comment: "move orders to west".into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|s| anyhow!("start migration: {} ({:?})", s.message(), s.code()))?
+                        .into_inner();
+                    Ok::<_, anyhow::Error>(Move { version: m.switch_version, id: m.id, started, applied: Instant::now() })
                 }));
             }
             r = async { move_task.as_mut().expect("guarded").await }, if move_task.is_some() => {
                 move_task = None;
                 let m = r.context("move task")??;
-                say!(t0, "MOVE: config v{} stored in {:.1} ms; producers and consumers follow it live", m.version, (m.applied - m.started).as_secs_f64() * 1000.0);
+                say!(t0, "MOVE: migration {} switched the route in config v{} ({:.1} ms); producers and consumers follow it live", m.id, m.version, (m.applied - m.started).as_secs_f64() * 1000.0);
+                let mut adm = adm.clone();
+                let id = m.id.clone();
+                phase_task = Some(tokio::spawn(async move {
+                    migration::wait(&mut adm, &id, Duration::from_secs(120), |m| {
+                        say!(t0, "MIGRATION {}", migration::progress_line(m));
+                    })
+                    .await
+                }));
                 moved = Some(m);
             }
         }
@@ -441,6 +468,34 @@ async fn run(args: Args) -> Result<bool> {
             break;
         }
     }
+    // The migration completes once the consumer group has drained east.
+    let migration_phase = match phase_task.take() {
+        Some(t) => match tokio::time::timeout(Duration::from_secs(30), t).await {
+            Ok(Ok(Ok(m))) => {
+                let p = MigrationPhase::try_from(m.phase).unwrap_or_default();
+                say!(
+                    t0,
+                    "MIGRATION {} ended {} {:.1} s after it started",
+                    m.id,
+                    migration::phase_name(p).to_uppercase(),
+                    (m.finished_unix_ms - m.created_unix_ms) as f64 / 1000.0
+                );
+                migration::phase_name(p)
+            }
+            Ok(Ok(Err(e))) => {
+                say!(t0, "MIGRATION did not finish: {e:#}");
+                "unfinished"
+            }
+            _ => {
+                say!(
+                    t0,
+                    "MIGRATION still running 30 s after the consumers caught up"
+                );
+                "unfinished"
+            }
+        },
+        None => "unfinished",
+    };
     let _ = stop_tx.send(true);
     let mut closing = Vec::new();
     for t in consumer_tasks {
@@ -526,11 +581,12 @@ async fn run(args: Args) -> Result<bool> {
     );
     let consumed = ledger.received();
     println!(
-        "summary: produced={} consumed={consumed} lost={lost} duplicated={duplicated} out_of_order={out_of_order} moved={TOPIC} east->west switch_pause_p99_ms={:.1}",
+        "summary: produced={} consumed={consumed} lost={lost} duplicated={duplicated} out_of_order={out_of_order} moved={TOPIC} east->west migration={migration_phase} switch_pause_p99_ms={:.1}",
         produced.len(),
         pause_p99.as_secs_f64() * 1000.0
     );
     let ok = lost == 0
+        && migration_phase == "complete"
         && duplicated == 0
         && out_of_order == 0
         && missing == 0
@@ -546,11 +602,12 @@ async fn run(args: Args) -> Result<bool> {
 #[derive(Debug)]
 struct Move {
     version: u64,
+    id: String,
     started: Instant,
     applied: Instant,
 }
 
-/// Latencies of the sends started between the Apply call and the first delivery on west.
+/// Latencies of the sends started between the StartMigration call and the first delivery on west.
 fn switch_window(sent: &[Sent], mv: &Move, first_west: Option<Instant>) -> Option<Vec<Duration>> {
     let fw = first_west?;
     let mut v: Vec<Duration> = sent
@@ -584,7 +641,7 @@ fn print_switch(t0: Instant, mv: &Move, first_west: Instant, sent: &[Sent]) {
     all.sort();
     say!(
         t0,
-        "SWITCH: v{} -> producers' deliveries show west {:.1} ms after the Apply call; sends around the switch: {} (p99 {:.1} ms, max {:.1} ms); all sends so far p50 {:.1} ms p99 {:.1} ms",
+        "SWITCH: v{} -> producers' deliveries show west {:.1} ms after StartMigration was called; sends around the switch: {} (p99 {:.1} ms, max {:.1} ms); all sends so far p50 {:.1} ms p99 {:.1} ms",
         mv.version,
         (first_west - mv.started).as_secs_f64() * 1000.0,
         window.len(),
