@@ -8,15 +8,23 @@
 //   4. SDK clients reporting their status (a minimal gRPC call over node's http2) appear in the
 //      clients section without a reload, marked behind when their applied version is old;
 //   5. with an admin token, the page asks for it and shows the data once signed in;
-//   6. a screenshot is saved as a test artifact.
+//   6. a topic moved between two real Kafka clusters (`switchyard move-topic`, forced on with
+//      `--advance`) shows its migration's phase advance on the page, SWITCH → DRAIN → COMPLETE,
+//      without a reload, with the producers switched and each group's drain status following
+//      an SDK client's reports; the time from each CLI command returning to the phase showing
+//      is printed (not asserted);
+//   7. screenshots are saved as test artifacts.
 //
 // Environment: SWITCHYARD_BIN (the `switchyard` binary), ARTIFACT_DIR (screenshots),
-// CHROMIUM (default /usr/bin/chromium), ROUNDS (live-update measurements, default 5).
+// CHROMIUM (default /usr/bin/chromium), ROUNDS (live-update measurements, default 5),
+// SWITCHYARD_KAFKA_CLUSTERS ("host:port;host:port", required: the migrations check fails
+// without it), KAFKA_SH (default scripts/kafka.sh, creates the topic to move).
 import { spawn } from "node:child_process";
 import http2 from "node:http2";
 import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -24,7 +32,9 @@ const BIN = process.env.SWITCHYARD_BIN;
 const ARTIFACTS = process.env.ARTIFACT_DIR || "../target/dashboard-test";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ROUNDS = Number(process.env.ROUNDS || 5);
+const KAFKA_SH = process.env.KAFKA_SH || fileURLToPath(new URL("../scripts/kafka.sh", import.meta.url));
 const STEP_MS = 15_000; // bound on any single wait
+const KAFKA_MS = 90_000; // bound on creating a Kafka topic with the Kafka tools (a JVM start)
 if (!BIN) throw new Error("set SWITCHYARD_BIN to the switchyard binary");
 
 const work = mkdtempSync(join(tmpdir(), "switchyard-dashboard-"));
@@ -193,6 +203,144 @@ function median(xs) {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
+// ---- migrations (real Kafka) ----
+
+/** The two Kafka clusters of the test command ("h:p;h:p"), or an error saying how to get them. */
+function kafkaClusters() {
+  const v = process.env.SWITCHYARD_KAFKA_CLUSTERS || "";
+  const c = v.split(";").map((s) => s.trim()).filter(Boolean);
+  if (c.length < 2) {
+    throw new Error("SWITCHYARD_KAFKA_CLUSTERS must name two real Kafka clusters (\"host:port;host:port\"; " +
+      `got ${JSON.stringify(v)}): the migrations test moves a topic between them. scripts/test.sh starts them; ` +
+      "by hand: eval \"$(scripts/kafka.sh start 2)\"");
+  }
+  return c;
+}
+
+/** Creates a Kafka topic with the repo's Kafka tools (scripts/kafka.sh run TopicCommand). */
+function createKafkaTopic(bootstrap, topic, partitions) {
+  const args = [KAFKA_SH, "run", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap,
+    "--create", "--topic", topic, "--partitions", String(partitions), "--replication-factor", "1"];
+  return withTimeout(new Promise((resolve, reject) => {
+    const child = spawn("bash", args, { stdio: ["ignore", "pipe", "pipe"] });
+    cleanups.push(() => child.kill("SIGTERM"));
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => { out += d; });
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`kafka.sh run TopicCommand --create ${topic} exited ${code}: ${out}`))));
+  }), KAFKA_MS, `creating Kafka topic ${topic} on ${bootstrap}`);
+}
+
+/** A desired-state file: clusters `first` and `second` on the real Kafka clusters, `topic` on first. */
+function kafkaDesired(clusters, topic, partitions) {
+  const f = join(work, `desired-kafka-${Date.now()}.yaml`);
+  writeFileSync(f, [
+    "clusters:",
+    "  - name: first",
+    `    bootstrap: ["${clusters[0]}"]`,
+    "  - name: second",
+    `    bootstrap: ["${clusters[1]}"]`,
+    "topics:",
+    `  - name: ${topic}`,
+    "    cluster: first",
+    `    partitions: ${partitions}`,
+    "    owner: billing",
+  ].join("\n") + "\n");
+  return f;
+}
+
+async function migrationsCheck(ctx, topicReady, topic) {
+  const clusters = kafkaClusters();
+  const created = await topicReady;
+  if (created instanceof Error) throw created;
+  const srv = await serve(["--migration-client-grace-secs", "3600"]);
+  const { out: applied } = await cli(srv.endpoint, ["apply", "-f", kafkaDesired(clusters, topic, 3), "-m", "topic to move"]);
+  const v1 = Number((applied.match(/applied: version (\d+)/) || [])[1]);
+  if (!v1) throw new Error("apply printed: " + applied);
+
+  const p = await ctx.newPage();
+  const errors = [];
+  p.on("pageerror", (e) => errors.push(String(e)));
+  p.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  await p.goto(srv.admin + "/", { timeout: STEP_MS });
+  await p.waitForSelector("#live.on", { timeout: STEP_MS });
+  await p.waitForSelector("#migration-list .empty", { timeout: STEP_MS });
+  // Record, in the page, when each phase of the topic's migration first shows.
+  await p.evaluate((t) => {
+    window.__sameDocument = true;
+    window.__phases = {};
+    const sel = `[data-migration-topic="${CSS.escape(t)}"]`;
+    const seen = () => {
+      const card = document.querySelector(sel);
+      if (card && !window.__phases[card.dataset.phase]) window.__phases[card.dataset.phase] = performance.timeOrigin + performance.now();
+    };
+    new MutationObserver(seen).observe(document.getElementById("migration-list"), { childList: true, subtree: true, attributes: true });
+  }, topic);
+  const shown = async (phase, returned) => {
+    await p.waitForFunction((ph) => window.__phases[ph] > 0, phase, { timeout: STEP_MS, polling: 20 });
+    return (await p.evaluate((ph) => window.__phases[ph], phase)) - returned;
+  };
+  const card = `[data-migration-topic="${topic}"]`;
+  const text = async (sel) => (await p.textContent(`${card} ${sel}`)).trim();
+
+  // An SDK client producing and consuming the topic on the source.
+  const client = (applied_version, producesOn, consumesOn) => reportStatus(srv.endpoint, {
+    client_id: "mover-1", app: "billing", language: "rust", sdk_version: "0.1.0", applied_version, hostname: "pay-2", pid: 5150,
+    producing: [{ logical_topic: topic, cluster: producesOn }],
+    consuming: [{ logical_topic: topic, cluster: consumesOn, group: "ledger" }],
+  });
+  await client(v1, "first", "first");
+
+  const latency = {};
+  // SWITCH: the route changed; the producer has not switched yet, the group reads the source.
+  const started = await cli(srv.endpoint, ["move-topic", topic, "--to", "second"]);
+  const id = (started.out.match(/^(mig-[0-9a-f]+) /m) || [])[1];
+  const v2 = Number((started.out.match(/switched: version (\d+)/) || [])[1]);
+  if (!id || !v2) throw new Error("move-topic printed: " + started.out);
+  latency.switch = await shown("switch", started.returned);
+  await p.waitForSelector(`${card}[data-migration="${id}"][data-phase="switch"] .stepper li.current[data-step="switch"]`, { timeout: STEP_MS });
+  const route = await text(".route");
+  if (route !== `first/${topic} → second/${topic}`) throw new Error("route: " + route);
+  await p.waitForSelector(`${card} .producers [data-switched="0"][data-producers="1"]`, { timeout: STEP_MS });
+  await p.waitForSelector(`${card} li[data-group="ledger"][data-state="draining"]`, { timeout: STEP_MS });
+  if ((await p.$$(`${card} .stepper li.done`)).length !== 1) throw new Error("SWITCH: PREPARE is not the only phase done");
+
+  // Progress updates live: the producer reports the destination.
+  await client(v2, "second", "first");
+  await p.waitForSelector(`${card} .producers [data-switched="1"][data-producers="1"]`, { timeout: STEP_MS });
+
+  // DRAIN: forced on by the operator (SWITCH → SEALED, then the coordinator moves to DRAIN).
+  const sealed = await cli(srv.endpoint, ["move-topic", "--advance", id]);
+  latency.drain = await shown("drain", sealed.returned);
+  await p.waitForSelector(`${card}[data-phase="drain"] .stepper li.current[data-step="drain"]`, { timeout: STEP_MS });
+  if ((await p.$$(`${card} .stepper li.done`)).length !== 3) throw new Error("DRAIN: PREPARE, SWITCH and SEALED are not all done");
+  await p.waitForSelector(`${card} .badge.forced`, { timeout: STEP_MS });
+  await p.waitForSelector(`${card} li[data-group="ledger"][data-state="draining"]`, { timeout: STEP_MS });
+  // The group finished the source.
+  await client(v2, "second", "second");
+  await p.waitForSelector(`${card} li[data-group="ledger"][data-state="drained"]`, { timeout: STEP_MS });
+
+  // COMPLETE.
+  const done = await cli(srv.endpoint, ["move-topic", "--advance", id]);
+  latency.complete = await shown("complete", done.returned);
+  await p.waitForSelector(`${card}[data-phase="complete"] .stepper li.current[data-step="complete"]`, { timeout: STEP_MS });
+  const late = await p.getAttribute(`${card} .late`, "data-late");
+  if (late !== "0") throw new Error("late writes: " + late);
+  if (!(await text(".times")).includes("finished")) throw new Error("no finish time: " + (await text(".times")));
+  const summary = await p.textContent("#migrations-summary");
+  if (summary !== "0 active · 1 finished") throw new Error("summary: " + summary);
+  if (!(await p.evaluate(() => window.__sameDocument === true))) throw new Error("the page was reloaded");
+
+  const path = join(ARTIFACTS, "dashboard-migrations.png");
+  await p.locator("#migrations").screenshot({ path });
+  console.log("screenshot: " + path);
+  for (const [phase, ms] of Object.entries(latency)) {
+    console.log(`migration phase on the page, CLI returned -> ${phase.toUpperCase().padEnd(8)} shown: ${ms.toFixed(1)} ms`);
+  }
+  if (errors.length) throw new Error("errors in the page: " + errors.join(" | "));
+  await p.close();
+}
+
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const ctx = await launch();
@@ -300,6 +448,16 @@ async function main() {
     if (browserErrors.length) throw new Error("errors in the page: " + browserErrors.join(" | "));
   });
 
+  // The topic to move is created on the first Kafka cluster (a JVM start: seconds) while the
+  // token check runs, which measures nothing.
+  const moved = `moved-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  let topicReady;
+  try {
+    topicReady = createKafkaTopic(kafkaClusters()[0], moved, 3).then(() => null, (e) => e);
+  } catch (e) {
+    topicReady = Promise.resolve(e);
+  }
+
   // ---- with an admin token ----
   await check("with an admin token the page asks for it, and shows the data once signed in", async () => {
     const token = "browser-test-token-" + Math.random().toString(36).slice(2);
@@ -323,6 +481,10 @@ async function main() {
     await p.waitForSelector('tr[data-topic="refunds"]', { timeout: STEP_MS });
     await p.screenshot({ path: join(ARTIFACTS, "dashboard-signed-in.png") });
     await p.close();
+  });
+
+  await check("a migration's phase advances on the page: SWITCH → DRAIN → COMPLETE, with its progress", async () => {
+    await migrationsCheck(ctx, topicReady, moved);
   });
 }
 

@@ -9,7 +9,11 @@
 #      127.0.0.1:0 --admin-listen 127.0.0.1:0`, the dashboard opened in headless chromium,
 #      changes applied with `switchyard apply -f` awaited on the page without a reload (the time
 #      from the CLI returning to the change appearing is printed), sign-in with an admin token,
-#      and screenshots saved under target/dashboard-test/.
+#      a topic moved between the two real Kafka clusters of SWITCHYARD_KAFKA_CLUSTERS (required:
+#      the test fails without them; scripts/test.sh starts them) with its migration's phase seen
+#      advancing on the page, SWITCH → DRAIN → COMPLETE (the time from each CLI command
+#      returning to the phase showing is printed), and screenshots saved under
+#      target/dashboard-test/.
 #
 # Exits non-zero when anything fails; the last line is "dashboard: N passed, M failed".
 set -euo pipefail
@@ -46,4 +50,5 @@ step "dashboard in headless chromium"
 ARTIFACT_DIR="$TARGET_DIR/dashboard-test" \
 SWITCHYARD_BIN="$TARGET_DIR/debug/switchyard" \
 CHROMIUM="$CHROMIUM" \
+KAFKA_SH="$ROOT/scripts/kafka.sh" \
     node dashboard-tests/dashboard.test.mjs

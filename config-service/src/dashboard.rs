@@ -43,6 +43,9 @@ const COOKIE: &str = "switchyard_admin";
 const MAX_EVENT_STREAMS: usize = 256;
 /// Least time between two `clients` events on one stream (status reports come in bursts).
 const CLIENTS_EVENT_GAP: Duration = Duration::from_millis(250);
+/// Least time between two `migrations` events on one stream (a phase change, and the progress
+/// that every client report may move, come in bursts).
+const MIGRATIONS_EVENT_GAP: Duration = Duration::from_millis(200);
 /// How often expired client leases are swept (so the dashboard sees clients go away).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -513,14 +516,78 @@ async fn api_migrations(
 
 struct StreamState {
     versions: broadcast::Receiver<Arc<crate::hub::Published>>,
-    clients: watch::Receiver<u64>,
+    clients: Debounced,
+    /// Without a counter when no migration coordinator runs (or once it stopped).
+    migrations: Debounced,
     shutdown: watch::Receiver<bool>,
     svc: ConfigService,
     hello: Option<Event>,
-    clients_due: Option<Instant>,
-    last_clients: Option<Instant>,
     _permit: OwnedSemaphorePermit,
     _open: OpenGuard,
+}
+
+/// A change counter turned into events named `name`, at most one per `gap`: the first change
+/// after a quiet `gap` goes out at once, later ones when the gap since the last event ends.
+/// The event carries the counter as it is when it goes out, so the last change is never lost.
+struct Debounced {
+    name: &'static str,
+    gap: Duration,
+    rx: Option<watch::Receiver<u64>>,
+    due: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Debounced {
+    fn new(name: &'static str, gap: Duration, rx: Option<watch::Receiver<u64>>) -> Self {
+        let rx = rx.map(|mut rx| {
+            rx.borrow_and_update();
+            rx
+        });
+        Self {
+            name,
+            gap,
+            rx,
+            due: None,
+            last: None,
+        }
+    }
+
+    /// Waits for what comes next: the due event goes out (`Some`), or a change schedules one
+    /// (`None`). Never resolves without a counter; Err when the counter's sender is gone.
+    /// Cancel-safe: nothing changes until it resolves.
+    async fn next(&mut self) -> Result<Option<Event>, watch::error::RecvError> {
+        match (self.due, &mut self.rx) {
+            (Some(t), _) => {
+                tokio::time::sleep_until(t).await;
+                Ok(Some(self.fire()))
+            }
+            (None, Some(rx)) => {
+                rx.changed().await?;
+                self.schedule();
+                Ok(None)
+            }
+            (None, None) => std::future::pending().await,
+        }
+    }
+
+    /// Schedules the event for a change just seen.
+    fn schedule(&mut self) {
+        let now = Instant::now();
+        self.due = Some(match self.last {
+            Some(l) if now < l + self.gap => l + self.gap,
+            _ => now,
+        });
+    }
+
+    /// The due event.
+    fn fire(&mut self) -> Event {
+        self.due = None;
+        self.last = Some(Instant::now());
+        let g = self.rx.as_mut().map_or(0, |rx| *rx.borrow_and_update());
+        Event::default()
+            .event(self.name)
+            .data(json!({ "generation": g }).to_string())
+    }
 }
 
 struct OpenGuard(prometheus::IntGauge);
@@ -537,8 +604,9 @@ fn version_event(v: u64) -> Event {
         .data(json!({ "version": v }).to_string())
 }
 
-/// Server-sent events: `hello` first, then `version` on each new version and `clients` when
-/// the client inventory changes. The page re-reads the JSON endpoints on each.
+/// Server-sent events: `hello` first, then `version` on each new version, `clients` when the
+/// client inventory changes and `migrations` when a migration changes phase or progress. The
+/// page re-reads the JSON endpoints on each.
 async fn events(State(s): State<AdminHttp>, headers: HeaderMap) -> Result<Response, HttpError> {
     s.check_token(&headers)?;
     let Ok(permit) = s.streams.clone().try_acquire_owned() else {
@@ -550,12 +618,21 @@ async fn events(State(s): State<AdminHttp>, headers: HeaderMap) -> Result<Respon
     s.metrics.event_streams().inc();
     // Subscribe before reading the current version, so nothing published in between is missed.
     let versions = s.svc.hub().subscribe();
-    let mut clients = s.svc.clients().subscribe();
-    clients.borrow_and_update();
+    let clients = Debounced::new(
+        "clients",
+        CLIENTS_EVENT_GAP,
+        Some(s.svc.clients().subscribe()),
+    );
+    let migrations = Debounced::new(
+        "migrations",
+        MIGRATIONS_EVENT_GAP,
+        s.svc.coordinator().map(|c| c.subscribe()),
+    );
     let v = s.svc.store().latest().version;
     let st = StreamState {
         versions,
         clients,
+        migrations,
         shutdown: s.shutdown.clone(),
         svc: s.svc.clone(),
         hello: Some(
@@ -563,8 +640,6 @@ async fn events(State(s): State<AdminHttp>, headers: HeaderMap) -> Result<Respon
                 .event("hello")
                 .data(json!({ "version": v }).to_string()),
         ),
-        clients_due: None,
-        last_clients: None,
         _permit: permit,
         _open: OpenGuard(s.metrics.event_streams().clone()),
     };
@@ -582,7 +657,6 @@ fn event_stream(st: StreamState) -> impl Stream<Item = Result<Event, Infallible>
             if *st.shutdown.borrow() {
                 return None;
             }
-            let due = st.clients_due;
             tokio::select! {
                 biased;
                 r = st.shutdown.changed() => {
@@ -598,27 +672,17 @@ fn event_stream(st: StreamState) -> impl Stream<Item = Result<Event, Infallible>
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                () = async { tokio::time::sleep_until(due.unwrap_or_else(Instant::now)).await },
-                    if due.is_some() =>
-                {
-                    st.clients_due = None;
-                    st.last_clients = Some(Instant::now());
-                    let g = *st.clients.borrow_and_update();
-                    let ev = Event::default()
-                        .event("clients")
-                        .data(json!({ "generation": g }).to_string());
-                    return Some((Ok(ev), st));
-                }
-                r = st.clients.changed(), if due.is_none() => {
-                    if r.is_err() {
-                        return None;
-                    }
-                    let now = Instant::now();
-                    st.clients_due = Some(match st.last_clients {
-                        Some(l) if now < l + CLIENTS_EVENT_GAP => l + CLIENTS_EVENT_GAP,
-                        _ => now,
-                    });
-                }
+                r = st.clients.next() => match r {
+                    Ok(Some(ev)) => return Some((Ok(ev), st)),
+                    Ok(None) => {}
+                    Err(_) => return None,
+                },
+                r = st.migrations.next() => match r {
+                    Ok(Some(ev)) => return Some((Ok(ev), st)),
+                    Ok(None) => {}
+                    // The coordinator stopped (shutdown): nothing more to tell.
+                    Err(_) => st.migrations.rx = None,
+                },
             }
         }
     })

@@ -9,7 +9,7 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null) continue;
     if (k === "class") e.className = v;
-    else if (k.startsWith("data-")) e.setAttribute(k, v);
+    else if (k.startsWith("data-") || k.startsWith("aria-")) e.setAttribute(k, v);
     else e[k] = v;
   }
   for (const c of children) {
@@ -225,17 +225,95 @@ $("history-more").addEventListener("click", () => {
 
 // ---- migrations ----
 
+const PHASES = ["prepare", "switch", "sealed", "drain", "complete"];
+
+function when(label, ms) {
+  if (!ms) return null;
+  return el("span", { class: "when" }, label + " ",
+    el("span", { "data-seen": ms, title: new Date(ms).toLocaleString() }, ago(ms)));
+}
+
+function seconds(ms) {
+  return ms < 10_000 ? (ms / 1000).toFixed(1) + " s" : ms < 3_600_000 ? Math.round(ms / 1000) + " s" :
+    (ms / 3_600_000).toFixed(1) + " h";
+}
+
+// PREPARE → SWITCH → SEALED → DRAIN → COMPLETE, the current phase highlighted; an aborted
+// migration shows the phases it reached, then ABORTED.
+function stepper(x) {
+  const aborted = x.phase === "aborted";
+  let reached = PHASES.indexOf(x.phase);
+  if (aborted) reached = x.switched_unix_ms ? 1 : 0;
+  const steps = PHASES.map((p, i) => {
+    let state = i < reached ? "done" : i === reached ? "current" : "todo";
+    if (aborted) state = i <= reached ? "done" : "skipped";
+    return el("li", { class: state, "data-step": p, "aria-current": state === "current" ? "step" : null }, p.toUpperCase());
+  });
+  if (aborted) steps.splice(reached + 1, 0, el("li", { class: "current aborted", "data-step": "aborted", "aria-current": "step" }, "ABORTED"));
+  return el("ol", { class: "stepper" + (aborted ? " is-aborted" : "") }, ...steps);
+}
+
+function migrationCard(x) {
+  const drained = x.groups.filter((g) => !x.groups_draining.includes(g));
+  const active = !["complete", "aborted"].includes(x.phase);
+  const from = x.from.cluster + "/" + x.from.topic;
+  const to = x.to.cluster + "/" + x.to.topic;
+  const producers = el("div", { class: "kv producers" },
+    el("span", { class: "k" }, "Producers switched"),
+    el("progress", { max: x.producers || 1, value: x.producers ? x.producers_switched : 0 }),
+    el("span", { class: "num", "data-switched": x.producers_switched, "data-producers": x.producers },
+      x.producers_switched + "/" + x.producers));
+  const groups = el("div", { class: "kv groups" },
+    el("span", { class: "k" }, "Consumer groups"),
+    x.groups.length
+      ? el("ul", { class: "group-list" }, ...x.groups.map((g) => {
+          const draining = x.groups_draining.includes(g);
+          return el("li", { "data-group": g, "data-state": draining ? "draining" : "drained" },
+            el("span", { class: "group-name" }, g),
+            el("span", { class: "badge " + (draining ? "draining" : "drained") }, draining ? "draining" : "drained"));
+        }))
+      : el("span", { class: "muted" }, "none reporting"),
+    x.groups.length ? el("span", { class: "num" }, drained.length + "/" + x.groups.length + " drained") : null);
+  const late = el("div", { class: "kv" },
+    el("span", { class: "k" }, "Late writes"),
+    el("span", { class: "late" + (x.late_writes > 0 ? " warn" : ""), "data-late": x.late_writes,
+      title: "records that reached the source after the seal" }, String(x.late_writes)),
+    x.clients_behind ? el("span", { class: "badge behind" }, x.clients_behind + " client(s) behind") : null);
+  const times = el("div", { class: "times muted" },
+    when("started", x.created_unix_ms), when("switched", x.switched_unix_ms),
+    when("sealed", x.sealed_unix_ms), when(x.phase === "aborted" ? "aborted" : "finished", x.finished_unix_ms),
+    x.finished_unix_ms && x.created_unix_ms ? el("span", {}, "took " + seconds(x.finished_unix_ms - x.created_unix_ms)) : null,
+    x.author ? el("span", {}, "by " + x.author) : null);
+  return el("div", {
+    class: "migration phase-" + x.phase + (active ? " active" : ""),
+    "data-migration": x.id, "data-migration-topic": x.topic, "data-phase": x.phase,
+  },
+    el("div", { class: "cluster-head" },
+      el("b", {}, x.topic),
+      el("span", { class: "route", title: x.partitions + " partitions" }, from + " → " + to),
+      el("span", { class: "badge phase " + x.phase }, x.phase.toUpperCase()),
+      x.forced ? el("span", { class: "badge forced", title: "an operator forced a phase on (move-topic --advance)" }, "forced") : null,
+      el("span", { class: "label mig-id" }, x.id)),
+    stepper(x),
+    producers, groups, late,
+    x.note ? el("div", { class: "note" }, x.note) : null,
+    x.comment ? el("div", { class: "comment muted" }, x.comment) : null,
+    times);
+}
+
 const refreshMigrations = refresher("migrations", async () => {
   const m = await getJSON("/api/migrations");
   const list = $("migration-list");
+  const active = m.migrations.filter((x) => !["complete", "aborted"].includes(x.phase)).length;
+  $("migrations-summary").textContent = m.migrations.length
+    ? active + " active · " + (m.migrations.length - active) + " finished" : "";
   if (!m.migrations.length) {
     list.replaceChildren(el("p", { class: "empty" },
       m.supported ? "No migrations." : "No migrations. (This config service version has no migration coordinator yet.)"));
     return;
   }
-  list.replaceChildren(...m.migrations.map((x) =>
-    el("div", { class: "cluster", "data-migration": x.id },
-      el("div", { class: "cluster-head" }, el("b", {}, x.topic || x.id), el("span", { class: "badge" }, x.phase)))));
+  // Newest first, as the service lists them.
+  list.replaceChildren(...m.migrations.map(migrationCard));
 });
 
 // ---- live updates ----
@@ -263,6 +341,7 @@ function connect() {
     refreshState(); refreshHistory(); refreshClients();
   });
   source.addEventListener("clients", () => refreshClients());
+  source.addEventListener("migrations", () => refreshMigrations());
 }
 
 function showLogin() {
@@ -292,7 +371,7 @@ $("login-form").addEventListener("submit", async (ev) => {
 
 // Relative times age without a refetch.
 setInterval(() => {
-  for (const td of document.querySelectorAll("td[data-seen]")) td.textContent = ago(Number(td.dataset.seen));
+  for (const e of document.querySelectorAll("[data-seen]")) e.textContent = ago(Number(e.dataset.seen));
 }, 5000);
 
 connect();
