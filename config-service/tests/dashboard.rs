@@ -1,6 +1,8 @@
 //! The admin HTTP port of a real server: `/metrics` parsed strictly as the Prometheus text
 //! format with counters that move under gRPC traffic, the JSON endpoints and server-sent events
-//! behind the dashboard, and the admin token guarding them.
+//! behind the dashboard (`migrations` events follow a topic moved between the two real Kafka
+//! clusters of `SWITCHYARD_KAFKA_CLUSTERS`, started by scripts/test.sh), and the admin token
+//! guarding them.
 
 mod common;
 
@@ -881,4 +883,168 @@ async fn the_binary_prints_the_admin_address_and_drains_event_streams_on_sigterm
         .await
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The two Kafka clusters of the test command (`SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p"`).
+fn kafka_clusters() -> (String, String) {
+    let v = std::env::var("SWITCHYARD_KAFKA_CLUSTERS").expect(
+        "SWITCHYARD_KAFKA_CLUSTERS must name two Kafka clusters (scripts/test.sh starts them)",
+    );
+    let mut it = v.split(';').map(str::to_string);
+    (
+        it.next().expect("first cluster"),
+        it.next()
+            .expect("second cluster in SWITCHYARD_KAFKA_CLUSTERS"),
+    )
+}
+
+/// Creates `name` on the cluster at `bootstrap` and waits until it has partition leaders.
+async fn create_kafka_topic(bootstrap: &str, name: &str, partitions: i32) {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let a: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let res = within(
+        Duration::from_secs(60),
+        "create the Kafka topic",
+        a.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ),
+    )
+    .await
+    .expect("create topic");
+    for r in res {
+        r.expect("topic created");
+    }
+    within(Duration::from_secs(60), "the topic's leaders", async {
+        loop {
+            let md = a.inner().fetch_metadata(Some(name), Duration::from_secs(5));
+            if let Ok(md) = md
+                && md.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && t.partitions().len() == partitions as usize
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+/// Awaits `migrations` events until /api/migrations shows migration `id` in `phase`; returns
+/// the generation of each event seen.
+async fn until_phase(ev: &mut Events, addr: SocketAddr, id: &str, phase: &str) -> Vec<u64> {
+    let mut generations = Vec::new();
+    within(STEP, &format!("migration {id} in phase {phase}"), async {
+        loop {
+            let d = ev.until("migrations", |_| true).await;
+            generations.push(d["generation"].as_u64().expect("a generation"));
+            let l = get(addr, "/api/migrations").await.json();
+            let m = l["migrations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["id"] == id)
+                .cloned();
+            if m.as_ref().is_some_and(|m| m["phase"] == phase) {
+                return;
+            }
+        }
+    })
+    .await;
+    generations
+}
+
+/// Every change of a migration reaches the dashboard's event stream as a `migrations` event
+/// (the last change of a burst included), so the page follows a migration through its phases.
+/// Needs two real Kafka clusters: the coordinator creates the destination topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_changes_reach_the_event_stream() {
+    use switchyard_config::migration::MigrationConfig;
+    use switchyard_proto::v1::{MigrationRef, StartMigrationRequest};
+
+    let (first, second) = kafka_clusters();
+    let name = format!("dash-move-{}-{}", std::process::id(), rand::random::<u32>());
+    create_kafka_topic(&first, &name, 2).await;
+    // Nothing advances by itself: the operator's --advance drives the phases.
+    let cfg = ServerConfig {
+        migrations: MigrationConfig {
+            client_grace: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        ..admin_config(None)
+    };
+    let t = TestServer::start(cfg, None).await;
+    let addr = t.server.admin_addr().unwrap();
+    let real = |n: &str, b: &str| switchyard_proto::v1::Cluster {
+        bootstrap: vec![b.into()],
+        ..cluster(n)
+    };
+    t.apply(vec![
+        up_cluster(real("first", &first)),
+        up_cluster(real("second", &second)),
+        up_topic(topic(&name, "first", 2)),
+    ])
+    .await;
+
+    let (status, ev) = Events::open(addr, &[]).await;
+    assert_eq!(status, 200);
+    let mut ev = ev.unwrap();
+    assert_eq!(ev.next().await.0, "hello");
+
+    let mut a = t.admin.clone();
+    let m = within(
+        Duration::from_secs(60),
+        "StartMigration",
+        a.start_migration(StartMigrationRequest {
+            topic: name.clone(),
+            to_cluster: "second".into(),
+            author: "tester".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("the migration starts")
+    .into_inner();
+    let mut generations = until_phase(&mut ev, addr, &m.id, "switch").await;
+    let advance = |id: String| {
+        let mut a = t.admin.clone();
+        async move {
+            within(
+                Duration::from_secs(60),
+                "AdvanceMigration",
+                a.advance_migration(MigrationRef {
+                    id,
+                    author: "tester".into(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("the migration advances")
+        }
+    };
+    // SWITCH → SEALED by the operator, then SEALED → DRAIN by the coordinator.
+    advance(m.id.clone()).await;
+    generations.extend(until_phase(&mut ev, addr, &m.id, "drain").await);
+    advance(m.id.clone()).await;
+    generations.extend(until_phase(&mut ev, addr, &m.id, "complete").await);
+    assert!(
+        generations.windows(2).all(|w| w[0] < w[1]),
+        "each event carries a newer change counter: {generations:?}"
+    );
+    let l = get(addr, "/api/migrations").await.json();
+    let done = &l["migrations"][0];
+    assert_eq!(done["id"], m.id.as_str());
+    assert_eq!(done["forced"], true);
+    assert_eq!(done["from"]["cluster"], "first");
+    assert_eq!(done["to"]["cluster"], "second");
+    within(STEP, "shutdown", t.server.shutdown()).await.unwrap();
 }
