@@ -300,14 +300,17 @@ async function migrationsCheck(ctx, topicReady, topic) {
   latency.switch = await shown("switch", started.returned);
   await p.waitForSelector(`${card}[data-migration="${id}"][data-phase="switch"] .stepper li.current[data-step="switch"]`, { timeout: STEP_MS });
   const route = await text(".route");
-  if (route !== `first/${topic} → second/${topic}`) throw new Error("route: " + route);
+  if (route !== `first/${topic} → second/${topic} · 3 partitions`) throw new Error("route: " + route);
   await p.waitForSelector(`${card} .producers [data-switched="0"][data-producers="1"]`, { timeout: STEP_MS });
   await p.waitForSelector(`${card} li[data-group="ledger"][data-state="draining"]`, { timeout: STEP_MS });
+  // The client has not applied the route change yet.
+  await p.waitForSelector(`${card} .badge.behind`, { timeout: STEP_MS });
   if ((await p.$$(`${card} .stepper li.done`)).length !== 1) throw new Error("SWITCH: PREPARE is not the only phase done");
 
   // Progress updates live: the producer reports the destination.
   await client(v2, "second", "first");
   await p.waitForSelector(`${card} .producers [data-switched="1"][data-producers="1"]`, { timeout: STEP_MS });
+  await p.waitForSelector(`${card} .badge.behind`, { state: "detached", timeout: STEP_MS });
 
   // DRAIN: forced on by the operator (SWITCH → SEALED, then the coordinator moves to DRAIN).
   const sealed = await cli(srv.endpoint, ["move-topic", "--advance", id]);
@@ -319,6 +322,7 @@ async function migrationsCheck(ctx, topicReady, topic) {
   // The group finished the source.
   await client(v2, "second", "second");
   await p.waitForSelector(`${card} li[data-group="ledger"][data-state="drained"]`, { timeout: STEP_MS });
+  await p.locator("#migrations").screenshot({ path: join(ARTIFACTS, "dashboard-migration-drain.png") });
 
   // COMPLETE.
   const done = await cli(srv.endpoint, ["move-topic", "--advance", id]);
@@ -329,6 +333,23 @@ async function migrationsCheck(ctx, topicReady, topic) {
   if (!(await text(".times")).includes("finished")) throw new Error("no finish time: " + (await text(".times")));
   const summary = await p.textContent("#migrations-summary");
   if (summary !== "0 active · 1 finished") throw new Error("summary: " + summary);
+
+  // ABORTED: moving the topic back (its old home is empty) and aborting before the seal shows
+  // a second card, first in the list (newest first), with ABORTED after the phases it reached.
+  const back = await cli(srv.endpoint, ["move-topic", topic, "--to", "first"]);
+  const backId = (back.out.match(/^(mig-[0-9a-f]+) /m) || [])[1];
+  if (!backId) throw new Error("move-topic printed: " + back.out);
+  await p.waitForSelector(`[data-migration="${backId}"][data-phase="switch"]`, { timeout: STEP_MS });
+  const aborted = await cli(srv.endpoint, ["move-topic", "--abort", backId]);
+  // (The observer follows the topic's first card, which is now this one.)
+  latency.aborted = await shown("aborted", aborted.returned);
+  await p.waitForSelector(`[data-migration="${backId}"][data-phase="aborted"]`, { timeout: STEP_MS });
+  const steps = await p.$$eval(`[data-migration="${backId}"] .stepper li`, (ls) => ls.map((l) => l.dataset.step + ":" + l.className));
+  if (steps.join(" ") !== "prepare:done switch:done aborted:current aborted sealed:skipped drain:skipped complete:skipped") {
+    throw new Error("stepper of the aborted migration: " + steps.join(" "));
+  }
+  const order = await p.$$eval("#migration-list [data-migration]", (cs) => cs.map((c) => c.dataset.migration));
+  if (order.join(" ") !== `${backId} ${id}`) throw new Error("cards not newest first: " + order.join(" "));
   if (!(await p.evaluate(() => window.__sameDocument === true))) throw new Error("the page was reloaded");
 
   const path = join(ARTIFACTS, "dashboard-migrations.png");

@@ -277,8 +277,12 @@ function migrationCard(x) {
   const late = el("div", { class: "kv" },
     el("span", { class: "k" }, "Late writes"),
     el("span", { class: "late" + (x.late_writes > 0 ? " warn" : ""), "data-late": x.late_writes,
-      title: "records that reached the source after the seal" }, String(x.late_writes)),
-    x.clients_behind ? el("span", { class: "badge behind" }, x.clients_behind + " client(s) behind") : null);
+      title: "records that reached the source after the seal" }, String(x.late_writes)));
+  const behind = x.clients_behind && active
+    ? el("div", { class: "kv" }, el("span", { class: "k" }, "Clients behind"),
+        el("span", { class: "badge behind", title: "clients of the topic that have not applied the route change yet" },
+          x.clients_behind + " not on version " + x.switch_version))
+    : null;
   const times = el("div", { class: "times muted" },
     when("started", x.created_unix_ms), when("switched", x.switched_unix_ms),
     when("sealed", x.sealed_unix_ms), when(x.phase === "aborted" ? "aborted" : "finished", x.finished_unix_ms),
@@ -290,12 +294,13 @@ function migrationCard(x) {
   },
     el("div", { class: "cluster-head" },
       el("b", {}, x.topic),
-      el("span", { class: "route", title: x.partitions + " partitions" }, from + " → " + to),
       el("span", { class: "badge phase " + x.phase }, x.phase.toUpperCase()),
       x.forced ? el("span", { class: "badge forced", title: "an operator forced a phase on (move-topic --advance)" }, "forced") : null,
       el("span", { class: "label mig-id" }, x.id)),
+    el("div", { class: "route" }, from + " → " + to,
+      el("span", { class: "muted" }, " · " + x.partitions + (x.partitions === 1 ? " partition" : " partitions"))),
     stepper(x),
-    producers, groups, late,
+    producers, groups, late, behind,
     x.note ? el("div", { class: "note" }, x.note) : null,
     x.comment ? el("div", { class: "comment muted" }, x.comment) : null,
     times);
