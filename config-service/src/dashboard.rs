@@ -552,10 +552,10 @@ impl Debounced {
         }
     }
 
-    /// Waits for what comes next: the due event goes out (`Some`), or a change schedules one
-    /// (`None`). Never resolves without a counter; Err when the counter's sender is gone.
-    /// Cancel-safe: nothing changes until it resolves.
-    async fn next(&mut self) -> Result<Option<Event>, watch::error::RecvError> {
+    /// Waits for what comes next: the due event goes out (`Some(counter)`), or a change
+    /// schedules one (`None`). Never resolves without a counter; Err when the counter's sender
+    /// is gone. Cancel-safe: nothing changes until it resolves.
+    async fn next(&mut self) -> Result<Option<u64>, watch::error::RecvError> {
         match (self.due, &mut self.rx) {
             (Some(t), _) => {
                 tokio::time::sleep_until(t).await;
@@ -579,14 +579,17 @@ impl Debounced {
         });
     }
 
-    /// The due event.
-    fn fire(&mut self) -> Event {
+    /// Sends the due event: the counter as it is now.
+    fn fire(&mut self) -> u64 {
         self.due = None;
         self.last = Some(Instant::now());
-        let g = self.rx.as_mut().map_or(0, |rx| *rx.borrow_and_update());
+        self.rx.as_mut().map_or(0, |rx| *rx.borrow_and_update())
+    }
+
+    fn event(&self, generation: u64) -> Event {
         Event::default()
             .event(self.name)
-            .data(json!({ "generation": g }).to_string())
+            .data(json!({ "generation": generation }).to_string())
     }
 }
 
@@ -673,12 +676,12 @@ fn event_stream(st: StreamState) -> impl Stream<Item = Result<Event, Infallible>
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 r = st.clients.next() => match r {
-                    Ok(Some(ev)) => return Some((Ok(ev), st)),
+                    Ok(Some(g)) => return Some((Ok(st.clients.event(g)), st)),
                     Ok(None) => {}
                     Err(_) => return None,
                 },
                 r = st.migrations.next() => match r {
-                    Ok(Some(ev)) => return Some((Ok(ev), st)),
+                    Ok(Some(g)) => return Some((Ok(st.migrations.event(g)), st)),
                     Ok(None) => {}
                     // The coordinator stopped (shutdown): nothing more to tell.
                     Err(_) => st.migrations.rx = None,
@@ -724,5 +727,41 @@ mod tests {
         );
         assert_eq!(cookie(&h, COOKIE), Some("tok"));
         assert_eq!(cookie(&h, "x"), None);
+    }
+
+    /// A burst of changes gives one event at once and one when the gap ends, which carries the
+    /// last change (also one made while that event was already due).
+    #[tokio::test]
+    async fn debounced_events_keep_the_last_change() {
+        let (tx, rx) = watch::channel(0u64);
+        let mut d = Debounced::new("migrations", Duration::from_millis(50), Some(rx));
+        async fn next(d: &mut Debounced) -> Option<u64> {
+            tokio::time::timeout(Duration::from_secs(10), d.next())
+                .await
+                .expect("bounded wait")
+                .expect("sender alive")
+        }
+        tx.send_modify(|v| *v += 1);
+        assert_eq!(next(&mut d).await, None, "the change schedules an event");
+        assert_eq!(
+            next(&mut d).await,
+            Some(1),
+            "the first event goes out at once"
+        );
+        tx.send_modify(|v| *v += 1);
+        assert_eq!(next(&mut d).await, None);
+        // While the event waits out the gap, more changes come in.
+        tx.send_modify(|v| *v += 1);
+        tx.send_modify(|v| *v += 1);
+        assert_eq!(
+            next(&mut d).await,
+            Some(4),
+            "the delayed event carries the last change"
+        );
+        drop(tx);
+        let end = tokio::time::timeout(Duration::from_secs(10), d.next())
+            .await
+            .expect("bounded wait");
+        assert!(end.is_err(), "a closed counter ends the wait");
     }
 }

@@ -233,9 +233,12 @@ function when(label, ms) {
     el("span", { "data-seen": ms, title: new Date(ms).toLocaleString() }, ago(ms)));
 }
 
-function seconds(ms) {
-  return ms < 10_000 ? (ms / 1000).toFixed(1) + " s" : ms < 3_600_000 ? Math.round(ms / 1000) + " s" :
-    (ms / 3_600_000).toFixed(1) + " h";
+// A duration: "0.8 s", "42 s", "12 min", "3.5 h".
+function duration(ms) {
+  if (ms < 10_000) return (ms / 1000).toFixed(1) + " s";
+  if (ms < 120_000) return Math.round(ms / 1000) + " s";
+  if (ms < 7_200_000) return Math.round(ms / 60_000) + " min";
+  return (ms / 3_600_000).toFixed(1) + " h";
 }
 
 // PREPARE → SWITCH → SEALED → DRAIN → COMPLETE, the current phase highlighted; an aborted
@@ -286,7 +289,7 @@ function migrationCard(x) {
   const times = el("div", { class: "times muted" },
     when("started", x.created_unix_ms), when("switched", x.switched_unix_ms),
     when("sealed", x.sealed_unix_ms), when(x.phase === "aborted" ? "aborted" : "finished", x.finished_unix_ms),
-    x.finished_unix_ms && x.created_unix_ms ? el("span", {}, "took " + seconds(x.finished_unix_ms - x.created_unix_ms)) : null,
+    x.finished_unix_ms && x.created_unix_ms ? el("span", {}, "took " + duration(x.finished_unix_ms - x.created_unix_ms)) : null,
     x.author ? el("span", {}, "by " + x.author) : null);
   return el("div", {
     class: "migration phase-" + x.phase + (active ? " active" : ""),
