@@ -377,6 +377,7 @@ fn topic(i: usize, clusters: usize, partitions: i32) -> Topic {
         partitions,
         owner: format!("team-{:03}", i % 200),
         quota_refs: Vec::new(),
+        migrating_from: None,
     }
 }
 

@@ -487,8 +487,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         if done.late_writes > 0 {
                             println!(
                                 "warning: {} record(s) reached {}/{} after the seal (a producer \
-                                 that had not switched); they stay in the source topic",
-                                done.late_writes, done.from_cluster, done.from_physical
+                                 that had not switched); {} copied to {}/{}, where the consumer \
+                                 groups read them",
+                                done.late_writes,
+                                done.from_cluster,
+                                done.from_physical,
+                                done.mirrored,
+                                done.to_cluster,
+                                done.to_physical
                             );
                         }
                     }

@@ -32,8 +32,8 @@ use prost::Message as _;
 use switchyard_proto::state::State;
 use switchyard_proto::v1::change::Op;
 use switchyard_proto::v1::{
-    ApplyRequest, Change, ClientStatus, Cluster, ListMigrationsRequest, Migration, MigrationLog,
-    MigrationPhase, MigrationRef, StartMigrationRequest,
+    ApplyRequest, Change, ClientStatus, Cluster, ListMigrationsRequest, MigratingFrom, Migration,
+    MigrationLog, MigrationPhase, MigrationRef, StartMigrationRequest,
 };
 use switchyard_proto::validate::{Errors, ValidationError};
 use tokio::sync::{Notify, watch};
@@ -422,6 +422,12 @@ impl Coordinator {
             let moved = switchyard_proto::v1::Topic {
                 cluster: m.to_cluster.clone(),
                 physical: m.to_physical.clone(),
+                migrating_from: Some(MigratingFrom {
+                    migration_id: m.id.clone(),
+                    cluster: m.from_cluster.clone(),
+                    physical: m.from_physical.clone(),
+                    sealed_offsets: Vec::new(),
+                }),
                 ..t
             };
             let comment = if m.comment.is_empty() {
@@ -588,18 +594,13 @@ impl Coordinator {
             }
             MigrationPhase::Drain => {
                 self.refresh(m);
-                if let Ok(now) = self.source_ends(m).await {
-                    m.late_writes = late_writes(&now, &m.sealed_offsets);
-                }
+                self.mirror_late_writes(m).await;
                 if !self.settled() {
                     m.note = "waiting for clients to report after the service started".into();
                     return false;
                 }
                 if m.groups_draining.is_empty() && m.clients_behind == 0 {
-                    m.phase = MigrationPhase::Complete as i32;
-                    m.finished_unix_ms = unix_ms();
-                    tracing::info!(id = %m.id, topic = %m.topic, late_writes = m.late_writes, "migration complete");
-                    return true;
+                    return self.complete(m, false).await;
                 }
                 false
             }
@@ -609,23 +610,156 @@ impl Coordinator {
         }
     }
 
-    /// SWITCH → SEALED: records the source's end offsets.
+    /// SWITCH → SEALED: records the source's end offsets and publishes them on the topic, so
+    /// consumer groups drain the source up to them (and no further).
     async fn seal(&self, m: &mut Migration, forced: bool) -> bool {
-        match self.source_ends(m).await {
-            Ok(ends) => {
-                m.sealed_offsets = ends;
-                m.phase = MigrationPhase::Sealed as i32;
-                m.sealed_unix_ms = unix_ms();
-                m.forced |= forced;
-                m.note.clear();
-                tracing::info!(id = %m.id, topic = %m.topic, forced, "migration sealed");
-                true
-            }
+        let ends = match self.source_ends(m).await {
+            Ok(e) => e,
             Err(e) => {
                 m.note = format!("cannot read the source's end offsets: {e}");
-                false
+                return false;
+            }
+        };
+        let published = self
+            .update_topic(m, "seal", |t| {
+                if let Some(f) = t.migrating_from.as_mut() {
+                    f.sealed_offsets.clone_from(&ends);
+                }
+            })
+            .await;
+        if let Err(e) = published {
+            m.note = format!("cannot publish the seal: {e}");
+            return false;
+        }
+        m.sealed_offsets = ends.clone();
+        m.mirrored_offsets = ends;
+        m.phase = MigrationPhase::Sealed as i32;
+        m.sealed_unix_ms = unix_ms();
+        m.forced |= forced;
+        m.note.clear();
+        tracing::info!(id = %m.id, topic = %m.topic, forced, "migration sealed");
+        true
+    }
+
+    /// Rewrites the migrating topic with `f` in one compare-and-set write (retried when another
+    /// write got in between), as long as it is still routed to the destination and carries
+    /// this migration's `migrating_from`. A no-op when `f` changes nothing.
+    async fn update_topic(
+        &self,
+        m: &Migration,
+        what: &str,
+        f: impl Fn(&mut switchyard_proto::v1::Topic),
+    ) -> Result<(), ServiceError> {
+        for _ in 0..5 {
+            let state = self.svc.store().latest();
+            let Some(t) = state.topics.get(&m.topic).cloned() else {
+                return Err(ServiceError::Precondition(format!(
+                    "topic {:?} was deleted",
+                    m.topic
+                )));
+            };
+            let t = switchyard_proto::state::normalize_topic(t);
+            if t.cluster != m.to_cluster
+                || t.physical != m.to_physical
+                || t.migrating_from.as_ref().map(|x| x.migration_id.as_str()) != Some(&m.id)
+            {
+                return Err(ServiceError::Precondition(format!(
+                    "topic {:?} was changed outside migration {}",
+                    m.topic, m.id
+                )));
+            }
+            let mut next = t.clone();
+            f(&mut next);
+            if next == t {
+                return Ok(());
+            }
+            match self
+                .svc
+                .apply(ApplyRequest {
+                    expected_version: state.version,
+                    changes: vec![Change {
+                        op: Some(Op::UpsertTopic(next)),
+                    }],
+                    dry_run: false,
+                    author: m.author.clone(),
+                    comment: format!("migration {} {what}: {}", m.id, m.topic),
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(ServiceError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
             }
         }
+        Err(ServiceError::Precondition(
+            "the configuration kept changing; five compare-and-set attempts lost".into(),
+        ))
+    }
+
+    /// Copies records that reached the source after the seal to the same partition of the
+    /// destination (consumer groups stop reading the source at the seal).
+    async fn mirror_late_writes(&self, m: &mut Migration) {
+        let Ok(now) = self.source_ends(m).await else {
+            return;
+        };
+        m.late_writes = late_writes(&now, &m.sealed_offsets);
+        if m.mirrored_offsets.len() != now.len() {
+            m.mirrored_offsets = m.sealed_offsets.clone();
+        }
+        if now.iter().zip(&m.mirrored_offsets).all(|(n, c)| n <= c) {
+            return;
+        }
+        let state = self.svc.store().latest();
+        let (Some(from), Some(to)) = (
+            state.clusters.get(&m.from_cluster).cloned(),
+            state.clusters.get(&m.to_cluster).cloned(),
+        ) else {
+            m.note = "a cluster of the migration is no longer configured".into();
+            return;
+        };
+        match movetopic::mirror(
+            &from,
+            &m.from_physical,
+            &to,
+            &m.to_physical,
+            &m.mirrored_offsets,
+            &now,
+            &m.id,
+        )
+        .await
+        {
+            Ok(copied) => {
+                let n: i64 = copied
+                    .iter()
+                    .zip(&m.mirrored_offsets)
+                    .map(|(a, b)| a - b)
+                    .sum();
+                m.mirrored += n;
+                m.mirrored_offsets = copied;
+                tracing::warn!(id = %m.id, topic = %m.topic, copied = n, "late writes copied from the source to the destination");
+                // Persist how far it got, so a restart does not copy the same records again.
+                self.store(m.clone(), true).await;
+            }
+            Err(e) => m.note = format!("copying late writes: {e:#}"),
+        }
+    }
+
+    /// DRAIN → COMPLETE: copies the last late writes, then clears the topic's
+    /// `migrating_from`.
+    async fn complete(&self, m: &mut Migration, forced: bool) -> bool {
+        self.mirror_late_writes(m).await;
+        if let Err(e) = self
+            .update_topic(m, "complete", |t| t.migrating_from = None)
+            .await
+        {
+            m.note = format!("cannot clear the migration from the topic: {e}");
+            return false;
+        }
+        m.phase = MigrationPhase::Complete as i32;
+        m.forced |= forced;
+        m.finished_unix_ms = unix_ms();
+        tracing::info!(id = %m.id, topic = %m.topic, late_writes = m.late_writes, mirrored = m.mirrored, "migration complete");
+        true
     }
 
     fn get(&self, id: &str) -> Result<Migration, ServiceError> {
@@ -652,12 +786,9 @@ impl Coordinator {
             }
             MigrationPhase::Sealed | MigrationPhase::Drain => {
                 self.refresh(&mut m);
-                if let Ok(now) = self.source_ends(&m).await {
-                    m.late_writes = late_writes(&now, &m.sealed_offsets);
+                if !self.complete(&mut m, true).await {
+                    return Err(ServiceError::Unavailable(m.note));
                 }
-                m.phase = MigrationPhase::Complete as i32;
-                m.forced = true;
-                m.finished_unix_ms = unix_ms();
             }
             p => {
                 return Err(ServiceError::Precondition(format!(
@@ -701,6 +832,7 @@ impl Coordinator {
             let back = switchyard_proto::v1::Topic {
                 cluster: m.from_cluster.clone(),
                 physical: m.from_physical.clone(),
+                migrating_from: None,
                 ..t
             };
             let comment = if r.comment.is_empty() {

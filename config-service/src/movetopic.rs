@@ -382,3 +382,129 @@ async fn topic_configs(a: &Kafka, topic: &str) -> anyhow::Result<BTreeMap<String
     }
     Ok(out)
 }
+
+/// Copies the records of `from_topic` at `[start[p], end[p])` on cluster `from` to partition `p`
+/// of `to_topic` on cluster `to` (same key, value and headers, plus a `switchyard-copied-from`
+/// header naming the source record), idempotently and in order per partition. Returns the
+/// source offsets copied up to. At most ~10 s of work per call: the rest is left for the next.
+pub async fn mirror(
+    from: &Cluster,
+    from_topic: &str,
+    to: &Cluster,
+    to_topic: &str,
+    start: &[i64],
+    end: &[i64],
+    migration_id: &str,
+) -> anyhow::Result<Vec<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    type Copied = (
+        i32,
+        i64,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Vec<u8>)>,
+    );
+    let mut cfg = ClientConfig::new();
+    for (k, v) in &from.properties {
+        cfg.set(k, v);
+    }
+    cfg.set("bootstrap.servers", from.bootstrap.join(","))
+        .set("group.id", format!("switchyard-copier-{migration_id}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cfg
+        .create()
+        .with_context(|| format!("cannot create a consumer for cluster {}", from.name))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, (s, e)) in start.iter().zip(end).enumerate() {
+        if s < e {
+            tpl.add_partition_offset(from_topic, p as i32, rdkafka::Offset::Offset(*s))?;
+        }
+    }
+    let (start2, end2, topic2) = (start.to_vec(), end.to_vec(), from_topic.to_string());
+    let records: Vec<Copied> = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        consumer.assign(&tpl)?;
+        let mut next = start2.clone();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while next.iter().zip(&end2).any(|(n, e)| n < e) && Instant::now() < deadline {
+            let Some(r) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = r.with_context(|| format!("reading {topic2}"))?;
+            let p = m.partition() as usize;
+            if p >= end2.len() || m.offset() < next[p] || m.offset() >= end2[p] {
+                continue;
+            }
+            next[p] = m.offset() + 1;
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+                headers,
+            ));
+        }
+        Ok(out)
+    })
+    .await??;
+
+    let mut pcfg = ClientConfig::new();
+    for (k, v) in &to.properties {
+        pcfg.set(k, v);
+    }
+    let producer: FutureProducer = pcfg
+        .set("bootstrap.servers", to.bootstrap.join(","))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .with_context(|| format!("cannot create a producer for cluster {}", to.name))?;
+    let mut copied = start.to_vec();
+    let mut pending = Vec::new();
+    for (p, offset, key, payload, headers) in &records {
+        let origin = format!("{}/{from_topic}/{p}/{offset}", from.name);
+        let mut hs = OwnedHeaders::new_with_capacity(headers.len() + 1);
+        for (k, v) in headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        hs = hs.insert(Header {
+            key: "switchyard-copied-from",
+            value: Some(&origin),
+        });
+        let mut rec = FutureRecord::<[u8], [u8]>::to(to_topic)
+            .partition(*p)
+            .headers(hs);
+        if let Some(k) = key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = payload {
+            rec = rec.payload(v.as_slice());
+        }
+        let f = producer
+            .send_result(rec)
+            .map_err(|(e, _)| anyhow!("cannot copy {origin}: {e}"))?;
+        pending.push((*p, *offset, f));
+    }
+    for (p, offset, f) in pending {
+        match f.await {
+            Ok(Ok(_)) => copied[p as usize] = copied[p as usize].max(offset + 1),
+            Ok(Err((e, _))) => bail!("copying {from_topic}/{p}@{offset} failed: {e}"),
+            Err(_) => bail!("copying {from_topic}/{p}@{offset}: the producer went away"),
+        }
+    }
+    Ok(copied)
+}

@@ -528,11 +528,8 @@ async fn a_move_completes_across_a_config_service_restart() {
     // Restart the service: its client inventory starts empty. The move must not look complete
     // until the client reports again, now with its group on west.
     e.restart().await;
-    assert_eq!(
-        e.version().await,
-        v2,
-        "the route change survived the restart"
-    );
+    // The route change and the seal (published in the next version) survived the restart.
+    assert_eq!(e.version().await, v2 + 1);
     assert_eq!(e.route(&t).await.0, "west");
     e.report(v2, &t, "west", "west").await;
     next(&mut lines, &mut seen, "complete in").await;
@@ -711,6 +708,21 @@ async fn an_operator_forces_the_seal_and_late_writes_are_counted() {
         .until(&m.id, "drain", |m| phase(m) == MigrationPhase::Drain)
         .await;
     assert!(m.forced);
+    // The seal is published on the topic for the consumers.
+    let s = e
+        .meta
+        .get_snapshot(GetSnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let topic = s.topics.iter().find(|x| x.name == t).unwrap();
+    let from = topic
+        .migrating_from
+        .as_ref()
+        .expect("migrating_from while draining");
+    assert_eq!(from.migration_id, m.id);
+    assert_eq!(from.cluster, "east");
+    assert_eq!(from.sealed_offsets, m.sealed_offsets);
     assert_eq!(m.sealed_offsets.iter().sum::<i64>(), 4, "{m:?}");
     // The cut-off producer keeps writing to the source: counted as late writes.
     produce(&e.east, &t, Some(3)).await;
@@ -730,5 +742,31 @@ async fn an_operator_forces_the_seal_and_late_writes_are_counted() {
     let m = e.migration(&m.id).await;
     assert_eq!(phase(&m), MigrationPhase::Complete);
     assert_eq!(m.late_writes, 3);
+    // Copied to the destination (the groups drain the source only up to the seal).
+    assert_eq!(m.mirrored, 3, "{m:?}");
+    assert_eq!(
+        m.mirrored_offsets.iter().sum::<i64>(),
+        m.sealed_offsets.iter().sum::<i64>() + 3
+    );
+    assert!(out.contains("3 copied to west/"), "{out}");
+    let a = kadmin(&e.west);
+    let held: i64 = (0..3)
+        .map(|p| {
+            a.inner()
+                .fetch_watermarks(&t, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert_eq!(held, 3, "the late writes are in the destination");
+    // The topic no longer carries the migration.
+    let s = e
+        .meta
+        .get_snapshot(GetSnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let topic = s.topics.iter().find(|x| x.name == t).unwrap();
+    assert!(topic.migrating_from.is_none(), "{topic:?}");
     e.stop().await;
 }

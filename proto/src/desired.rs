@@ -295,6 +295,7 @@ impl DesiredState {
                 partitions: t.partitions,
                 owner: t.owner.clone().unwrap_or_default(),
                 quota_refs: Vec::new(),
+                migrating_from: None,
             });
             if s.topics.insert(t.name.clone(), topic).is_some() {
                 bail!("topics[{i}]: topic {:?} is listed twice", t.name);

@@ -282,8 +282,18 @@ impl State {
             }
         }
         for (k, v) in &target.topics {
-            if self.topics.get(k) != Some(v) {
-                out.push(op(Op::UpsertTopic(v.clone())));
+            // A topic's `migrating_from` belongs to the migration coordinator: a target that
+            // leaves it unset keeps the current one while the route stays the same.
+            let mut v = v.clone();
+            if let Some(cur) = self.topics.get(k)
+                && v.migrating_from.is_none()
+                && cur.cluster == v.cluster
+                && cur.physical == v.physical
+            {
+                v.migrating_from.clone_from(&cur.migrating_from);
+            }
+            if self.topics.get(k) != Some(&v) {
+                out.push(op(Op::UpsertTopic(v)));
             }
         }
         for (k, v) in &target.quotas {

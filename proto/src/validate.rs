@@ -412,6 +412,22 @@ pub fn check_topic(errs: &mut Errors, field: &str, t: &Topic) {
     if t.quota_refs.len() > MAX_MAP_ENTRIES {
         errs.push(format!("{field}.quota_refs"), "too many entries");
     }
+    if let Some(m) = &t.migrating_from {
+        errs.check(check_name(
+            &format!("{field}.migrating_from.cluster"),
+            &m.cluster,
+        ));
+        errs.check(check_topic_name(
+            &format!("{field}.migrating_from.physical"),
+            &m.physical,
+        ));
+        if m.sealed_offsets.iter().any(|o| *o < 0) {
+            errs.push(
+                format!("{field}.migrating_from.sealed_offsets"),
+                "offsets must not be negative",
+            );
+        }
+    }
 }
 
 /// Shape of one quota key.

@@ -110,6 +110,12 @@ struct Member {
     /// grows, so while fewer records than that were handed out the partition is surely not
     /// drained, and the (slow, blocking) end-offset query need not be repeated.
     drain_ends: Mutex<HashMap<(String, i32), i64>>,
+    /// physical → the seal of a draining topic that a coordinated migration moves away:
+    /// `None` until the coordinator publishes it (the drain cannot end before), then the
+    /// source's end offsets per partition, which the drain reads up to and never beyond
+    /// (later records are copied to the destination by the coordinator). Absent for a plain
+    /// route change: the drain then reads to the partitions' current end.
+    seals: Mutex<HashMap<String, Option<Vec<i64>>>>,
     received: AtomicU64,
     bytes: AtomicU64,
 }
@@ -336,6 +342,14 @@ fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
 fn convert(m: &Member, bm: &rdkafka::message::BorrowedMessage<'_>) -> Option<Message> {
     let physical = bm.topic().to_string();
     let logical = m.topics.lock().get(&physical).cloned()?;
+    if let Some(Some(sealed)) = m.seals.lock().get(&physical)
+        && let Some(end) = sealed.get(usize::try_from(bm.partition()).ok()?)
+        && bm.offset() >= *end
+    {
+        // Written to the source after the seal: the coordinator copies it to the destination,
+        // where this group reads it once.
+        return None;
+    }
     let headers = bm
         .headers()
         .map(|h| {
@@ -418,6 +432,26 @@ impl ConsumerInner {
                     changed = true;
                 }
             }
+            // The seals of what drains here (published by the migration coordinator).
+            let mut seals = m.seals.lock();
+            seals.clear();
+            for phys in draining.keys() {
+                let Some(logical) = topics.get(phys) else {
+                    continue;
+                };
+                if let Some(f) = md
+                    .state
+                    .topics
+                    .get(logical)
+                    .and_then(|t| t.migrating_from.as_ref())
+                    && f.cluster == m.cluster
+                    && &f.physical == phys
+                {
+                    let sealed = (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone());
+                    seals.insert(phys.clone(), sealed);
+                }
+            }
+            drop(seals);
             if changed {
                 subscribe(&m.consumer, &topics).map_err(|source| Error::Kafka {
                     cluster: m.cluster.clone(),
@@ -444,6 +478,7 @@ impl ConsumerInner {
                     topics: Mutex::new(topics),
                     draining: Mutex::new(BTreeMap::new()),
                     drain_ends: Mutex::new(HashMap::new()),
+                    seals: Mutex::new(HashMap::new()),
                     received: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
                 }),
@@ -517,6 +552,12 @@ impl ConsumerInner {
                 .filter(|(_, since)| since.elapsed() >= self.opts.drain_grace)
                 .map(|(p, _)| p.clone())
                 .collect();
+            // A migration's source drains up to its seal, so not before the seal is known.
+            let seals = m.seals.lock().clone();
+            let due: Vec<String> = due
+                .into_iter()
+                .filter(|p| !matches!(seals.get(p), Some(None)))
+                .collect();
             if due.is_empty() {
                 continue;
             }
@@ -543,6 +584,13 @@ impl ConsumerInner {
                     return (out, due2);
                 };
                 let end_of = |topic: &str, partition: i32, handed: i64| -> i64 {
+                    if let Some(Some(sealed)) = seals.get(topic) {
+                        return usize::try_from(partition)
+                            .ok()
+                            .and_then(|p| sealed.get(p))
+                            .copied()
+                            .unwrap_or(0);
+                    }
                     let pk = (topic.to_string(), partition);
                     let known = m2.drain_ends.lock().get(&pk).copied();
                     match known {

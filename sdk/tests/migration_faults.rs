@@ -369,3 +369,203 @@ async fn a_producer_process_killed_mid_switch_loses_no_acknowledged_record() {
     drop(survivor);
     svc.shutdown().await.unwrap();
 }
+
+/// A producer the config service cannot reach (here: a plain Kafka producer that never learns
+/// of the move) keeps writing to the source after the seal. The group drains the source only
+/// up to the seal; the coordinator copies every later record to the destination, where the
+/// group reads it: each record is received once, and the late writes are reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reaching_the_source_after_the_seal_are_copied_and_received_once() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    init_tracing();
+    let (east, west) = kafka();
+    let svc = switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        client_lease: Duration::from_secs(3),
+        migrations: migration::MigrationConfig {
+            client_grace: Duration::ZERO,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("config service starts");
+    let addr = svc.local_addr();
+    let endpoint = format!("http://{addr}");
+    let mut adm = admin(addr).await;
+    let t = fresh("late");
+    create_topic(&east, &t, PARTITIONS).await;
+    apply(
+        &mut adm,
+        vec![
+            cluster("east", &east),
+            cluster("west", &west),
+            topic(&t, "east", "", PARTITIONS),
+        ],
+    )
+    .await;
+
+    let group = fresh("g");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, String)>();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let sy = connect(&endpoint, "late-reader").await;
+    let c = Arc::new(
+        sy.consumer_with(
+            &group,
+            &[&t],
+            ConsumerOptions {
+                auto_commit: false,
+                drain_grace: Duration::from_secs(3),
+                ..Default::default()
+            },
+        )
+        .expect("consumer"),
+    );
+    let task = {
+        let (c, mut stop_rx) = (c.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = c.recv() => m.expect("recv"),
+                    _ = stop_rx.wait_for(|v| *v) => return,
+                };
+                let (k, seq) = parse_payload(m.payload.as_deref().unwrap_or_default());
+                if tx.send((k, seq, m.cluster.clone())).is_err() {
+                    return;
+                }
+                c.commit(&m).await.expect("commit");
+            }
+        })
+    };
+    // An SDK producer, which switches.
+    let writer = connect(&endpoint, "late-sdk-writer").await;
+    let load = Load::start(writer.producer(), &t, 2, 8, 200.0, Duration::from_secs(90));
+    // The producer cut off from the service: always east.
+    let (raw_stop, raw_stop_rx) = tokio::sync::watch::channel(false);
+    let raw = {
+        let (east, t) = (east.clone(), t.clone());
+        tokio::spawn(async move {
+            let p: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &east)
+                .set("enable.idempotence", "true")
+                .create()
+                .unwrap();
+            let mut acked = Vec::new();
+            for seq in 0u64.. {
+                if *raw_stop_rx.borrow() {
+                    break;
+                }
+                let key = format!("r{}", seq % 4);
+                let pl = payload(&key, seq);
+                p.send(
+                    FutureRecord::to(&t).key(&key).payload(&pl),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("the cut-off producer writes to east");
+                acked.push((key, seq));
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            acked
+        })
+    };
+    load.wait_for_ok(300, Duration::from_secs(60)).await;
+    let m = adm
+        .start_migration(StartMigrationRequest {
+            topic: t.clone(),
+            to_cluster: "west".into(),
+            author: "fault-test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the migration starts")
+        .into_inner();
+    // Once late writes are counted, stop the cut-off producer (the migration is still in
+    // DRAIN: the group keeps reading the source for its 3 s drain grace).
+    let seen = eventually(Duration::from_secs(60), "late writes are counted", || {
+        let mut adm = adm.clone();
+        let id = m.id.clone();
+        async move {
+            let l = adm
+                .list_migrations(switchyard_proto::v1::ListMigrationsRequest {
+                    id,
+                    active_only: false,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let x = l.migrations.into_iter().next()?;
+            (x.late_writes >= 20).then_some(x)
+        }
+    })
+    .await;
+    assert_eq!(
+        MigrationPhase::try_from(seen.phase),
+        Ok(MigrationPhase::Drain),
+        "still draining when the late writes were seen: {seen:?}"
+    );
+    let _ = raw_stop.send(true);
+    let raw_acked = raw.await.unwrap();
+    let done = migration::wait(&mut adm, &m.id, Duration::from_secs(90), |_| {})
+        .await
+        .expect("the migration finishes");
+    assert_eq!(
+        MigrationPhase::try_from(done.phase),
+        Ok(MigrationPhase::Complete),
+        "{done:?}"
+    );
+    assert!(done.late_writes >= 20, "{done:?}");
+    assert_eq!(
+        done.mirrored, done.late_writes,
+        "every late write was copied: {done:?}"
+    );
+    let report = load.finish().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors.first());
+
+    // Every record — the SDK producer's and the cut-off producer's — received exactly once.
+    let mut expected: HashSet<(String, u64)> =
+        report.sent.iter().map(|s| (s.key.clone(), s.seq)).collect();
+    expected.extend(raw_acked.iter().cloned());
+    let mut got: HashMap<(String, u64), Vec<String>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !expected.iter().all(|k| got.contains_key(k)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((k, seq, cl))) => got.entry((k, seq)).or_default().push(cl),
+            Ok(None) => panic!("the consumer task ended early"),
+            Err(_) => panic!(
+                "received {} of {} records within 90 s",
+                expected.iter().filter(|k| got.contains_key(*k)).count(),
+                expected.len()
+            ),
+        }
+    }
+    while let Ok(Some((k, seq, cl))) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
+    {
+        got.entry((k, seq)).or_default().push(cl);
+    }
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("consumer task stops")
+        .expect("consumer task did not panic");
+    let duplicated = got.values().filter(|v| v.len() > 1).count();
+    let lost = expected.iter().filter(|k| !got.contains_key(*k)).count();
+    let late_via_west = raw_acked
+        .iter()
+        .filter(|k| got.get(*k).is_some_and(|v| v[0] == "west"))
+        .count();
+    println!(
+        "late writes: {} by the cut-off producer, {} after the seal, {} copied, {late_via_west} received from west; lost={lost} duplicated={duplicated}",
+        raw_acked.len(),
+        done.late_writes,
+        done.mirrored
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!(late_via_west as i64, done.mirrored);
+    drop(sy);
+    drop(writer);
+    svc.shutdown().await.unwrap();
+}
