@@ -227,6 +227,19 @@ impl Consumer {
                 (r, _, _) = futures::future::select_all(futs) => {
                     match r {
                         Ok((id, Some(msg))) => {
+                            // A record this member already handed out, fetched again because a
+                            // rebalance gave the partition back before its commit landed
+                            // (the commit failed with a stale generation): the application has
+                            // it, so it is not handed out twice.
+                            let handed = inner
+                                .offsets
+                                .lock()
+                                .get(&(id, msg.physical_topic.clone(), msg.partition))
+                                .map_or(0, |o| o.0);
+                            if msg.offset < handed {
+                                tracing::debug!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, "skipping a record this member handed out already");
+                                continue;
+                            }
                             // Handed over at the top of the loop, once the quota allows.
                             st.pending = Some((id, msg));
                         }
