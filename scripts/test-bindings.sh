@@ -18,8 +18,13 @@
 # Python (bindings/python): then runs scripts/test-python.sh (virtualenv, maturin, pytest on
 # the same clusters).
 #
+# Parity (bindings/parity): then runs scripts/test-parity.sh — a Python producer with a C
+# consumer group and a C producer with a Python consumer group through a route change and a
+# live move-topic, on the same clusters, with the virtualenv test-python.sh prepared.
+#
 # Exits non-zero when anything fails; the C part's summary line is "c tests: N passed, M
-# failed", the Python part's last line "python tests: passed".
+# failed", the Python part's last line "python tests: passed", the parity part's
+# "parity: 2 direction(s) in S s, passed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -249,3 +254,7 @@ echo "c tests: $passed passed, $failed failed"
 # Python (bindings/python): its own script, on the same Kafka clusters.
 step "Python binding: scripts/test-python.sh"
 scripts/test-python.sh
+
+# Cross-language parity: Python and C participants in one scenario, on the same clusters.
+step "Parity: scripts/test-parity.sh"
+scripts/test-parity.sh
