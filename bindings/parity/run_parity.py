@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from confluent_kafka import Consumer as CKConsumer
-from confluent_kafka import TopicPartition
+from confluent_kafka import ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
@@ -227,9 +227,10 @@ class Participant:
         self.err_path = workdir / f"{name}.err"
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
-                                     env=env, text=True, bufsize=1)
+                                     env=env, text=True, errors="replace", bufsize=1)
         self.exited = False
         self.stopped = False
+        self.protocol_errors: List[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -239,7 +240,10 @@ class Participant:
             for line in self.proc.stdout:
                 out.write(line)
                 with self.cond:
-                    self.on_line(line.rstrip("\n"))
+                    try:
+                        self.on_line(line.rstrip("\n"))
+                    except (ValueError, KeyError, IndexError) as e:
+                        self.protocol_errors.append(f"{line.rstrip()!r}: {e}")
                     self.cond.notify_all()
         self.proc.wait()
         with self.cond:
@@ -321,6 +325,8 @@ class Scenario:
         self.topic = f"parity-{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.back = f"{self.topic}.back"
         self.group = f"{self.topic}-group"
+        # c->python reuses an empty destination created up front; python->c has it created.
+        self.precreate_back = direction == "c->python"
         self.east, self.west = service.clusters["east"], service.clusters["west"]
         self.cond = threading.Condition()
         self.producer_state = ProducerState()
@@ -395,6 +401,9 @@ class Scenario:
         deadline = time.monotonic() + timeout
         with self.cond:
             while not pred():
+                garbled = [f"{p.name}: {p.protocol_errors[0]}" for p in self.participants if p.protocol_errors]
+                if garbled:
+                    raise Failure(f"waiting for {what}: unreadable output line(s): {garbled}")
                 dead = [p.name for p in self.participants if p.exited and not p.stopped]
                 if dead:
                     raise Failure(f"waiting for {what}: {', '.join(dead)} exited early")
@@ -443,6 +452,10 @@ class Scenario:
                 self.argv("consumer", self.consumer_lang, [self.service.endpoint, app, self.group, t]),
                 env, self.workdir, self.cond, lambda line, s=state: self.on_consumer_line(s, line)))
         self.wait_for("the consumers to start", lambda: all(c.ready for c in self.consumer_states), 60)
+        # Every member has its partitions before records flow: a member joining later would
+        # rebalance the group while another holds records it has not committed yet, and Kafka
+        # hands those to the new owner again (at-least-once), which this scenario is not about.
+        self.wait_group_stable(self.east, 60)
         producer = Participant(
             f"{self.producer_lang}-producer",
             self.argv("producer", self.producer_lang,
@@ -488,6 +501,32 @@ class Scenario:
                 raise Failure(f"{p.name} exited with {rc} without a summary:\n{p.stderr_tail()}")
         self.check(expected)
 
+    def wait_group_stable(self, bootstrap: str, timeout: float) -> None:
+        """Until the group on `bootstrap` is stable with every consumer process as a member and
+        the topic's partitions all assigned (Kafka's own view, with confluent-kafka)."""
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        deadline = time.monotonic() + timeout
+        last = "not described yet"
+        while True:
+            try:
+                d = admin.describe_consumer_groups([self.group], request_timeout=10)[self.group].result(timeout=15)
+                assigned = sorted(tp.partition for m in d.members for tp in m.assignment.topic_partitions
+                                  if tp.topic == self.topic)
+                last = f"state {d.state.name}, {len(d.members)} member(s), partitions {assigned}"
+                if (d.state == ConsumerGroupState.STABLE and len(d.members) == self.args.consumers
+                        and assigned == list(range(PARTITIONS))
+                        and all(m.assignment.topic_partitions for m in d.members)):
+                    log(f"{self.direction}: group {last}")
+                    return
+            except Exception as e:  # KafkaException while the group forms
+                last = f"describe failed: {e}"
+            if time.monotonic() > deadline:
+                raise Failure(f"the consumer group did not become stable within {timeout:.0f} s ({last})")
+            with self.cond:
+                if any(p.exited and not p.stopped for p in self.participants):
+                    raise Failure(f"a consumer exited while the group formed ({last})")
+                self.cond.wait(0.2)
+
     def wait_drained(self, version: int, cluster: str, physical: str, timeout: float) -> None:
         """Until every consumer process reports (client status) the version and that it no
         longer reads cluster/physical: the group has drained it. The move that follows must not
@@ -505,6 +544,8 @@ class Scenario:
             }
             if done == apps:
                 log(f"{self.direction}: the group drained {cluster}/{physical}")
+                langs = sorted({(c["app"], c["language"]) for c in clients})
+                self.details.append("consumer clients report " + ", ".join(f"{a}={l}" for a, l in langs))
                 return
             last = f"drained: {sorted(done)} of {sorted(apps)}"
             if time.monotonic() > deadline:
@@ -556,7 +597,11 @@ class Scenario:
             raise Failure("switchyard move-topic --wait did not report completion:\n  " + "\n  ".join(lines))
         if any(line.startswith("warning:") for line in lines):
             raise Failure("switchyard move-topic reported late writes:\n  " + "\n  ".join(lines))
-        self.details.append(f"move-topic --wait took {took:.1f} s")
+        # python->c: the destination was missing; c->python: an empty one was created up front.
+        want = "destination existed" if self.precreate_back else "destination created"
+        if not any(want in line for line in lines):
+            raise Failure(f"switchyard move-topic did not report \"{want}\":\n  " + "\n  ".join(lines))
+        self.details.append(f"move-topic --wait took {took:.1f} s ({want})")
 
     # -- checks
     def expected(self) -> Set[Tuple[str, int]]:
@@ -599,6 +644,9 @@ class Scenario:
         sent = len(expected)
         self.result = (f"parity {self.direction}: sent={sent} received={received} lost={lost} "
                        f"duplicated={duplicated} out_of_order={out_of_order}")
+        for p in self.participants:
+            if p.protocol_errors:
+                problems.append(f"{p.name} printed unreadable lines, e.g. {p.protocol_errors[0]}")
         if unexpected:
             problems.append(f"{unexpected} received record(s) were never delivered to the producer")
         commit_failures = sum(len(c.commit_failures) for c in self.consumer_states)
@@ -690,7 +738,7 @@ def main() -> int:
         scenarios = [Scenario(d, service, a, workdir) for d in directions]
         # Physical topics: T on both clusters; c->python also gets an empty T.back to reuse.
         create_topics(clusters["east"], [s.topic for s in scenarios]
-                      + [s.back for s in scenarios if s.direction == "c->python"])
+                      + [s.back for s in scenarios if s.precreate_back])
         create_topics(clusters["west"], [s.topic for s in scenarios])
         with service.lock:
             for s in scenarios:
