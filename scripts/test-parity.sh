@@ -14,7 +14,7 @@
 # scripts/kafka.sh and stops them at the end.
 #
 # Exits non-zero when anything fails; prints one line per direction, e.g.
-# "parity python->c: sent=N received=N lost=0 duplicated=0 out_of_order=0".
+# "parity python->c: sent=N received=N lost=0 duplicated=0 out_of_order=0 ...".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -6,7 +6,7 @@
  * Joins consumer group GROUP over logical TOPIC (config service at ENDPOINT, application APP,
  * bearer token from SWITCHYARD_TOKEN when set) and, until standard input closes, prints every
  * record it receives and commits synchronously (manual commits): it takes a batch — the next
- * record, then up to 255 more already there — prints them, then commits the last record of
+ * record, then up to 31 more already there — prints them, then commits the last record of
  * each partition in the batch and waits for each commit before it polls again. Output lines
  * (stdout):
  *
@@ -23,7 +23,7 @@
 #include "parity.h"
 
 /* Records handed out before one round of commits. */
-#define BATCH_MAX 256
+#define BATCH_MAX 32
 
 static int same_partition(const switchyard_message *a, const switchyard_message *b) {
     return switchyard_message_partition(a) == switchyard_message_partition(b) &&

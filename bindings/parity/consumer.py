@@ -4,7 +4,7 @@
 
 The same program as consumer.c, through ``import switchyard``: joins consumer group GROUP over
 logical TOPIC and, until standard input closes, prints every record it receives and commits
-synchronously: a batch (the next record, then up to 255 more already there) is printed, then the
+synchronously: a batch (the next record, then up to 31 more already there) is printed, then the
 last record of each partition in it is committed, each commit awaited before the next poll. The
 bearer token comes from SWITCHYARD_TOKEN when set.
 Output lines are those of consumer.c:
@@ -31,7 +31,7 @@ import switchyard
 
 PAYLOAD = re.compile(rb"k(\d{2,3}):(\d+)")
 # Records handed out before one round of commits.
-BATCH_MAX = 256
+BATCH_MAX = 32
 
 
 def one_line(text: object) -> str:

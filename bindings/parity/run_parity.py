@@ -23,7 +23,11 @@ both, run at the same time: Python producer -> C consumers, C producer -> Python
    east/T + west/T + east/T.back, per key in order across the three; no send failed.
 
 Prints one line per direction, e.g.
-`parity python->c: sent=N received=N lost=0 duplicated=0 out_of_order=0`, and details.
+`parity python->c: sent=N received=N lost=0 duplicated=0 out_of_order=0
+redelivered_after_failed_commit=0`, and details. A record received twice because a member's
+commit of it failed (a rebalance moved its partition) is Kafka's at-least-once redelivery: it is
+counted apart (redelivered_after_failed_commit) and does not fail the run; every other repeat
+is a duplicate and does.
 Exits non-zero on any mismatch or when any bounded wait times out.
 
 Participants speak a line protocol on stdout (see producer.c / consumer.c); they stop when their
@@ -286,11 +290,13 @@ class Participant:
 class ConsumerState:
     def __init__(self) -> None:
         self.ready = False
-        # Receptions in arrival order: (key, seq, location).
-        self.records: List[Tuple[str, int, str]] = []
+        # Receptions in arrival order: (key, seq, location, partition, offset).
+        self.records: List[Tuple[str, int, str, int, int]] = []
         self.locations: Dict[str, int] = defaultdict(int)
         self.problems: List[str] = []  # bad payloads, wrong logical topic, poll errors
         self.commit_failures: List[str] = []
+        # (location, partition, offset) of each failed commit.
+        self.failed_commits: List[Tuple[str, int, int]] = []
         self.summary: Optional[str] = None
 
 
@@ -322,6 +328,8 @@ class Scenario:
         self.workdir = workdir / direction.replace("->", "-to-")
         self.workdir.mkdir()
         tag = f"{self.producer_lang}2{self.consumer_lang}"
+        self.apps = [f"parity-{tag}-consumer-{i}" for i in range(args.consumers)]
+        self.producer_app = f"parity-{tag}-producer"
         self.topic = f"parity-{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.back = f"{self.topic}.back"
         self.group = f"{self.topic}-group"
@@ -383,13 +391,16 @@ class Scenario:
         elif parts[0] == "r" and len(parts) == 8:
             key, seq, cluster, physical, logical = parts[1], int(parts[2]), parts[3], parts[4], parts[7]
             location = self.loc(cluster, physical)
-            s.records.append((key, seq, location))
+            s.records.append((key, seq, location, int(parts[5]), int(parts[6])))
             self.received_keys.add((key, seq))
             s.locations[location] += 1
             if logical != self.topic:
                 s.problems.append(f"record {key}:{seq} from logical topic {logical}")
-        elif parts[0] == "commit_failed":
+        elif parts[0] == "commit_failed" and len(parts) >= 2:
             s.commit_failures.append(line)
+            where, offset = parts[1].rsplit("@", 1)
+            location, partition = where.rsplit("/", 1)
+            s.failed_commits.append((location, int(partition), int(offset)))
         elif parts[0] == "summary":
             s.summary = line
         else:
@@ -446,7 +457,7 @@ class Scenario:
         for i in range(a.consumers):
             state = ConsumerState()
             self.consumer_states.append(state)
-            app = f"parity-{self.consumer_lang}-consumer-{i}"
+            app = self.apps[i]
             self.participants.append(Participant(
                 f"{self.consumer_lang}-consumer-{i}",
                 self.argv("consumer", self.consumer_lang, [self.service.endpoint, app, self.group, t]),
@@ -459,7 +470,7 @@ class Scenario:
         producer = Participant(
             f"{self.producer_lang}-producer",
             self.argv("producer", self.producer_lang,
-                      [self.service.endpoint, f"parity-{self.producer_lang}-producer", t, str(a.keys), str(a.rate)]),
+                      [self.service.endpoint, self.producer_app, t, str(a.keys), str(a.rate)]),
             env, self.workdir, self.cond, self.on_producer_line)
         self.participants.append(producer)
         self.wait_for("the producer to start", lambda: self.producer_state.ready, 60)
@@ -531,7 +542,7 @@ class Scenario:
         """Until every consumer process reports (client status) the version and that it no
         longer reads cluster/physical: the group has drained it. The move that follows must not
         overlap this drain."""
-        apps = {f"parity-{self.consumer_lang}-consumer-{i}" for i in range(self.args.consumers)}
+        apps = set(self.apps)
         deadline = time.monotonic() + timeout
         last = ""
         while True:
@@ -626,24 +637,41 @@ class Scenario:
 
     def check(self, expected: Set[Tuple[str, int]]) -> None:
         problems: List[str] = []
-        got: Dict[Tuple[str, int], int] = defaultdict(int)
+        # (key, seq) -> receptions as (consumer, location, partition, offset).
+        got: Dict[Tuple[str, int], List[Tuple[int, str, int, int]]] = defaultdict(list)
         out_of_order = 0
         for i, c in enumerate(self.consumer_states):
             last: Dict[str, int] = {}
-            for k, q, _ in c.records:
-                got[(k, q)] += 1
+            for k, q, location, partition, offset in c.records:
+                got[(k, q)].append((i, location, partition, offset))
                 if k in last and q <= last[k]:
                     out_of_order += 1
                 last[k] = q
             if c.problems:
                 problems.append(f"consumer {i}: {c.problems[:5]}")
-        received = sum(got.values())
+
+        def uncommitted(r: Tuple[int, str, int, int]) -> bool:
+            """The consumer reported a failed commit covering this reception."""
+            i, location, partition, offset = r
+            return any(fl == location and fp == partition and fo >= offset
+                       for fl, fp, fo in self.consumer_states[i].failed_commits)
+
+        # A record received by one consumer whose commit of it failed (a rebalance took its
+        # partition: IllegalGeneration) and then by another member is Kafka's at-least-once
+        # redelivery, counted apart. Any other repeat is a duplicate.
+        redelivered = duplicated = 0
+        for recs in got.values():
+            if len(recs) == 2 and recs[0][0] != recs[1][0] and (uncommitted(recs[0]) or uncommitted(recs[1])):
+                redelivered += 1
+            else:
+                duplicated += len(recs) - 1
+        received = sum(len(v) for v in got.values())
         lost = len(expected - got.keys())
         unexpected = len(got.keys() - expected)
-        duplicated = received - len(got)
         sent = len(expected)
         self.result = (f"parity {self.direction}: sent={sent} received={received} lost={lost} "
-                       f"duplicated={duplicated} out_of_order={out_of_order}")
+                       f"duplicated={duplicated} out_of_order={out_of_order} "
+                       f"redelivered_after_failed_commit={redelivered}")
         for p in self.participants:
             if p.protocol_errors:
                 problems.append(f"{p.name} printed unreadable lines, e.g. {p.protocol_errors[0]}")
