@@ -345,6 +345,10 @@ class Scenario:
         self.result: Optional[str] = None
         self.details: List[str] = []
         self.error: Optional[str] = None
+        # Set by main when directions run at once: every scenario has applied its route change
+        # before any live move starts, so the configuration changes come in a fixed order (both
+        # whole-state applies, then the migrations) whatever the timing of each direction.
+        self.rerouted: Optional[threading.Barrier] = None
 
     # -- locations
     def loc(self, cluster: str, physical: str) -> str:
@@ -438,6 +442,8 @@ class Scenario:
         except Exception as e:  # a bug in this driver: report it as a failure of the scenario
             self.error = f"{type(e).__name__}: {e}"
         finally:
+            if self.rerouted is not None:
+                self.rerouted.abort()  # no-op once every scenario has passed it
             for p in self.participants:
                 p.stop()
             for p in self.participants:
@@ -486,6 +492,11 @@ class Scenario:
         self.wait_drained(v_reroute, "east", t, 120)
 
         # (b) Live move back to east with `switchyard move-topic --wait`.
+        if self.rerouted is not None:
+            try:
+                self.rerouted.wait(timeout=120)
+            except threading.BrokenBarrierError as e:
+                raise Failure("another direction failed or did not re-route its topic within 120 s") from e
         self.move_topic()
         self.wait_for(f"{a.third} records on {back}", lambda: self.delivered_at(back) >= a.third, 120)
 
@@ -780,6 +791,10 @@ def main() -> int:
             for s in scenarios:
                 service.topics[s.topic] = ("east", s.topic)
             service.apply("parity: fresh topics on east")
+        if not a.sequential and len(scenarios) > 1:
+            barrier = threading.Barrier(len(scenarios))
+            for s in scenarios:
+                s.rerouted = barrier
         threads = [threading.Thread(target=s.run, name=s.direction) for s in scenarios]
         for th in threads:
             th.start()
