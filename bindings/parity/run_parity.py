@@ -678,12 +678,23 @@ class Scenario:
         # at-least-once redelivery: counted apart, one per failed-commit reception. Any other
         # repeat is a duplicate.
         redelivered = duplicated = 0
+        # How the redelivered records came back: to the same member or to another one.
+        same_member = other_member = 0
         for recs in got.values():
             extra = len(recs) - 1
             if extra > 0:
                 explained = min(extra, sum(1 for r in recs if uncommitted(r)))
                 redelivered += explained
                 duplicated += extra - explained
+                if explained:
+                    if len({r[0] for r in recs}) == 1:
+                        same_member += 1
+                    else:
+                        other_member += 1
+        failed_commits = [f for c in self.consumer_states for f in c.commit_failures]
+        if failed_commits:
+            self.details.append(f"failed commits: {failed_commits[:3]}; redelivered records came back to "
+                                f"the same member {same_member}, to another member {other_member}")
         received = sum(len(v) for v in got.values())
         lost = len(expected - got.keys())
         unexpected = len(got.keys() - expected)
