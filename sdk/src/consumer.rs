@@ -24,10 +24,12 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 use switchyard_proto::v1::ClientEndpoint;
 
 use crate::error::Error;
 use crate::metadata::{ClusterTarget, Metadata};
+use crate::metrics::{Direction, Metrics, RecvHandles};
 use crate::record::Message;
 use crate::status::{Counted, StatusSource};
 use crate::throttle::{self, ThrottleCounters, ThrottleStats};
@@ -118,6 +120,31 @@ struct Member {
     seals: Mutex<HashMap<String, Option<Vec<i64>>>>,
     received: AtomicU64,
     bytes: AtomicU64,
+    /// Metric handles per logical topic read through this member.
+    metrics: MemberMetrics,
+}
+
+/// The received-records metrics of one member: handles per logical topic, made on first use.
+struct MemberMetrics {
+    metrics: Metrics,
+    cluster: String,
+    group: String,
+    by_topic: Mutex<FxHashMap<String, RecvHandles>>,
+}
+
+impl MemberMetrics {
+    fn count(&self, logical: &str, bytes: u64) {
+        let mut by_topic = self.by_topic.lock();
+        let h = match by_topic.get(logical) {
+            Some(h) => h,
+            None => by_topic.entry(logical.to_string()).or_insert_with(|| {
+                self.metrics
+                    .recv_handles(logical, &self.cluster, &self.group)
+            }),
+        };
+        h.received.inc();
+        h.bytes.inc_by(bytes);
+    }
 }
 
 struct RecvState {
@@ -168,7 +195,7 @@ impl Consumer {
             members: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            throttle: ThrottleCounters::default(),
+            throttle: ThrottleCounters::with_metrics(shared.metrics.clone(), Direction::Consume),
         });
         let src: Weak<dyn StatusSource> = Arc::downgrade(&inner) as Weak<dyn StatusSource>;
         shared.register(src);
@@ -376,11 +403,10 @@ fn convert(m: &Member, bm: &rdkafka::message::BorrowedMessage<'_>) -> Option<Mes
                 .collect()
         })
         .unwrap_or_default();
+    let bytes = bm.payload().map_or(0, |p| p.len()) as u64;
     m.received.fetch_add(1, Ordering::Relaxed);
-    m.bytes.fetch_add(
-        bm.payload().map_or(0, |p| p.len()) as u64,
-        Ordering::Relaxed,
-    );
+    m.bytes.fetch_add(bytes, Ordering::Relaxed);
+    m.metrics.count(&logical, bytes);
     Some(Message {
         topic: logical,
         cluster: m.cluster.clone(),
@@ -485,6 +511,12 @@ impl ConsumerInner {
                 id,
                 Arc::new(Member {
                     id,
+                    metrics: MemberMetrics {
+                        metrics: self.shared.metrics.clone(),
+                        cluster: cluster.clone(),
+                        group: self.group.clone(),
+                        by_topic: Mutex::new(FxHashMap::default()),
+                    },
                     cluster,
                     fingerprint,
                     consumer: Arc::new(consumer),

@@ -38,6 +38,7 @@ mod consumer;
 mod error;
 mod gate;
 mod metadata;
+pub mod metrics;
 mod producer;
 mod record;
 mod status;
@@ -53,7 +54,11 @@ pub use cache::SnapshotCache;
 pub use consumer::{Consumer, ConsumerOptions};
 pub use error::{Error, ErrorKind, Result, SendError};
 pub use metadata::{ClusterTarget, Metadata, Route};
+pub use metrics::Metrics;
 pub use producer::{Producer, ProducerOptions};
+/// The Prometheus client library of [`Metrics`], re-exported so that an application registers
+/// the SDK's metrics into a registry of the same version.
+pub use prometheus;
 pub use record::{Delivery, Message, Record};
 pub use switchyard_proto::state::State;
 pub use throttle::{Limit, ThrottleStats, Throttled, TopicQuota};
@@ -189,6 +194,13 @@ impl Switchyard {
     /// The configuration version in use.
     pub fn version(&self) -> u64 {
         self.shared.load().version
+    }
+
+    /// This client's metrics (shared by every producer and consumer made from it), to
+    /// render in the Prometheus text format or merge into the application's registry. See
+    /// [`metrics`].
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics.clone()
     }
 
     /// The configuration in use, compiled for this app.

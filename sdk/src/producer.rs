@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, SendError};
 use crate::gate::Gate;
 use crate::metadata::Route;
+use crate::metrics::{Direction, SendHandles};
 use crate::record::{Delivery, Record};
 use crate::status::{Counted, StatusSource};
 use crate::throttle::{self, ThrottleCounters, ThrottleStats, WaitQueue};
@@ -174,6 +175,8 @@ struct Target {
     version: u64,
     route: Option<Arc<Route>>,
     client: Option<Arc<ClusterProducer>>,
+    /// Metric handles of (logical topic, this target's cluster).
+    metrics: Option<SendHandles>,
 }
 
 fn same_target(a: Option<&Arc<Route>>, b: Option<&Arc<Route>>) -> bool {
@@ -198,7 +201,7 @@ impl Producer {
             clients: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             route_changes: AtomicU64::new(0),
-            throttle: ThrottleCounters::default(),
+            throttle: ThrottleCounters::with_metrics(shared.metrics.clone(), Direction::Produce),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(router(weak, shared.subscribe(), inner.rerun.clone()));
@@ -216,6 +219,15 @@ impl Producer {
     /// waiting for capacity keep their order) or fails at once with
     /// [`crate::ErrorKind::QuotaExceeded`] (policy REJECT).
     pub async fn send(&self, record: Record) -> Result<Delivery, SendError> {
+        let r = self.send_routed(record).await;
+        if let Err(e) = &r {
+            self.inner.count_error(e);
+        }
+        r
+    }
+
+    /// [`Producer::send`] without counting its failure.
+    async fn send_routed(&self, record: Record) -> Result<Delivery, SendError> {
         let lane = match self.inner.lane(&record.topic) {
             Ok(l) => l,
             Err(error) => return Err(SendError { error, record }),
@@ -231,6 +243,7 @@ impl Producer {
         {
             return Err(SendError { error, record });
         }
+        let started = Instant::now();
         let (in_flight, target, fut, record) = loop {
             if lane.gate.try_enter() {
                 let in_flight = InFlight(&lane.gate);
@@ -285,11 +298,14 @@ impl Producer {
             .expect("a send is only enqueued on a routed target");
         match res {
             Ok((partition, offset)) => {
+                let bytes = record.payload.as_ref().map_or(0, |p| p.len()) as u64;
                 lane.sent.fetch_add(1, Ordering::Relaxed);
-                lane.bytes.fetch_add(
-                    record.payload.as_ref().map_or(0, |p| p.len()) as u64,
-                    Ordering::Relaxed,
-                );
+                lane.bytes.fetch_add(bytes, Ordering::Relaxed);
+                if let Some(m) = &target.metrics {
+                    m.sent.inc();
+                    m.bytes.inc_by(bytes);
+                    m.latency.observe(started.elapsed().as_secs_f64());
+                }
                 Ok(Delivery {
                     topic: route.logical.clone(),
                     cluster: route.cluster.name.clone(),
@@ -340,6 +356,10 @@ impl Producer {
         let routed = target.route.is_some() && target.client.is_some();
         lane.sent.fetch_add(1, Ordering::Relaxed);
         lane.bytes.fetch_add(100, Ordering::Relaxed);
+        if let Some(m) = &target.metrics {
+            m.sent.inc();
+            m.bytes.inc_by(100);
+        }
         routed
     }
 
@@ -539,6 +559,29 @@ async fn release_held(lane: &Lane) {
 }
 
 impl ProducerInner {
+    /// Counts a failed send in the metrics, under the cluster it failed on: the one a Kafka
+    /// error names, the topic's current cluster for a timeout (its local queue stayed full), and
+    /// none for failures before a cluster was involved.
+    fn count_error(&self, e: &SendError) {
+        let topic = &e.record.topic;
+        let current;
+        let cluster = match &e.error {
+            Error::Kafka { cluster, .. } => cluster.as_str(),
+            Error::Timeout(_) => {
+                current = self.lanes.load().get(topic).and_then(|l| {
+                    l.target
+                        .load()
+                        .route
+                        .as_ref()
+                        .map(|r| r.cluster.name.clone())
+                });
+                current.as_deref().unwrap_or("")
+            }
+            _ => "",
+        };
+        self.shared.metrics.send_error(topic, cluster, &e.error);
+    }
+
     fn lane(&self, topic: &str) -> Result<Arc<Lane>, Error> {
         if let Some(l) = self.lanes.load().get(topic) {
             return Ok(l.clone());
@@ -568,6 +611,7 @@ impl ProducerInner {
             gate: Gate::default(),
             target: ArcSwap::from_pointee(Target {
                 version: md.version,
+                metrics: Some(self.shared.metrics.send_handles(topic, &route.cluster.name)),
                 route: Some(route),
                 client: Some(client),
             }),
@@ -690,6 +734,11 @@ impl ProducerInner {
                 }
             };
             let version = md.version;
+            let metrics = desired.as_ref().map(|r| {
+                self.shared
+                    .metrics
+                    .send_handles(&lane.logical, &r.cluster.name)
+            });
             switches.push(async move {
                 // Warm the new client (connection, metadata, producer id) while sends still flow
                 // to the old one, so the cutover pause is short.
@@ -708,6 +757,7 @@ impl ProducerInner {
                     version,
                     route: desired.clone(),
                     client,
+                    metrics,
                 }));
                 release_held(&lane).await;
                 tracing::info!(

@@ -479,9 +479,29 @@ pub(crate) struct ThrottleCounters {
     delayed: AtomicU64,
     rejected: AtomicU64,
     waited_ns: AtomicU64,
+    /// The client's metrics, which count the same events per topic.
+    metrics: Option<(crate::metrics::Metrics, crate::metrics::Direction)>,
 }
 
 impl ThrottleCounters {
+    /// Counters that also count into `metrics` (as `direction`).
+    pub(crate) fn with_metrics(
+        metrics: crate::metrics::Metrics,
+        direction: crate::metrics::Direction,
+    ) -> Self {
+        Self {
+            metrics: Some((metrics, direction)),
+            ..Self::default()
+        }
+    }
+
+    fn count_rejected(&self, topic: &str) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some((m, _)) = &self.metrics {
+            m.throttle_rejected(topic);
+        }
+    }
+
     pub(crate) fn stats(&self) -> ThrottleStats {
         ThrottleStats {
             delayed: self.delayed.load(Ordering::Relaxed),
@@ -490,10 +510,14 @@ impl ThrottleCounters {
         }
     }
 
-    fn waited(&self, since: Instant) {
+    fn waited(&self, since: Instant, topic: &str) {
+        let waited = since.elapsed();
         self.delayed.fetch_add(1, Ordering::Relaxed);
         self.waited_ns
-            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        if let Some((m, direction)) = &self.metrics {
+            m.throttle_waited(topic, *direction, waited.as_secs_f64());
+        }
     }
 }
 
@@ -568,7 +592,7 @@ fn produce_step<C: Clock>(
             q.quota.app, q.quota.topic
         ))),
         Err(Throttled::Wait { limit, rate, wait }) if q.rejects() => {
-            counters.rejected.fetch_add(1, Ordering::Relaxed);
+            counters.count_rejected(topic);
             Step::Fail(Error::QuotaExceeded {
                 topic: topic.to_string(),
                 quota_app: q.quota.app.clone(),
@@ -645,7 +669,7 @@ async fn admit_produce_waiting<C: Clock, S: QuotaSource<C>>(
         });
         match step {
             Step::Pass => {
-                counters.waited(since);
+                counters.waited(since, topic);
                 return Ok(());
             }
             Step::Fail(e) => return Err(e),
@@ -672,7 +696,7 @@ pub(crate) async fn admit_consume<C: Clock, S: QuotaSource<C>>(
         match r {
             Ok(()) => {
                 if let Some(s) = since {
-                    counters.waited(s);
+                    counters.waited(s, topic);
                 }
                 return since.is_some();
             }

@@ -46,6 +46,7 @@ pub struct Shared {
     /// Asks the status reporter to report now (a route switch or a drain finished: the
     /// migration coordinator advances on these reports).
     report_soon: tokio::sync::Notify,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -66,7 +67,9 @@ impl Shared {
         cache: Option<SnapshotCache>,
     ) -> Self {
         let (version_tx, _) = watch::channel((0, false));
+        let metrics = crate::metrics::Metrics::new(&app);
         Self {
+            metrics,
             app,
             client_id,
             app_props,
@@ -142,14 +145,24 @@ impl Shared {
             )
         })?;
         let state = Arc::new(state);
+        let prev = self.current.load_full();
         // Limiters of unchanged quotas carry over from the version in use.
-        let md = Metadata::compile_next(
-            &self.current.load(),
-            state.clone(),
-            &self.app,
-            &self.app_props,
-        );
+        let md = Metadata::compile_next(&prev, state.clone(), &self.app, &self.app_props);
+        let moved: Vec<String> = if has {
+            md.routes()
+                .filter(|r| {
+                    prev.route(&r.logical).is_some_and(|p| {
+                        p.cluster.name != r.cluster.name || p.physical != r.physical
+                    })
+                })
+                .map(|r| r.logical.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.current.store(Arc::new(md));
+        self.metrics
+            .config_applied(state.version, moved.iter().map(String::as_str));
         self.version_tx.send_replace((state.version, true));
         tracing::debug!(version = state.version, ?source, "applied configuration");
         Ok(true)
@@ -189,6 +202,7 @@ pub(crate) async fn run(
                 if let Err(e) = r {
                     tracing::warn!(endpoint = %ep, error = %e, "config watch interrupted; will reconnect");
                     shared.set_error(e);
+                    shared.metrics.watch_reconnect();
                 }
             }
             _ = shutdown.wait_for(|v| *v) => return,
