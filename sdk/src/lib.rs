@@ -23,6 +23,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Metrics: [`Switchyard::metrics`] is this client's Prometheus registry (records and bytes
+//! sent and received per logical topic and cluster, send errors, send latency, throttling,
+//! route changes, configuration version and age). Serve [`Metrics::encode`] on the
+//! application's `/metrics`, or merge it into the application's own registry with
+//! [`Metrics::register_into`]; see [`metrics`] for the list.
+//!
+//! ```no_run
+//! # fn demo(sy: &switchyard::Switchyard) -> Result<(), switchyard::prometheus::Error> {
+//! let text: String = sy.metrics().encode(); // Prometheus text format 0.0.4
+//! let registry = switchyard::prometheus::Registry::new(); // or the application's own
+//! sy.metrics().register_into(&registry)?;
+//! # Ok(()) }
+//! ```
+//!
 //! Guarantees:
 //! - The configuration lives in one [`arc_swap::ArcSwap`], written only by the watch task;
 //!   a version that fails validation is never swapped in, and the SDK never moves to an older
