@@ -4,7 +4,8 @@
 #
 #   1. builds the `switchyard` CLI (debug profile, shared with `cargo test`);
 #   2. creates a virtualenv (under the cargo target dir, reused across runs) and installs
-#      maturin, pytest and confluent-kafka (pinned) with pip;
+#      maturin, pytest, confluent-kafka and prometheus-client (its text-format parser checks
+#      `Switchyard.metrics()`), all pinned, with pip;
 #   3. builds the extension with maturin and installs it into the virtualenv;
 #   4. runs the pytest suite (bindings/python/tests): real Kafka, the real config service
 #      binary started by the tests, confluent-kafka as the independent checker, and the
@@ -26,6 +27,7 @@ die() { printf 'test-python: %s\n' "$*" >&2; exit 1; }
 MATURIN_VERSION=1.16.0
 PYTEST_VERSION=9.2.0
 CONFLUENT_KAFKA_VERSION=2.16.1
+PROMETHEUS_CLIENT_VERSION=0.26.0
 
 export CARGO_TERM_COLOR=never
 PYTHON=${PYTHON:-python3}
@@ -51,7 +53,8 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin==$MATURIN_VERSION" "pytest==$PYTEST_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+    "maturin==$MATURIN_VERSION" "pytest==$PYTEST_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION" \
+    "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 
 step "Python: build and install the extension (maturin develop)"
 (

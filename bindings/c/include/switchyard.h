@@ -301,6 +301,32 @@ uint64_t switchyard_client_config_version(const struct switchyard_client *client
 void switchyard_client_free(struct switchyard_client *client);
 
 /**
+ * Copies the client's metrics, in the Prometheus text exposition format (version 0.0.4),
+ * into `buf`: messages and bytes sent and received per logical topic and cluster, send errors,
+ * the send latency histogram, throttled records, route changes, the configuration version and
+ * its age. Serve it on the application's `/metrics` endpoint.
+ *
+ * At most `len - 1` bytes are written, followed by a NUL. `*out_len`, when `out_len` is not
+ * NULL, receives the full length of the text without the NUL, so `*out_len >= len` means it
+ * was truncated: call with `buf` NULL and `len` 0 to ask for the length, then again with a
+ * larger buffer (the text may have grown in between: check `*out_len` again). A truncated text
+ * is cut at a line end when one fits, so it never ends inside a sample.
+ *
+ * Errors: `SWITCHYARD_NULL_POINTER` when `client` is NULL, or `buf` is NULL and `len` is not 0.
+ *
+ * Thread safety: may be called from any thread, including delivery callbacks.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live client; `buf` must be NULL or valid for writes of `len`
+ * bytes; `out_len` must be NULL or valid for a write of one `size_t`.
+ */
+enum switchyard_result switchyard_client_metrics(const struct switchyard_client *client,
+                                                 char *buf,
+                                                 size_t len,
+                                                 size_t *out_len);
+
+/**
  * A consumer in group `group` over the `n` logical topics in `topics`. With `auto_commit`
  * non-zero, the offsets of messages returned by `switchyard_consumer_poll` are committed in
  * the background; with 0, commit with `switchyard_consumer_commit`. A group with no committed

@@ -246,3 +246,66 @@ pub unsafe extern "C" fn switchyard_client_free(client: *mut switchyard_client) 
         Ok(())
     })
 }
+
+/// Copies the client's metrics, in the Prometheus text exposition format (version 0.0.4),
+/// into `buf`: messages and bytes sent and received per logical topic and cluster, send errors,
+/// the send latency histogram, throttled records, route changes, the configuration version and
+/// its age. Serve it on the application's `/metrics` endpoint.
+///
+/// At most `len - 1` bytes are written, followed by a NUL. `*out_len`, when `out_len` is not
+/// NULL, receives the full length of the text without the NUL, so `*out_len >= len` means it
+/// was truncated: call with `buf` NULL and `len` 0 to ask for the length, then again with a
+/// larger buffer (the text may have grown in between: check `*out_len` again). A truncated text
+/// is cut at a line end when one fits, so it never ends inside a sample.
+///
+/// Errors: `SWITCHYARD_NULL_POINTER` when `client` is NULL, or `buf` is NULL and `len` is not 0.
+///
+/// Thread safety: may be called from any thread, including delivery callbacks.
+///
+/// # Safety
+///
+/// `client` must be NULL or a live client; `buf` must be NULL or valid for writes of `len`
+/// bytes; `out_len` must be NULL or valid for a write of one `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_metrics(
+    client: *const switchyard_client,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL; liveness is the caller's contract.
+        let c = unsafe { arg_ref(client, "client") }?;
+        if buf.is_null() && len != 0 {
+            return Err(Failure::new(
+                switchyard_result::SWITCHYARD_NULL_POINTER,
+                "buf is NULL but len is not 0",
+            ));
+        }
+        let text = c.inner.sy().metrics().encode();
+        if !out_len.is_null() {
+            // SAFETY: `out_len` is not NULL and the caller guarantees it is writable.
+            unsafe { *out_len = text.len() };
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let n = if text.len() < len {
+            text.len()
+        } else {
+            // Cut after the last whole line that fits (the text is ASCII apart from label
+            // values, and a line end is always a character boundary).
+            text.as_bytes()[..len - 1]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        // SAFETY: `buf` is valid for `len` bytes (caller contract) and `n + 1 <= len`; the
+        // source is a live Rust string of at least `n` bytes that does not overlap `buf`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+        Ok(())
+    })
+}

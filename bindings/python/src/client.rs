@@ -230,6 +230,14 @@ impl Switchyard {
         errors::guard(py, || Ok(self.get(py)?.version()))
     }
 
+    /// This client's metrics in the Prometheus text exposition format (version 0.0.4): records
+    /// and bytes sent and received per logical topic and cluster, send errors, the send latency
+    /// histogram, throttled records, route changes, the configuration version and its age.
+    /// Serve it on the application's ``/metrics`` endpoint.
+    fn metrics(&self, py: Python<'_>) -> PyResult<String> {
+        errors::guard(py, || Ok(self.get(py)?.metrics().encode()))
+    }
+
     /// This client's id as reported to the service.
     #[getter]
     fn client_id(&self, py: Python<'_>) -> PyResult<String> {

@@ -3,7 +3,8 @@
  * sends with callbacks to two logical topics on two clusters, flush, a synchronous send; a
  * consumer reads every record back with the right logical topic, cluster, physical topic, key,
  * payload, headers, partition and offset, and commits; a new member of the group starts after the
- * commits. Producer and consumer outlive the client handle they were made from.
+ * commits. Producer and consumer outlive the client handle they were made from. The client's
+ * metrics text counts sends under their topic and cluster.
  *
  * Environment: SWITCHYARD_TEST_CONFIG_FILE, SWITCHYARD_TEST_TOPIC_A (on cluster "east",
  * physical name = logical), SWITCHYARD_TEST_TOPIC_B (on "west"), SWITCHYARD_TEST_PHYSICAL_B,
@@ -272,6 +273,54 @@ static int a_new_member_starts_after_the_commits(void) {
     return 0;
 }
 
+/* The client's metrics text (switchyard_client_metrics): sends counted under their logical topic
+ * and the cluster they went to, the length protocol, truncation at a line end, NULL checks. */
+static int metrics_text_counts_the_sends(void) {
+    switchyard_client *client = NULL;
+    CHECK_RC(switchyard_client_from_file(config_file, "c-tests-metrics", &client), SWITCHYARD_OK);
+    switchyard_producer *p = NULL;
+    CHECK_RC(switchyard_producer_new(client, &p), SWITCHYARD_OK);
+    const char payload[] = "metrics-probe"; /* not of the form tag|index: no test counts it */
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(switchyard_producer_send_sync(p, topic_b, (const uint8_t *)"m", 1,
+                                               (const uint8_t *)payload, strlen(payload), NULL),
+                 SWITCHYARD_OK);
+    }
+    size_t need = 0, got = 0;
+    CHECK_RC(switchyard_client_metrics(client, NULL, 0, &need), SWITCHYARD_OK);
+    CHECK(need > 0);
+    size_t cap = need + 4096;
+    char *text = malloc(cap);
+    CHECK(text != NULL);
+    CHECK_RC(switchyard_client_metrics(client, text, cap, &got), SWITCHYARD_OK);
+    CHECK(got < cap && strlen(text) == got);
+    char want[600];
+    snprintf(want, sizeof want,
+             "\nswitchyard_client_messages_sent_total{app=\"c-tests-metrics\",cluster=\"west\","
+             "topic=\"%s\"} 3\n",
+             topic_b);
+    CHECK_MSG(strstr(text, want) != NULL, "no%sin:\n%s", want, text);
+    snprintf(want, sizeof want,
+             "\nswitchyard_client_bytes_sent_total{app=\"c-tests-metrics\",cluster=\"west\","
+             "topic=\"%s\"} %zu\n",
+             topic_b, 3 * strlen(payload));
+    CHECK_MSG(strstr(text, want) != NULL, "no%sin:\n%s", want, text);
+    CHECK(strstr(text, "# TYPE switchyard_client_send_latency_seconds histogram\n") != NULL);
+    /* A short buffer: NUL-terminated, cut after a whole line, the full length reported. */
+    char small[200];
+    CHECK_RC(switchyard_client_metrics(client, small, sizeof small, &got), SWITCHYARD_OK);
+    size_t n = strlen(small);
+    CHECK(got >= sizeof small && n > 0 && n < sizeof small && small[n - 1] == '\n');
+    CHECK(strncmp(small, text, n) == 0);
+    CHECK_FAILS(switchyard_client_metrics(NULL, small, sizeof small, NULL),
+                SWITCHYARD_NULL_POINTER, "client");
+    CHECK_FAILS(switchyard_client_metrics(client, NULL, 5, NULL), SWITCHYARD_NULL_POINTER, "buf");
+    free(text);
+    switchyard_producer_free(p);
+    switchyard_client_free(client);
+    return 0;
+}
+
 int main(void) {
     config_file = require_env("SWITCHYARD_TEST_CONFIG_FILE");
     topic_a = require_env("SWITCHYARD_TEST_TOPIC_A");
@@ -282,5 +331,6 @@ int main(void) {
     if (check_failures) return check_failures;
     RUN(consume_everything_back_and_commit);
     RUN(a_new_member_starts_after_the_commits);
+    RUN(metrics_text_counts_the_sends);
     return check_failures;
 }
