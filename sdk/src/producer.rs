@@ -219,18 +219,9 @@ impl Producer {
     /// waiting for capacity keep their order) or fails at once with
     /// [`crate::ErrorKind::QuotaExceeded`] (policy REJECT).
     pub async fn send(&self, record: Record) -> Result<Delivery, SendError> {
-        let r = self.send_routed(record).await;
-        if let Err(e) = &r {
-            self.inner.count_error(e);
-        }
-        r
-    }
-
-    /// [`Producer::send`] without counting its failure.
-    async fn send_routed(&self, record: Record) -> Result<Delivery, SendError> {
         let lane = match self.inner.lane(&record.topic) {
             Ok(l) => l,
-            Err(error) => return Err(SendError { error, record }),
+            Err(error) => return self.inner.failed(error, record),
         };
         if let Err(error) = throttle::admit_produce(
             &*self.inner.shared,
@@ -241,7 +232,7 @@ impl Producer {
         )
         .await
         {
-            return Err(SendError { error, record });
+            return self.inner.failed(error, record);
         }
         let started = Instant::now();
         let (in_flight, target, fut, record) = loop {
@@ -254,11 +245,11 @@ impl Producer {
                         topic: record.topic.clone(),
                         version: target.version,
                     };
-                    return Err(SendError { error, record });
+                    return self.inner.failed(error, record);
                 };
                 match enqueue(client, route, &record).await {
                     Ok(fut) => break (in_flight, target, fut, record),
-                    Err(error) => return Err(SendError { error, record }),
+                    Err(error) => return self.inner.failed(error, record),
                 }
             }
             // Closed for a switch: queue behind the sends already held, unless it has
@@ -279,14 +270,9 @@ impl Producer {
             };
             match rx.await {
                 Ok(Ok((fut, target, record))) => break (InFlight(&lane.gate), target, fut, record),
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return self.inner.failed(e.error, e.record),
                 // `Held` always answers when dropped; kept total for the type checker.
-                Err(_) => {
-                    return Err(SendError {
-                        error: Error::Closed,
-                        record: Record::new(topic),
-                    });
-                }
+                Err(_) => return self.inner.failed(Error::Closed, Record::new(topic)),
             }
         };
         let res = delivered(&target, fut).await;
@@ -317,7 +303,7 @@ impl Producer {
             }
             Err(error) => {
                 lane.failed.fetch_add(1, Ordering::Relaxed);
-                Err(SendError { error, record })
+                self.inner.failed(error, record)
             }
         }
     }
@@ -559,13 +545,14 @@ async fn release_held(lane: &Lane) {
 }
 
 impl ProducerInner {
-    /// Counts a failed send in the metrics, under the cluster it failed on: the one a Kafka
+    /// A failed send, counted in the metrics under the cluster it failed on: the one a Kafka
     /// error names, the topic's current cluster for a timeout (its local queue stayed full), and
     /// none for failures before a cluster was involved.
-    fn count_error(&self, e: &SendError) {
-        let topic = &e.record.topic;
+    #[allow(clippy::result_large_err)] // the very result `send` returns
+    fn failed(&self, error: Error, record: Record) -> Result<Delivery, SendError> {
+        let topic = &record.topic;
         let current;
-        let cluster = match &e.error {
+        let cluster = match &error {
             Error::Kafka { cluster, .. } => cluster.as_str(),
             Error::Timeout(_) => {
                 current = self.lanes.load().get(topic).and_then(|l| {
@@ -579,7 +566,8 @@ impl ProducerInner {
             }
             _ => "",
         };
-        self.shared.metrics.send_error(topic, cluster, &e.error);
+        self.shared.metrics.send_error(topic, cluster, &error);
+        Err(SendError { error, record })
     }
 
     fn lane(&self, topic: &str) -> Result<Arc<Lane>, Error> {
