@@ -10,20 +10,33 @@
 //! polled) is kept across the switch, also for sends issued without awaiting each other.
 //! A send that fails is returned to its caller with the record, never re-sent elsewhere.
 //!
+//! Two send paths share all of this: [`Producer::send`] (a future per record) and
+//! [`Producer::send_with_callback`] (no future: the calling thread enqueues the record itself
+//! and the cluster client's delivery-report thread runs a callback). Each cluster client is one
+//! rdkafka `ThreadedProducer` whose delivery handler completes either kind; a callback send
+//! counts in its lane's gate from enqueue until its report, exactly like an awaited send, so a
+//! switch waits for both, and sends of either kind that arrive while a lane is closed wait in
+//! the same hold queue, in arrival order.
+//!
 //! Quotas (see [`crate::throttle`]) are checked before a send enters its lane: a blocked send
 //! waits outside the lane, so it never holds up a route switch.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rustc_hash::FxHashMap;
 use switchyard_proto::v1::ClientEndpoint;
 use tokio::sync::oneshot;
@@ -50,6 +63,24 @@ const CLIENT_IDLE_CLOSE: Duration = Duration::from_secs(30);
 
 /// How long a send waits for room in a full local queue before failing.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+
+/// How long [`Producer::send_with_callback`] blocks its thread for quota capacity (BLOCK)
+/// before failing with [`crate::ErrorKind::Timeout`].
+pub const QUOTA_BLOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// How long dropping a cluster client serves the reports of callback sends it purges.
+const DROP_REPORT_WAIT: Duration = Duration::from_secs(5);
+
+/// The completion of a [`Producer::send_with_callback`], boxed.
+pub type SendCallback = Box<dyn FnOnce(Result<Delivery, SendError>) + Send + 'static>;
+
+thread_local! {
+    /// Set while a thread runs a send's callback from a delivery report: a callback send made
+    /// there does not wait for room in a full queue (the queue empties only as reports are
+    /// served), and a cluster client dropped there is closed on another thread (closing joins
+    /// the client's report thread).
+    static ON_REPORT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Settings for a [`Producer`].
 #[derive(Debug, Clone)]
@@ -101,22 +132,231 @@ pub(crate) struct ProducerInner {
     idle: Mutex<HashMap<(String, u64), Instant>>,
     route_changes: AtomicU64,
     throttle: ThrottleCounters,
+    /// The runtime the producer was made in: callback sends that must wait for quota capacity
+    /// block on it.
+    rt: tokio::runtime::Handle,
 }
 
 struct ClusterProducer {
     cluster: String,
     fingerprint: u64,
-    producer: FutureProducer,
+    /// Always `Some` until dropped (taken by `Drop`).
+    producer: Option<ThreadedProducer<Reports>>,
+}
+
+impl ClusterProducer {
+    fn kafka(&self) -> &ThreadedProducer<Reports> {
+        self.producer
+            .as_ref()
+            .expect("the client is only taken when dropped")
+    }
+}
+
+impl Drop for ClusterProducer {
+    /// Purges what is still queued and serves the purged records' reports, so every callback
+    /// send gets its callback ([`Error::Closed`]). Awaited sends keep their client alive (their
+    /// future holds it), so only callback sends can be in flight here.
+    fn drop(&mut self) {
+        let Some(p) = self.producer.take() else {
+            return;
+        };
+        let close = move || {
+            if p.in_flight_count() > 0 {
+                p.purge(PurgeConfig::default().queue().inflight());
+                let deadline = Instant::now() + DROP_REPORT_WAIT;
+                while p.in_flight_count() > 0 && Instant::now() < deadline {
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+            drop(p);
+        };
+        if ON_REPORT_THREAD.get() {
+            // Dropping a client joins its report thread, which may be this one.
+            let _ = std::thread::Builder::new()
+                .name("switchyard-close".into())
+                .spawn(close);
+        } else {
+            close();
+        }
+    }
+}
+
+/// The cluster clients' context: hands each delivery report to the send waiting for it.
+struct Reports;
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<Report>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, report: Box<Report>) {
+        match *report {
+            Report::Future(tx) => {
+                let _ = tx.send(match result {
+                    Ok(m) => Ok((m.partition(), m.offset())),
+                    Err((e, _)) => Err(e.clone()),
+                });
+            }
+            Report::Callback(send) => {
+                let prev = ON_REPORT_THREAD.replace(true);
+                send.complete(result);
+                ON_REPORT_THREAD.set(prev);
+            }
+        }
+    }
+}
+
+/// Whom a delivery report goes to.
+enum Report {
+    /// An awaited send ([`Producer::send`]).
+    Future(oneshot::Sender<Result<(i32, i64), KafkaError>>),
+    /// A callback send ([`Producer::send_with_callback`]).
+    Callback(CallbackSend),
+}
+
+/// A callback send in flight: one count in its lane's gate, released when the report comes
+/// (or when dropped unreported, with [`Error::Closed`]). Holds no cluster client, so the
+/// report thread never drops one.
+struct CallbackSend {
+    flight: Arc<Flight>,
+    route: Arc<Route>,
+    version: u64,
+    /// Metric handles of the target, the registry (for errors) and when the send started.
+    metrics: Option<SendHandles>,
+    registry: crate::metrics::Metrics,
+    started: Instant,
+    /// The record's key and payload were `Some` (librdkafka reports an empty one as absent).
+    key_some: bool,
+    payload_some: bool,
+    /// Taken when run. (In a mutex only to make the report `Sync`, as rdkafka requires; it is
+    /// only ever reached through `&mut`, which never locks.)
+    callback: Mutex<Option<SendCallback>>,
+}
+
+impl CallbackSend {
+    /// Leaves the gate, then runs the callback with the outcome (a failed record is rebuilt
+    /// from librdkafka's copy, which is byte for byte what was sent).
+    fn complete(mut self, result: &DeliveryResult<'_>) {
+        let Some(callback) = self.callback.get_mut().take() else {
+            return;
+        };
+        let out = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, m)) => {
+                let record = Record {
+                    topic: self.route.logical.clone(),
+                    key: m
+                        .key()
+                        .map(Bytes::copy_from_slice)
+                        .or_else(|| self.key_some.then(Bytes::new)),
+                    payload: m
+                        .payload()
+                        .map(Bytes::copy_from_slice)
+                        .or_else(|| self.payload_some.then(Bytes::new)),
+                    headers: m.headers().map_or_else(Vec::new, |h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    }),
+                };
+                let error = match e {
+                    KafkaError::MessageProduction(
+                        RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
+                    ) => Error::Closed,
+                    e => Error::Kafka {
+                        cluster: self.route.cluster.name.clone(),
+                        source: e.clone(),
+                    },
+                };
+                Err(SendError { error, record })
+            }
+        };
+        let bytes = match result {
+            Ok(m) => m.payload().map_or(0, <[u8]>::len),
+            Err(_) => 0,
+        };
+        let r = self.flight.finish(&self.route, self.version, out, bytes);
+        match &r {
+            Ok(_) => {
+                if let Some(m) = &self.metrics {
+                    m.sent.inc();
+                    m.bytes.inc_by(bytes as u64);
+                    m.latency.observe(self.started.elapsed().as_secs_f64());
+                }
+            }
+            Err(e) => {
+                self.registry
+                    .send_error(&self.route.logical, &self.route.cluster.name, &e.error)
+            }
+        }
+        drop(self);
+        callback(r);
+    }
+}
+
+impl Drop for CallbackSend {
+    fn drop(&mut self) {
+        self.flight.gate.leave();
+        if let Some(callback) = self.callback.get_mut().take() {
+            callback(Err(SendError {
+                error: Error::Closed,
+                record: Record::new(self.route.logical.clone()),
+            }));
+        }
+    }
+}
+
+/// A lane's in-flight count and counters, shared with callback sends in flight (it holds no
+/// cluster client).
+#[derive(Default)]
+struct Flight {
+    /// Sends in flight to the lane's target; closed while the target is swapped.
+    gate: Gate,
+    sent: AtomicU64,
+    bytes: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Flight {
+    /// Counts a send's outcome and makes its result.
+    fn finish(
+        &self,
+        route: &Route,
+        version: u64,
+        out: Result<(i32, i64), SendError>,
+        bytes: usize,
+    ) -> Result<Delivery, SendError> {
+        match out {
+            Ok((partition, offset)) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                Ok(Delivery {
+                    topic: route.logical.clone(),
+                    cluster: route.cluster.name.clone(),
+                    physical_topic: route.physical.clone(),
+                    partition,
+                    offset,
+                    version,
+                })
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
 }
 
 struct Lane {
     logical: String,
-    /// Sends in flight to `target`; closed while the target is swapped.
-    gate: Gate,
+    /// In-flight count (the gate) and counters.
+    flight: Arc<Flight>,
     target: ArcSwap<Target>,
-    sent: AtomicU64,
-    bytes: AtomicU64,
-    failed: AtomicU64,
     /// Sends waiting for quota capacity, in order.
     quota_wait: WaitQueue,
     /// Sends that arrived while the gate was closed, in arrival order; the switcher starts
@@ -133,18 +373,29 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// What the switcher answers a held send: its record enqueued on the new target (the send now
-/// owns one count in the gate), or the error with the record.
-type Handoff = Result<(DeliveryFuture, Arc<Target>, Record), SendError>;
+/// What the switcher answers a held awaited send: its record enqueued on the new target (the
+/// send now owns one count in the gate), or the error with the record.
+type Handoff = Result<(ReportRx, Arc<Target>, Record), SendError>;
+
+/// The delivery report of an awaited send.
+type ReportRx = oneshot::Receiver<Result<(i32, i64), KafkaError>>;
+
+/// Who waits for a held send.
+enum Waiter {
+    /// An awaited send, answered by the switcher.
+    Future(oneshot::Sender<Handoff>),
+    /// A callback send: the switcher enqueues it itself (or runs the callback with the error).
+    Callback(SendCallback),
+}
 
 /// A send waiting in a closed lane.
 struct Held {
     record: Record,
-    reply: Option<oneshot::Sender<Handoff>>,
+    waiter: Option<Waiter>,
 }
 
 impl Held {
-    fn take(&mut self) -> (Record, Option<oneshot::Sender<Handoff>>) {
+    fn take(&mut self) -> (Record, Option<Waiter>) {
         let empty = Record {
             topic: String::new(),
             key: None,
@@ -153,7 +404,7 @@ impl Held {
         };
         (
             std::mem::replace(&mut self.record, empty),
-            self.reply.take(),
+            self.waiter.take(),
         )
     }
 }
@@ -161,11 +412,17 @@ impl Held {
 impl Drop for Held {
     /// A held send is always answered, also when the switch is abandoned (runtime shutdown).
     fn drop(&mut self) {
-        if let (record, Some(reply)) = self.take() {
-            let _ = reply.send(Err(SendError {
-                error: Error::Closed,
-                record,
-            }));
+        let (record, waiter) = self.take();
+        let e = SendError {
+            error: Error::Closed,
+            record,
+        };
+        match waiter {
+            Some(Waiter::Future(reply)) => {
+                let _ = reply.send(Err(e));
+            }
+            Some(Waiter::Callback(cb)) => cb(Err(e)),
+            None => {}
         }
     }
 }
@@ -202,6 +459,7 @@ impl Producer {
             idle: Mutex::new(HashMap::new()),
             route_changes: AtomicU64::new(0),
             throttle: ThrottleCounters::with_metrics(shared.metrics.clone(), Direction::Produce),
+            rt: tokio::runtime::Handle::current(),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(router(weak, shared.subscribe(), inner.rerun.clone()));
@@ -236,8 +494,8 @@ impl Producer {
         }
         let started = Instant::now();
         let (in_flight, target, fut, record) = loop {
-            if lane.gate.try_enter() {
-                let in_flight = InFlight(&lane.gate);
+            if lane.flight.gate.try_enter() {
+                let in_flight = InFlight(&lane.flight.gate);
                 let target = lane.target.load_full();
                 let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref())
                 else {
@@ -258,18 +516,20 @@ impl Producer {
             let topic = record.topic.clone();
             let rx = {
                 let mut held = lane.held.lock();
-                if !lane.gate.is_closed() {
+                if !lane.flight.gate.is_closed() {
                     continue;
                 }
                 let (tx, rx) = oneshot::channel();
                 held.push_back(Held {
                     record,
-                    reply: Some(tx),
+                    waiter: Some(Waiter::Future(tx)),
                 });
                 rx
             };
             match rx.await {
-                Ok(Ok((fut, target, record))) => break (InFlight(&lane.gate), target, fut, record),
+                Ok(Ok((fut, target, record))) => {
+                    break (InFlight(&lane.flight.gate), target, fut, record);
+                }
                 Ok(Err(e)) => return self.inner.failed(e.error, e.record),
                 // `Held` always answers when dropped; kept total for the type checker.
                 Err(_) => return self.inner.failed(Error::Closed, Record::new(topic)),
@@ -277,35 +537,158 @@ impl Producer {
         };
         let res = delivered(&target, fut).await;
         drop(in_flight);
-        let version = target.version;
         let route = target
             .route
             .as_ref()
             .expect("a send is only enqueued on a routed target");
-        match res {
-            Ok((partition, offset)) => {
-                let bytes = record.payload.as_ref().map_or(0, |p| p.len()) as u64;
-                lane.sent.fetch_add(1, Ordering::Relaxed);
-                lane.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let bytes = record.payload.as_ref().map_or(0, |p| p.len());
+        match lane.flight.finish(
+            route,
+            target.version,
+            res.map_err(|error| SendError { error, record }),
+            bytes,
+        ) {
+            Ok(d) => {
                 if let Some(m) = &target.metrics {
                     m.sent.inc();
-                    m.bytes.inc_by(bytes);
+                    m.bytes.inc_by(bytes as u64);
                     m.latency.observe(started.elapsed().as_secs_f64());
                 }
-                Ok(Delivery {
-                    topic: route.logical.clone(),
-                    cluster: route.cluster.name.clone(),
-                    physical_topic: route.physical.clone(),
-                    partition,
-                    offset,
-                    version,
-                })
+                Ok(d)
             }
-            Err(error) => {
-                lane.failed.fetch_add(1, Ordering::Relaxed);
-                self.inner.failed(error, record)
-            }
+            Err(e) => self.inner.failed(e.error, e.record),
         }
+    }
+
+    /// Sends `record` to its logical topic without a future: the calling thread does the
+    /// routing, the quota check and the enqueue on the cluster client itself, and `callback`
+    /// gets the outcome later, exactly once. Same guarantees as [`Producer::send`]: records of
+    /// one topic are never in flight to two clusters, a route switch waits for callback sends
+    /// in flight and keeps the order of sends (one thread's sends, and sends of both kinds, in
+    /// the order they were made), and a failed record is handed back, never re-sent elsewhere.
+    ///
+    /// Returns `Err` when the send fails at once (unknown topic, quota REJECT, a full queue,
+    /// Kafka refusing the record): the error with the record, and `callback`, boxed and not
+    /// called — run it (`cb(Err(e))`) wherever suits the caller, or drop it. Once this returned
+    /// `Ok`, `callback` runs exactly once:
+    ///
+    /// - normally on the cluster client's delivery-report thread (one per cluster client; it
+    ///   serves every report of that client, so keep callbacks short and never block in them);
+    /// - for a send held during a route switch that fails to start on the new route, or when
+    ///   the producer shuts down, on a runtime thread of the producer or the thread dropping it.
+    ///
+    /// A failed record given to `callback` is rebuilt from the client's copy (same topic, key,
+    /// payload and headers). A send still in flight when the producer is dropped completes
+    /// with [`crate::ErrorKind::Closed`] (it may or may not have been written).
+    ///
+    /// Blocking: this call may block the calling thread, bounded — under a BLOCK quota for
+    /// capacity (at most [`QUOTA_BLOCK_WAIT`], then [`crate::ErrorKind::Timeout`]; a send that
+    /// must wait fails with [`crate::ErrorKind::InvalidArgument`] on a Tokio runtime thread,
+    /// where blocking could stall the runtime: use [`Producer::send`] in async code), and while
+    /// the client's local queue is full (at most 30 s; from a delivery-report thread, which
+    /// would have to serve reports for the queue to drain, it fails at once instead).
+    #[allow(clippy::result_large_err)]
+    pub fn send_with_callback<F>(
+        &self,
+        record: Record,
+        callback: F,
+    ) -> Result<(), (SendError, SendCallback)>
+    where
+        F: FnOnce(Result<Delivery, SendError>) + Send + 'static,
+    {
+        let lane = match self.inner.lane(&record.topic) {
+            Ok(l) => l,
+            Err(error) => return Err((SendError { error, record }, Box::new(callback))),
+        };
+        if let Err(error) = self.admit_blocking(&lane, &record) {
+            return Err((SendError { error, record }, Box::new(callback)));
+        }
+        loop {
+            if lane.flight.gate.try_enter() {
+                let target = lane.target.load();
+                let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref())
+                else {
+                    lane.flight.gate.leave();
+                    let error = Error::UnknownTopic {
+                        topic: record.topic.clone(),
+                        version: target.version,
+                    };
+                    return Err((SendError { error, record }, Box::new(callback)));
+                };
+                let report = Box::new(Report::Callback(CallbackSend {
+                    flight: lane.flight.clone(),
+                    route: route.clone(),
+                    version: target.version,
+                    metrics: target.metrics.clone(),
+                    registry: self.inner.shared.metrics.clone(),
+                    started: Instant::now(),
+                    key_some: record.key.is_some(),
+                    payload_some: record.payload.is_some(),
+                    callback: Mutex::new(Some(Box::new(callback))),
+                }));
+                // On failure the report comes back: its callback goes back to the caller, and
+                // dropping it leaves the gate.
+                return match enqueue_blocking(client, route, &record, report) {
+                    Ok(()) => Ok(()),
+                    Err((error, report)) => {
+                        let cb = disarm(*report);
+                        Err((SendError { error, record }, cb))
+                    }
+                };
+            }
+            // Closed for a switch: queue behind the sends already held (see `send`).
+            let mut held = lane.held.lock();
+            if !lane.flight.gate.is_closed() {
+                continue;
+            }
+            held.push_back(Held {
+                record,
+                waiter: Some(Waiter::Callback(Box::new(callback))),
+            });
+            return Ok(());
+        }
+    }
+
+    /// The quota admission of a callback send, blocking the thread when it must wait.
+    fn admit_blocking(&self, lane: &Lane, record: &Record) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let bytes = quota_bytes(record);
+        let msg_taken = match throttle::admit_produce_now(
+            &*inner.shared,
+            &lane.quota_wait,
+            &record.topic,
+            bytes,
+            &inner.throttle,
+        ) {
+            throttle::Admit::Done(r) => return r,
+            throttle::Admit::Wait { msg_taken } => msg_taken,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InvalidArgument(format!(
+                "a send to {:?} must wait for quota capacity, and send_with_callback cannot block a Tokio runtime thread; use Producer::send in async code",
+                record.topic
+            )));
+        }
+        inner.rt.block_on(async {
+            tokio::time::timeout(
+                QUOTA_BLOCK_WAIT,
+                throttle::admit_produce_waiting(
+                    &*inner.shared,
+                    &lane.quota_wait,
+                    &record.topic,
+                    bytes,
+                    &inner.throttle,
+                    msg_taken,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout(format!(
+                    "no quota capacity for a send to {:?} within {QUOTA_BLOCK_WAIT:?}",
+                    record.topic
+                )))
+            })
+        })
     }
 
     /// Waits until every record handed to any cluster client has been delivered or failed.
@@ -316,7 +699,7 @@ impl Producer {
         for c in clients {
             let left = deadline.saturating_duration_since(Instant::now());
             let name = c.cluster.clone();
-            tokio::task::spawn_blocking(move || c.producer.flush(left))
+            tokio::task::spawn_blocking(move || c.kafka().flush(left))
                 .await
                 .map_err(|_| Error::Closed)?
                 .map_err(|source| Error::Kafka {
@@ -334,14 +717,14 @@ impl Producer {
         let Ok(lane) = self.inner.lane(topic) else {
             return false;
         };
-        if !lane.gate.try_enter() {
+        if !lane.flight.gate.try_enter() {
             return false;
         }
-        let _in_flight = InFlight(&lane.gate);
+        let _in_flight = InFlight(&lane.flight.gate);
         let target = lane.target.load();
         let routed = target.route.is_some() && target.client.is_some();
-        lane.sent.fetch_add(1, Ordering::Relaxed);
-        lane.bytes.fetch_add(100, Ordering::Relaxed);
+        lane.flight.sent.fetch_add(1, Ordering::Relaxed);
+        lane.flight.bytes.fetch_add(100, Ordering::Relaxed);
         if let Some(m) = &target.metrics {
             m.sent.inc();
             m.bytes.inc_by(100);
@@ -397,18 +780,21 @@ fn quota_bytes(r: &Record) -> u64 {
     (r.key.as_ref().map_or(0, |k| k.len()) + r.payload.as_ref().map_or(0, |p| p.len()) + h) as u64
 }
 
-/// Hands `record` to the client's queue (waiting while the local queue is full).
-async fn enqueue(
+/// One attempt to hand `record` to the client's queue; on failure the report comes back.
+#[allow(clippy::result_large_err)]
+fn try_enqueue(
     client: &ClusterProducer,
     route: &Route,
     record: &Record,
-) -> Result<DeliveryFuture, Error> {
-    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&route.physical);
+    report: Box<Report>,
+) -> Result<(), (KafkaError, Box<Report>)> {
+    let mut br: BaseRecord<'_, [u8], [u8], Box<Report>> =
+        BaseRecord::with_opaque_to(&route.physical, report);
     if let Some(k) = &record.key {
-        fr = fr.key(&k[..]);
+        br = br.key(&k[..]);
     }
     if let Some(p) = &record.payload {
-        fr = fr.payload(&p[..]);
+        br = br.payload(&p[..]);
     }
     if !record.headers.is_empty() {
         let mut h = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -418,57 +804,127 @@ async fn enqueue(
                 value: Some(&v[..]),
             });
         }
-        fr = fr.headers(h);
+        br = br.headers(h);
     }
-    match client.producer.send_result(fr) {
-        Ok(f) => Ok(f),
-        // The waiting path lives in its own (boxed) future so every send's future stays small.
-        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-            Box::pin(enqueue_when_full(client, back)).await
-        }
-        Err((source, _)) => Err(Error::Kafka {
-            cluster: client.cluster.clone(),
-            source,
-        }),
+    client
+        .kafka()
+        .send(br)
+        .map_err(|(e, br)| (e, br.delivery_opaque))
+}
+
+fn is_queue_full(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+    )
+}
+
+fn kafka_error(client: &ClusterProducer, source: KafkaError) -> Error {
+    Error::Kafka {
+        cluster: client.cluster.clone(),
+        source,
     }
 }
 
-/// Retries an enqueue while the client's local queue is full, up to [`QUEUE_FULL_WAIT`].
+fn queue_full_timeout(client: &ClusterProducer) -> Error {
+    Error::Timeout(format!(
+        "the local queue for cluster {} stayed full for {QUEUE_FULL_WAIT:?}",
+        client.cluster
+    ))
+}
+
+/// Hands `record` to the client's queue for an awaited send (waiting while the local queue is
+/// full); returns its report's receiver.
+async fn enqueue(
+    client: &ClusterProducer,
+    route: &Route,
+    record: &Record,
+) -> Result<ReportRx, Error> {
+    let (tx, rx) = oneshot::channel();
+    match try_enqueue(client, route, record, Box::new(Report::Future(tx))) {
+        Ok(()) => Ok(rx),
+        // The waiting path lives in its own (boxed) future so every send's future stays small.
+        Err((e, report)) if is_queue_full(&e) => {
+            Box::pin(enqueue_when_full(client, route, record, report)).await?;
+            Ok(rx)
+        }
+        Err((source, _)) => Err(kafka_error(client, source)),
+    }
+}
+
+/// Retries an awaited send's enqueue while the client's local queue is full, up to
+/// [`QUEUE_FULL_WAIT`]. On failure the report is dropped (its receiver sees it closed).
 async fn enqueue_when_full(
     client: &ClusterProducer,
-    mut fr: FutureRecord<'_, [u8], [u8]>,
-) -> Result<DeliveryFuture, Error> {
+    route: &Route,
+    record: &Record,
+    mut report: Box<Report>,
+) -> Result<(), Error> {
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
-        match client.producer.send_result(fr) {
-            Ok(f) => return Ok(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+        match try_enqueue(client, route, record, report) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if is_queue_full(&e) => {
                 if started.elapsed() > QUEUE_FULL_WAIT {
-                    return Err(Error::Timeout(format!(
-                        "the local queue for cluster {} stayed full for {QUEUE_FULL_WAIT:?}",
-                        client.cluster
-                    )));
+                    return Err(queue_full_timeout(client));
                 }
-                fr = back;
+                report = back;
             }
-            Err((source, _)) => {
-                return Err(Error::Kafka {
-                    cluster: client.cluster.clone(),
-                    source,
-                });
+            Err((source, _)) => return Err(kafka_error(client, source)),
+        }
+    }
+}
+
+/// A report that will not be enqueued: takes a callback send's callback out, unrun (its caller
+/// gets the error instead), and drops the rest, leaving the gate.
+fn disarm(report: Report) -> SendCallback {
+    match report {
+        Report::Callback(mut s) => s.callback.get_mut().take(),
+        Report::Future(_) => None,
+    }
+    .unwrap_or_else(|| Box::new(|_| {}))
+}
+
+/// [`enqueue_when_full`] for a callback send on its caller's thread: sleeps between attempts;
+/// on a delivery-report thread fails at once. On failure the report comes back.
+#[allow(clippy::result_large_err)]
+fn enqueue_blocking(
+    client: &ClusterProducer,
+    route: &Route,
+    record: &Record,
+    report: Box<Report>,
+) -> Result<(), (Error, Box<Report>)> {
+    let mut report = match try_enqueue(client, route, record, report) {
+        Ok(()) => return Ok(()),
+        Err((e, back)) if is_queue_full(&e) && !ON_REPORT_THREAD.get() => back,
+        Err((source, back)) => return Err((kafka_error(client, source), back)),
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+        match try_enqueue(client, route, record, report) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if is_queue_full(&e) => {
+                if started.elapsed() > QUEUE_FULL_WAIT {
+                    return Err((queue_full_timeout(client), back));
+                }
+                report = back;
             }
+            Err((source, back)) => return Err((kafka_error(client, source), back)),
         }
     }
 }
 
 /// Waits for the delivery report of a record enqueued on `target`.
-async fn delivered(target: &Target, fut: DeliveryFuture) -> Result<(i32, i64), Error> {
-    match fut.await {
-        Ok(Ok(d)) => Ok((d.partition, d.offset)),
-        Ok(Err((source, _))) => Err(Error::Kafka {
+async fn delivered(target: &Target, rx: ReportRx) -> Result<(i32, i64), Error> {
+    match rx.await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(source)) => Err(Error::Kafka {
             cluster: target
                 .client
                 .as_ref()
@@ -488,7 +944,7 @@ async fn warm_up(client: Arc<ClusterProducer>, physical: String) {
     let _ = tokio::task::spawn_blocking(move || {
         for _ in 0..2 {
             let _ = client
-                .producer
+                .kafka()
                 .client()
                 .fetch_metadata(Some(&physical), Duration::from_secs(5));
         }
@@ -498,49 +954,126 @@ async fn warm_up(client: Arc<ClusterProducer>, physical: String) {
 
 /// Starts the sends held while `lane` was closed on its (new) target, in arrival order, then
 /// opens the gate. New sends queue behind the held ones until the queue is empty.
-async fn release_held(lane: &Lane) {
+async fn release_held(lane: &Lane, registry: &crate::metrics::Metrics) {
     let target = lane.target.load_full();
     loop {
         let batch = {
             let mut held = lane.held.lock();
             if held.is_empty() {
-                lane.gate.open();
+                lane.flight.gate.open();
                 return;
             }
             std::mem::take(&mut *held)
         };
         for mut h in batch {
-            let (record, reply) = h.take();
-            let Some(reply) = reply else { continue };
-            if reply.is_closed() {
-                // The caller gave up on this send before it was started.
-                continue;
-            }
-            let out = match (target.route.as_ref(), target.client.as_ref()) {
-                (Some(route), Some(client)) => {
-                    lane.gate.enter_closed();
-                    match enqueue(client, route, &record).await {
-                        Ok(fut) => Ok((fut, target.clone(), record)),
-                        Err(error) => {
-                            lane.gate.leave();
-                            Err(SendError { error, record })
-                        }
-                    }
+            let (record, waiter) = h.take();
+            match waiter {
+                Some(Waiter::Future(reply)) => {
+                    start_held_future(lane, &target, record, reply).await
                 }
-                _ => Err(SendError {
-                    error: Error::UnknownTopic {
-                        topic: lane.logical.clone(),
-                        version: target.version,
-                    },
-                    record,
-                }),
-            };
-            let counted = out.is_ok();
-            if reply.send(out).is_err() && counted {
-                // Enqueued, but nobody waits for its report: stop counting it.
-                lane.gate.leave();
+                Some(Waiter::Callback(cb)) => {
+                    start_held_callback(lane, &target, record, cb, registry).await
+                }
+                None => {}
             }
         }
+    }
+}
+
+/// Starts a held awaited send on `target` and hands it back to its caller.
+async fn start_held_future(
+    lane: &Lane,
+    target: &Arc<Target>,
+    record: Record,
+    reply: oneshot::Sender<Handoff>,
+) {
+    if reply.is_closed() {
+        // The caller gave up on this send before it was started.
+        return;
+    }
+    let out = match (target.route.as_ref(), target.client.as_ref()) {
+        (Some(route), Some(client)) => {
+            lane.flight.gate.enter_closed();
+            match enqueue(client, route, &record).await {
+                Ok(rx) => Ok((rx, target.clone(), record)),
+                Err(error) => {
+                    lane.flight.gate.leave();
+                    Err(SendError { error, record })
+                }
+            }
+        }
+        _ => Err(SendError {
+            error: Error::UnknownTopic {
+                topic: lane.logical.clone(),
+                version: target.version,
+            },
+            record,
+        }),
+    };
+    let counted = out.is_ok();
+    if reply.send(out).is_err() && counted {
+        // Enqueued, but nobody waits for its report: stop counting it.
+        lane.flight.gate.leave();
+    }
+}
+
+/// Starts a held callback send on `target`; if it cannot start, runs its callback with the
+/// error.
+async fn start_held_callback(
+    lane: &Lane,
+    target: &Target,
+    record: Record,
+    cb: SendCallback,
+    registry: &crate::metrics::Metrics,
+) {
+    let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref()) else {
+        let error = Error::UnknownTopic {
+            topic: lane.logical.clone(),
+            version: target.version,
+        };
+        cb(Err(SendError { error, record }));
+        return;
+    };
+    lane.flight.gate.enter_closed();
+    let mut report = Box::new(Report::Callback(CallbackSend {
+        flight: lane.flight.clone(),
+        route: route.clone(),
+        version: target.version,
+        metrics: target.metrics.clone(),
+        registry: registry.clone(),
+        started: Instant::now(),
+        key_some: record.key.is_some(),
+        payload_some: record.payload.is_some(),
+        callback: Mutex::new(Some(cb)),
+    }));
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    let error = loop {
+        match try_enqueue(client, route, &record, report) {
+            Ok(()) => return,
+            Err((e, back)) if is_queue_full(&e) && started.elapsed() <= QUEUE_FULL_WAIT => {
+                report = back;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err((e, back)) => {
+                report = back;
+                break if is_queue_full(&e) {
+                    queue_full_timeout(client)
+                } else {
+                    kafka_error(client, e)
+                };
+            }
+        }
+    };
+    // Take the callback out, so dropping the report leaves the gate without running it.
+    let cb = match &mut *report {
+        Report::Callback(s) => s.callback.get_mut().take(),
+        Report::Future(_) => None,
+    };
+    drop(report);
+    if let Some(cb) = cb {
+        cb(Err(SendError { error, record }));
     }
 }
 
@@ -592,20 +1125,19 @@ impl ProducerInner {
         if created {
             // In the background: the first sends wait in the client's queue (in order) for
             // the producer id, which the warm-up makes arrive sooner.
-            tokio::spawn(warm_up(client.clone(), route.physical.clone()));
+            // (On the producer's runtime: a callback send may create the lane off it.)
+            self.rt
+                .spawn(warm_up(client.clone(), route.physical.clone()));
         }
         let lane = Arc::new(Lane {
             logical: topic.to_string(),
-            gate: Gate::default(),
+            flight: Arc::new(Flight::default()),
             target: ArcSwap::from_pointee(Target {
                 version: md.version,
                 metrics: Some(self.shared.metrics.send_handles(topic, &route.cluster.name)),
                 route: Some(route),
                 client: Some(client),
             }),
-            sent: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
             quota_wait: WaitQueue::default(),
             held: Mutex::new(VecDeque::new()),
         });
@@ -651,15 +1183,17 @@ impl ProducerInner {
                 cfg.set(k, v);
             }
         }
-        let producer: FutureProducer = cfg.create().map_err(|source| Error::Kafka {
-            cluster: route.cluster.name.clone(),
-            source,
-        })?;
+        let producer: ThreadedProducer<Reports> =
+            cfg.create_with_context(Reports)
+                .map_err(|source| Error::Kafka {
+                    cluster: route.cluster.name.clone(),
+                    source,
+                })?;
         tracing::info!(cluster = %route.cluster.name, "created producer client");
         let c = Arc::new(ClusterProducer {
             cluster: route.cluster.name.clone(),
             fingerprint: route.cluster.fingerprint,
-            producer,
+            producer: Some(producer),
         });
         clients.insert(key, c.clone());
         Ok((c, true))
@@ -727,6 +1261,7 @@ impl ProducerInner {
                     .metrics
                     .send_handles(&lane.logical, &r.cluster.name)
             });
+            let registry = self.shared.metrics.clone();
             switches.push(async move {
                 // Warm the new client (connection, metadata, producer id) while sends still flow
                 // to the old one, so the cutover pause is short.
@@ -734,7 +1269,7 @@ impl ProducerInner {
                     warm_up(c, r.physical.clone()).await;
                 }
                 // Holds new sends and waits for in-flight ones: the flush.
-                lane.gate.close_and_drain().await;
+                lane.flight.gate.close_and_drain().await;
                 let from = lane
                     .target
                     .load()
@@ -747,7 +1282,7 @@ impl ProducerInner {
                     client,
                     metrics,
                 }));
-                release_held(&lane).await;
+                release_held(&lane, &registry).await;
                 tracing::info!(
                     topic = %lane.logical,
                     from = from.as_deref().unwrap_or("-"),
@@ -793,7 +1328,7 @@ impl ProducerInner {
             if let Some(c) = clients.remove(&k) {
                 tracing::info!(cluster = %c.cluster, "closing unused producer client");
                 tokio::task::spawn_blocking(move || {
-                    let _ = c.producer.flush(Duration::from_secs(30));
+                    let _ = c.kafka().flush(Duration::from_secs(30));
                 });
             }
         }
@@ -813,8 +1348,8 @@ impl StatusSource for ProducerInner {
                     physical_topic: r.physical.clone(),
                     ..Default::default()
                 },
-                lane.sent.load(Ordering::Relaxed),
-                lane.bytes.load(Ordering::Relaxed),
+                lane.flight.sent.load(Ordering::Relaxed),
+                lane.flight.bytes.load(Ordering::Relaxed),
             ));
         }
         (out, Vec::new())

@@ -625,6 +625,38 @@ pub(crate) async fn admit_produce<C: Clock, S: QuotaSource<C>>(
     bytes: u64,
     counters: &ThrottleCounters,
 ) -> Result<(), Error> {
+    match admit_produce_now(src, queue, topic, bytes, counters) {
+        Admit::Done(r) => r,
+        // The waiting path lives in its own (boxed) future: it holds a semaphore permit, a
+        // version receiver and timers, which would otherwise make every send's future larger.
+        Admit::Wait { msg_taken } => {
+            Box::pin(admit_produce_waiting(
+                src, queue, topic, bytes, counters, msg_taken,
+            ))
+            .await
+        }
+    }
+}
+
+/// What [`admit_produce_now`] decided.
+pub(crate) enum Admit {
+    /// Admitted or refused at once.
+    Done(Result<(), Error>),
+    /// The send must wait: continue with [`admit_produce_waiting`].
+    Wait {
+        /// The message limiter's capacity is already taken.
+        msg_taken: bool,
+    },
+}
+
+/// The part of [`admit_produce`] that never waits (no runtime needed).
+pub(crate) fn admit_produce_now<C: Clock, S: QuotaSource<C>>(
+    src: &S,
+    queue: &WaitQueue,
+    topic: &str,
+    bytes: u64,
+    counters: &ThrottleCounters,
+) -> Admit {
     let mut msg_taken = false;
     let first = src.with_quota(topic, |q| match q {
         None => Step::Pass,
@@ -635,21 +667,14 @@ pub(crate) async fn admit_produce<C: Clock, S: QuotaSource<C>>(
         Some(q) => produce_step(q, topic, bytes, &mut msg_taken, counters),
     });
     match first {
-        Step::Pass => Ok(()),
-        Step::Fail(e) => Err(e),
-        // The waiting path lives in its own (boxed) future: it holds a semaphore permit, a
-        // version receiver and timers, which would otherwise make every send's future larger.
-        Step::Wait(_) => {
-            Box::pin(admit_produce_waiting(
-                src, queue, topic, bytes, counters, msg_taken,
-            ))
-            .await
-        }
+        Step::Pass => Admit::Done(Ok(())),
+        Step::Fail(e) => Admit::Done(Err(e)),
+        Step::Wait(_) => Admit::Wait { msg_taken },
     }
 }
 
 /// The rest of [`admit_produce`] when the send has to wait.
-async fn admit_produce_waiting<C: Clock, S: QuotaSource<C>>(
+pub(crate) async fn admit_produce_waiting<C: Clock, S: QuotaSource<C>>(
     src: &S,
     queue: &WaitQueue,
     topic: &str,
