@@ -39,6 +39,16 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* CPU time of the whole process (all threads), seconds. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU microseconds per message of the last run of each side. */
+static double raw_cpu_us, sy_cpu_us;
+
 static void die(const char *what, const char *why) {
     fprintf(stderr, "%s: %s\n", what, why);
     exit(1);
@@ -81,7 +91,7 @@ static double raw_run(const char *bootstrap, const char *topic, long n, const ch
     if (raw_ok != 1) die("warm-up", "not delivered");
     raw_ok = raw_err = 0;
 
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (long i = 0; i < n; i++) {
         char key[16];
         int klen = snprintf(key, sizeof key, "k%ld", i % 1000);
@@ -98,6 +108,7 @@ static double raw_run(const char *bootstrap, const char *topic, long n, const ch
     }
     while (raw_ok + raw_err < n) rd_kafka_flush(rk, 1000);
     double secs = now_s() - t0;
+    raw_cpu_us = (cpu_s() - c0) * 1e6 / (double)n;
     if (raw_err != 0) die("raw", "delivery errors");
     rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
@@ -137,7 +148,7 @@ static double sy_run(const char *config, const char *topic, long n, const char *
     atomic_store(&sy_ok, 0);
     atomic_store(&sy_err, 0);
 
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (long i = 0; i < n; i++) {
         char key[16];
         int klen = snprintf(key, sizeof key, "k%ld", i % 1000);
@@ -147,6 +158,7 @@ static double sy_run(const char *config, const char *topic, long n, const char *
     }
     sy_check("flush", switchyard_producer_flush(p, -1));
     double secs = now_s() - t0;
+    sy_cpu_us = (cpu_s() - c0) * 1e6 / (double)n;
     if (atomic_load(&sy_ok) != n || atomic_load(&sy_err) != 0) die("switchyard", "delivery errors");
     switchyard_producer_free(p);
     switchyard_client_free(c);
@@ -171,8 +183,9 @@ int main(int argc, char **argv) {
     for (int r = 1; r <= rounds; r++) {
         double raw = raw_run(bootstrap, topic, n, payload);
         double sy = sy_run(config, topic, n, payload);
-        printf("round %d: raw librdkafka %.0f msg/s, switchyard-c %.0f msg/s, ratio %.3f\n", r,
-               raw, sy, sy / raw);
+        printf("round %d: raw librdkafka %.0f msg/s, switchyard-c %.0f msg/s, ratio %.3f; "
+               "process CPU per message: raw %.2f us, switchyard-c %.2f us\n",
+               r, raw, sy, sy / raw, raw_cpu_us, sy_cpu_us);
         fflush(stdout);
         raw_sum += raw;
         sy_sum += sy;
