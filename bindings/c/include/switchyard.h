@@ -193,12 +193,19 @@ typedef struct switchyard_delivery {
  * during the call. On failure, `switchyard_last_error_message` called inside the callback
  * gives the reason.
  *
- * The callback runs on one of the client's runtime threads, not the thread that sent. It must
- * be thread-safe, should return quickly (the producer's other callbacks wait for it), and must
- * not call `switchyard_producer_free` for the same producer or any blocking function
+ * The callback never runs on the thread that sent. It runs on the delivery-report thread of
+ * the Kafka client of the record's cluster (one such thread per cluster the producer writes
+ * to: callbacks of records to one cluster run one at a time, in report order; callbacks of
+ * records to different clusters may run at the same time), or, for a send that failed before
+ * reaching Kafka (e.g. `SWITCHYARD_UNKNOWN_TOPIC`, a REJECT quota) or was cut off by
+ * `switchyard_producer_free`, on one of the client's runtime threads or the freeing thread.
+ * It must be thread-safe, should return quickly (the reports of its cluster wait for it), and
+ * must not call `switchyard_producer_free` for the same producer or any blocking function
  * (`switchyard_producer_flush`, `switchyard_producer_send_sync`, `switchyard_consumer_poll`,
  * `switchyard_client_connect`), which fail with `SWITCHYARD_INVALID_ARGUMENT` there. It may
- * call `switchyard_producer_send`.
+ * call `switchyard_producer_send` (which then never waits for room under
+ * `SWITCHYARD_MAX_IN_FLIGHT`, and fails at once on a full Kafka queue; under a BLOCK quota it
+ * may wait for capacity, holding up its cluster's reports meanwhile).
  */
 typedef void (*switchyard_delivery_callback)(void *user_data,
                                              enum switchyard_result rc,
@@ -616,8 +623,12 @@ enum switchyard_result switchyard_producer_new(const struct switchyard_client *c
  * those in flight finish, then releases the held ones to the new cluster. A failed record is
  * handed back in the callback, never re-sent elsewhere.
  *
- * When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
- * most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
+ * The record is routed and handed to the cluster's Kafka client on the calling thread. When
+ * `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
+ * most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks for
+ * that. Under a quota with policy BLOCK it blocks until there is capacity (at most 30 s; then
+ * the callback gets `SWITCHYARD_TIMEOUT`), and while the Kafka client's local queue is full
+ * (at most 30 s).
  *
  * Errors here: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (e.g. topic not UTF-8),
  * `SWITCHYARD_TIMEOUT`, `SWITCHYARD_CLOSED`. Routing and Kafka errors (e.g.

@@ -5,6 +5,7 @@
 //! arguments into Rust references, failing with `SWITCHYARD_NULL_POINTER` or
 //! `SWITCHYARD_INVALID_ARGUMENT` instead of crashing.
 
+use std::cell::Cell;
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -44,10 +45,23 @@ pub(crate) fn guard_value<T>(default: T, f: impl FnOnce() -> Result<T, Failure>)
     }
 }
 
-/// True on a thread of a Switchyard runtime (a delivery callback, for instance), where
-/// blocking on the runtime would deadlock or panic.
+thread_local! {
+    /// Set while this thread runs a delivery callback.
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (which calls a delivery callback) marked as inside a callback.
+pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
+    let prev = IN_CALLBACK.replace(true);
+    let r = f();
+    IN_CALLBACK.set(prev);
+    r
+}
+
+/// True inside a delivery callback or on a thread of a Switchyard runtime, where blocking
+/// would deadlock (a callback waiting for reports its own thread serves) or panic.
 pub(crate) fn on_runtime_thread() -> bool {
-    tokio::runtime::Handle::try_current().is_ok()
+    IN_CALLBACK.get() || tokio::runtime::Handle::try_current().is_ok()
 }
 
 /// Fails when called on a runtime thread: `what` blocks.

@@ -1,26 +1,24 @@
 //! `switchyard_producer`: asynchronous sends with a delivery callback, synchronous sends, and
 //! flush.
 //!
-//! Sends from C are queued to one dispatcher task per producer, which starts each SDK send in
-//! the order the sends were made and runs the callbacks when they complete. So records sent
-//! from one thread keep their order (per key/partition), exactly as the SDK keeps it for
-//! sequential sends, and callbacks of one producer never run concurrently with each other.
+//! Every send goes through the SDK's synchronous callback path
+//! (`switchyard::Producer::send_with_callback`) on the thread that calls
+//! `switchyard_producer_send`: routing, quota check and the enqueue on the cluster's Kafka
+//! client happen there, with no task or channel per record, and the delivery callback runs on
+//! that Kafka client's delivery-report thread. Records sent from one thread keep their order
+//! (per key/partition), also across a route change, exactly as the SDK keeps it.
 
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use switchyard::{Delivery, Producer, Record, SendError};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::boundary::{
     arg_bytes, arg_out, arg_ref, arg_str, check_may_block, from_handle, guard, guard_value,
-    into_handle, on_runtime_thread,
+    in_callback, into_handle, on_runtime_thread,
 };
 use crate::client::{ClientInner, switchyard_client};
 use crate::error::{Failure, set_last_error, switchyard_result};
@@ -40,9 +38,6 @@ const ROOM_WAIT: Duration = Duration::from_secs(30);
 
 /// How long `switchyard_producer_free` waits for sends in flight.
 const FREE_FLUSH: Duration = Duration::from_secs(10);
-
-/// Jobs the dispatcher takes from its queue at a time.
-const BATCH: usize = 256;
 
 /// Where a record was written, or which record failed.
 ///
@@ -125,12 +120,19 @@ fn copy_name(dst: &mut [c_char; SWITCHYARD_NAME_MAX], s: &str) {
 /// during the call. On failure, `switchyard_last_error_message` called inside the callback
 /// gives the reason.
 ///
-/// The callback runs on one of the client's runtime threads, not the thread that sent. It must
-/// be thread-safe, should return quickly (the producer's other callbacks wait for it), and must
-/// not call `switchyard_producer_free` for the same producer or any blocking function
+/// The callback never runs on the thread that sent. It runs on the delivery-report thread of
+/// the Kafka client of the record's cluster (one such thread per cluster the producer writes
+/// to: callbacks of records to one cluster run one at a time, in report order; callbacks of
+/// records to different clusters may run at the same time), or, for a send that failed before
+/// reaching Kafka (e.g. `SWITCHYARD_UNKNOWN_TOPIC`, a REJECT quota) or was cut off by
+/// `switchyard_producer_free`, on one of the client's runtime threads or the freeing thread.
+/// It must be thread-safe, should return quickly (the reports of its cluster wait for it), and
+/// must not call `switchyard_producer_free` for the same producer or any blocking function
 /// (`switchyard_producer_flush`, `switchyard_producer_send_sync`, `switchyard_consumer_poll`,
 /// `switchyard_client_connect`), which fail with `SWITCHYARD_INVALID_ARGUMENT` there. It may
-/// call `switchyard_producer_send`.
+/// call `switchyard_producer_send` (which then never waits for room under
+/// `SWITCHYARD_MAX_IN_FLIGHT`, and fails at once on a full Kafka queue; under a BLOCK quota it
+/// may wait for capacity, holding up its cluster's reports meanwhile).
 pub type switchyard_delivery_callback = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -157,12 +159,8 @@ pub struct switchyard_header {
 #[derive(Debug)]
 pub struct switchyard_producer {
     client: Arc<ClientInner>,
-    /// Kept so the SDK producer is dropped by `switchyard_producer_free`'s thread, not by a
-    /// runtime thread.
+    /// Taken by `switchyard_producer_free`, so the SDK producer is dropped on its thread.
     producer: Option<Producer>,
-    queue: Option<mpsc::UnboundedSender<Job>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
     inflight: Arc<InFlight>,
 }
 
@@ -222,18 +220,13 @@ impl Completion {
                 // SAFETY: `cb` is a function pointer the caller gave to `switchyard_producer_send`
                 // with the contract that it is callable from any thread; `d` (and the record
                 // buffers it points into, owned by `r`) outlive the call.
-                unsafe { cb(ud.0, rc, &d) };
+                in_callback(|| unsafe { cb(ud.0, rc, &d) });
             }
             Some(Notify::Waiter(tx)) => {
                 let _ = tx.send(r);
             }
             Some(Notify::Nobody) | None => {}
         }
-    }
-
-    /// The send never started: no callback.
-    fn cancel(mut self) {
-        self.notify = None;
     }
 }
 
@@ -247,58 +240,11 @@ impl Drop for Completion {
             ));
             let d = switchyard_delivery::empty();
             // SAFETY: as in `complete`; `d` outlives the call.
-            unsafe { cb(ud.0, switchyard_result::SWITCHYARD_CLOSED, &d) };
+            in_callback(|| unsafe { cb(ud.0, switchyard_result::SWITCHYARD_CLOSED, &d) });
         }
         // A `Waiter` learns of the drop from its closed channel.
         self.inflight.finish();
     }
-}
-
-struct Job {
-    record: Record,
-    done: Completion,
-}
-
-/// Starts every queued send in queue order and completes each when its delivery result comes.
-/// Ends on `stop` (dropping the sends still in flight, which completes them as closed) or when
-/// the queue is closed and nothing is in flight.
-async fn dispatch(
-    producer: Producer,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut pending = FuturesUnordered::new();
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut open = true;
-    futures::future::poll_fn(|cx| {
-        if stop.poll_unpin(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        // New sends first, so each starts (reaches the Kafka client's queue) in order.
-        while open {
-            match queue.poll_recv_many(cx, &mut batch, BATCH) {
-                Poll::Ready(0) => open = false,
-                Poll::Ready(_) => {
-                    for Job { record, done } in batch.drain(..) {
-                        let p = producer.clone();
-                        pending.push(async move {
-                            let r = p.send(record).await;
-                            done.complete(r);
-                        });
-                    }
-                }
-                Poll::Pending => break,
-            }
-        }
-        loop {
-            match pending.poll_next_unpin(cx) {
-                Poll::Ready(Some(())) => {}
-                Poll::Ready(None) if !open => return Poll::Ready(()),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
-        }
-    })
-    .await;
 }
 
 /// A producer for `client`'s logical topics. `out` receives it; set to NULL on failure.
@@ -325,15 +271,9 @@ pub unsafe extern "C" fn switchyard_producer_new(
             let _ctx = rt.enter();
             inner.sy().producer()
         };
-        let (queue, rx) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = oneshot::channel();
-        let task = rt.spawn(dispatch(producer.clone(), rx, stop_rx));
         *out = into_handle(switchyard_producer {
             client: inner.clone(),
             producer: Some(producer),
-            queue: Some(queue),
-            stop: Some(stop),
-            task: Some(task),
             inflight: Arc::new(InFlight::new(SWITCHYARD_MAX_IN_FLIGHT)),
         });
         Ok(())
@@ -386,7 +326,9 @@ struct CRecord {
     n_headers: usize,
 }
 
-/// Builds the record and counts it in flight.
+/// Builds the record, counts it in flight and hands it to the SDK on this thread. A send the
+/// SDK refuses at once completes (callback with the error) on a runtime thread, or — for
+/// `switchyard_producer_send_sync` (`inline_errors`) — right here.
 ///
 /// # Safety
 ///
@@ -395,6 +337,7 @@ unsafe fn start_send(
     producer: *const switchyard_producer,
     rec: CRecord,
     notify: Notify,
+    inline_errors: bool,
 ) -> Result<(), Failure> {
     // SAFETY: each pointer is checked for NULL; the rest is the caller's contract.
     let p = unsafe { arg_ref(producer, "producer") }?;
@@ -409,8 +352,8 @@ unsafe fn start_send(
     }
     // SAFETY: as above.
     let headers = unsafe { arg_headers(rec.headers, rec.n_headers) }?;
-    let queue = p
-        .queue
+    let sdk = p
+        .producer
         .as_ref()
         .ok_or_else(|| Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed"))?;
     if p.inflight.full()
@@ -436,12 +379,13 @@ unsafe fn start_send(
         notify: Some(notify),
         inflight: p.inflight.clone(),
     };
-    if let Err(mpsc::error::SendError(job)) = queue.send(Job { record, done }) {
-        job.done.cancel();
-        return Err(Failure::new(
-            switchyard_result::SWITCHYARD_CLOSED,
-            "the producer's runtime has stopped",
-        ));
+    if let Err((e, callback)) = sdk.send_with_callback(record, move |r| done.complete(r)) {
+        if inline_errors {
+            callback(Err(e));
+        } else {
+            // Never on the sending thread, which may hold locks the callback takes.
+            p.client.rt().spawn(async move { callback(Err(e)) });
+        }
     }
     Ok(())
 }
@@ -460,8 +404,12 @@ unsafe fn start_send(
 /// those in flight finish, then releases the held ones to the new cluster. A failed record is
 /// handed back in the callback, never re-sent elsewhere.
 ///
-/// When `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
-/// most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
+/// The record is routed and handed to the cluster's Kafka client on the calling thread. When
+/// `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
+/// most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks for
+/// that. Under a quota with policy BLOCK it blocks until there is capacity (at most 30 s; then
+/// the callback gets `SWITCHYARD_TIMEOUT`), and while the Kafka client's local queue is full
+/// (at most 30 s).
 ///
 /// Errors here: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (e.g. topic not UTF-8),
 /// `SWITCHYARD_TIMEOUT`, `SWITCHYARD_CLOSED`. Routing and Kafka errors (e.g.
@@ -505,6 +453,7 @@ pub unsafe extern "C" fn switchyard_producer_send(
                     n_headers: 0,
                 },
                 notify,
+                false,
             )
         }
     })
@@ -553,6 +502,7 @@ pub unsafe extern "C" fn switchyard_producer_send_with_headers(
                     n_headers,
                 },
                 notify,
+                false,
             )
         }
     })
@@ -595,6 +545,7 @@ pub unsafe extern "C" fn switchyard_producer_send_sync(
                     n_headers: 0,
                 },
                 Notify::Waiter(tx),
+                true,
             )
         }?;
         let r = rx.blocking_recv().map_err(|_| {
@@ -696,21 +647,11 @@ pub unsafe extern "C" fn switchyard_producer_free(producer: *mut switchyard_prod
         if may_block {
             p.inflight.wait_idle(Some(Instant::now() + FREE_FLUSH));
         }
-        drop(p.queue.take());
-        if let Some(stop) = p.stop.take() {
-            let _ = stop.send(());
-        }
         let client = p.client.clone();
         {
-            let rt = client.rt();
-            if let Some(task) = p.task.take()
-                && may_block
-            {
-                let _ = rt.block_on(task);
-            }
-            // Dropping the SDK producer (the dispatcher's copy is gone) closes its Kafka
-            // clients, which may block briefly.
-            let _ctx = rt.enter();
+            // Dropping the SDK producer closes its Kafka clients, which may block briefly: the
+            // sends still in flight are purged and complete with SWITCHYARD_CLOSED here.
+            let _ctx = client.rt().enter();
             drop(p.producer.take());
             drop(p);
         }

@@ -1,11 +1,16 @@
 //! `switchyard.Producer`: blocking `send`, non-blocking `produce` with delivery callbacks run by
 //! `poll`/`flush` on the caller's thread, and asyncio `send_async`.
 //!
-//! Every send goes through the SDK's `Producer::send`, so routing, quotas and route switches
-//! behave exactly as in Rust. Sends are handed to one dispatcher task per producer (queue
-//! order = start order, so one thread's records keep their order per partition), which
-//! starts them and routes each result to whoever waits for it: a callback queue served by
-//! `poll`/`flush`, a blocked `send`, or an asyncio future.
+//! Every send goes through the SDK's producer, so routing, quotas and route switches behave
+//! exactly as in Rust. `produce` and `send` use its synchronous callback path
+//! (`Producer::send_with_callback`) on the calling thread (GIL released for the call): the
+//! record is routed and handed to the cluster's Kafka client right there, so one thread's
+//! records keep their order per partition, and the result arrives on the Kafka client's
+//! delivery-report thread, which only queues it (no Python there): `poll`/`flush` run the
+//! Python callbacks on the caller's thread, and a blocked `send` is woken. `send_async`, which
+//! must never block the event loop (the synchronous path may wait under a BLOCK quota), hands
+//! its sends to one dispatcher task per producer that awaits the SDK's async `send` (queue
+//! order = start order) and completes each asyncio future.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -182,9 +187,14 @@ async fn dispatch(
 /// - :meth:`send_async` returns an asyncio future of the :class:`Delivery`.
 ///
 /// A failed send raises (or passes to the callback) a :class:`SwitchyardError` whose
-/// ``record`` is the record given back: the SDK never re-sends it elsewhere. Records produced
-/// from one thread keep their order per partition, also across a route change. Safe to share
-/// between threads. Use it as a context manager, or call :meth:`close`.
+/// ``record`` is the record given back: the SDK never re-sends it elsewhere. Records sent with
+/// :meth:`produce` and :meth:`send` from one thread keep their order per partition, also across
+/// a route change (they are routed and handed to Kafka on the calling thread, GIL released;
+/// this may wait for capacity under a BLOCK quota, at most 30 s). :meth:`send_async` calls keep
+/// their order among themselves. Delivery results arrive on a Kafka client thread, which only
+/// queues them: Python callbacks run only in :meth:`poll`, :meth:`flush` and :meth:`close`, on
+/// the thread that calls them. Safe to share between threads. Use it as a context manager, or
+/// call :meth:`close`.
 #[pyclass(module = "switchyard", frozen)]
 pub(crate) struct Producer {
     state: Arc<State>,
@@ -258,6 +268,28 @@ impl Producer {
                 })
             });
             py.check_signals()?;
+        }
+    }
+
+    /// The SDK producer, or `ClosedError`.
+    fn sdk(&self, py: Python<'_>) -> PyResult<switchyard::Producer> {
+        self.sdk
+            .lock()
+            .clone()
+            .ok_or_else(|| errors::closed(py, "producer"))
+    }
+
+    /// Starts a send whose slot is taken on the SDK's synchronous path, on this thread (GIL
+    /// released: it may wait for quota capacity or queue room). A send refused at once
+    /// completes right here, with its error.
+    fn start(&self, py: Python<'_>, sdk: &switchyard::Producer, record: Record, notify: Notify) {
+        let state = self.state.clone();
+        let refused = py.detach(|| {
+            sdk.send_with_callback(record, move |r| state.complete(notify, r))
+                .err()
+        });
+        if let Some((e, callback)) = refused {
+            callback(Err(e));
         }
     }
 
@@ -376,9 +408,10 @@ impl Producer {
                 Some(cb) => Notify::Callback(cb),
                 None => Notify::Nobody,
             };
-            self.check_open(py)?;
+            let sdk = self.sdk(py)?;
             self.reserve(py)?;
-            self.submit(py, Job { record, notify })
+            self.start(py, &sdk, record, notify);
+            Ok(())
         })
     }
 
@@ -446,18 +479,12 @@ impl Producer {
         errors::guard(py, || {
             let record = record(topic, value, key, headers)?;
             let t = args::timeout(timeout, "timeout")?;
-            self.check_open(py)?;
+            let sdk = self.sdk(py)?;
             runtime::check_may_block(py, "Producer.send")?;
             let deadline = t.map(|t| Instant::now() + t);
             self.reserve(py)?;
             let (tx, mut rx) = sync_channel(1);
-            self.submit(
-                py,
-                Job {
-                    record,
-                    notify: Notify::Waiter(tx),
-                },
-            )?;
+            self.start(py, &sdk, record, Notify::Waiter(tx));
             loop {
                 let left = match deadline {
                     Some(d) => {
