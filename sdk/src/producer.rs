@@ -323,7 +323,8 @@ struct Flight {
 }
 
 impl Flight {
-    /// Counts a send's outcome and makes its result.
+    /// Counts a send's outcome and makes its result (the same `Result` as `send` returns).
+    #[allow(clippy::result_large_err)]
     fn finish(
         &self,
         route: &Route,
