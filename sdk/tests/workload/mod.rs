@@ -148,40 +148,78 @@ impl Load {
         rate: f64,
         max_duration: Duration,
     ) -> Self {
+        let per_key_interval = Duration::from_secs_f64(key_ids.len() as f64 / rate);
+        let keys = key_ids.into_iter().map(|k| (k, u64::MAX)).collect();
+        Self::start_inner(
+            producer,
+            topic,
+            tasks,
+            keys,
+            Some(per_key_interval),
+            max_duration,
+        )
+    }
+
+    /// Starts `tasks` tasks sending to `topic` without pacing: each `(key index, count)` sends
+    /// `count` records of its key, one at a time (so the keys bound the sends in flight), until
+    /// done, [`Load::finish`] or `max_duration`.
+    pub fn start_counted(
+        producer: Producer,
+        topic: &str,
+        tasks: usize,
+        keys: Vec<(usize, u64)>,
+        max_duration: Duration,
+    ) -> Self {
+        Self::start_inner(producer, topic, tasks, keys, None, max_duration)
+    }
+
+    /// `interval`: each key's send schedule (None: send as fast as the sends complete).
+    fn start_inner(
+        producer: Producer,
+        topic: &str,
+        tasks: usize,
+        key_ids: Vec<(usize, u64)>,
+        interval: Option<Duration>,
+        max_duration: Duration,
+    ) -> Self {
         let keys = key_ids.len();
         let (stop, stop_rx) = watch::channel(false);
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        let per_key_interval = Duration::from_secs_f64(keys as f64 / rate);
         let mut handles = Vec::new();
         for t in 0..tasks {
-            let my_keys: Vec<String> = key_ids
+            let my_keys: Vec<(String, u64)> = key_ids
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| i % tasks == t)
-                .map(|(_, k)| key_name(*k))
+                .map(|(_, (k, n))| (key_name(*k), *n))
                 .collect();
             let producer = producer.clone();
             let topic = topic.to_string();
             let stop_rx = stop_rx.clone();
             let (ok, failed) = (ok.clone(), failed.clone());
             handles.push(tokio::spawn(async move {
-                let loops = my_keys.into_iter().enumerate().map(|(i, key)| {
+                let loops = my_keys.into_iter().enumerate().map(|(i, (key, limit))| {
                     let producer = producer.clone();
                     let topic = topic.clone();
                     let stop_rx = stop_rx.clone();
                     let (ok, failed) = (ok.clone(), failed.clone());
                     // Spread the keys' schedules over one interval.
-                    let offset = per_key_interval.mul_f64((t + i * tasks) as f64 / keys as f64);
+                    let offset = interval.map_or(Duration::ZERO, |iv| {
+                        iv.mul_f64((t + i * tasks) as f64 / keys as f64)
+                    });
                     async move {
                         key_loop(
                             producer,
                             topic,
                             key,
-                            per_key_interval,
-                            started + offset,
-                            started + max_duration,
+                            KeySchedule {
+                                interval,
+                                first: started + offset,
+                                end: started + max_duration,
+                                limit,
+                            },
                             stop_rx,
                             ok,
                             failed,
@@ -250,25 +288,34 @@ impl Load {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// When one key's loop sends.
+struct KeySchedule {
+    /// Between two sends (None: no pacing).
+    interval: Option<Duration>,
+    first: Instant,
+    end: Instant,
+    /// Records to send at most.
+    limit: u64,
+}
+
 async fn key_loop(
     producer: Producer,
     topic: String,
     key: String,
-    interval: Duration,
-    first: Instant,
-    end: Instant,
+    schedule: KeySchedule,
     stop: watch::Receiver<bool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
 ) -> Report {
     let mut report = Report::default();
-    let mut due = tokio::time::Instant::from_std(first);
+    let mut due = tokio::time::Instant::from_std(schedule.first);
     let mut seq = 0u64;
-    loop {
-        // Pacing to the target rate (not a wait for an event).
-        tokio::time::sleep_until(due).await;
-        if *stop.borrow() || Instant::now() >= end {
+    while seq < schedule.limit {
+        if schedule.interval.is_some() {
+            // Pacing to the target rate (not a wait for an event).
+            tokio::time::sleep_until(due).await;
+        }
+        if *stop.borrow() || Instant::now() >= schedule.end {
             break;
         }
         let started = Instant::now();
@@ -295,8 +342,10 @@ async fn key_loop(
             }
         }
         seq += 1;
-        // Keep the schedule, but never build up a burst after a slow send.
-        due = (due + interval).max(tokio::time::Instant::now());
+        if let Some(interval) = schedule.interval {
+            // Keep the schedule, but never build up a burst after a slow send.
+            due = (due + interval).max(tokio::time::Instant::now());
+        }
     }
     report
 }
@@ -334,27 +383,56 @@ pub fn read_everywhere(
     out
 }
 
-/// Checks what the reader found against what was sent: every sent (key, seq) exactly once, at
-/// the cluster, partition and offset its delivery named, and nothing else.
-pub fn check_exactly_once(report: &Report, found: &HashMap<(String, u64), Vec<Found>>) {
-    let mut missing = Vec::new();
-    let mut dups = Vec::new();
-    let mut misplaced = Vec::new();
+/// What the independent reader found, compared with what was sent.
+#[derive(Debug, Default)]
+pub struct Exactness {
+    /// Sent (key, seq) the reader did not find.
+    pub missing: Vec<(String, u64)>,
+    /// Sent (key, seq) found more than once, with where.
+    pub duplicated: Vec<((String, u64), Vec<Found>)>,
+    /// Sent (key, seq) found once, but not at the cluster, partition and offset its delivery
+    /// named: (record, cluster of the delivery, where found).
+    pub misplaced: Vec<((String, u64), String, Found)>,
+    /// Found (key, seq) that no successful send reported.
+    pub unexpected: Vec<(String, u64)>,
+}
+
+/// Compares what the reader found with what was sent: every sent (key, seq) should be found
+/// exactly once, at the cluster, partition and offset its delivery named, and nothing else.
+pub fn exactness(report: &Report, found: &HashMap<(String, u64), Vec<Found>>) -> Exactness {
+    let mut e = Exactness::default();
     for s in &report.sent {
         match found.get(&(s.key.clone(), s.seq)) {
-            None => missing.push((s.key.clone(), s.seq)),
-            Some(v) if v.len() > 1 => dups.push(((s.key.clone(), s.seq), v.clone())),
+            None => e.missing.push((s.key.clone(), s.seq)),
+            Some(v) if v.len() > 1 => e.duplicated.push(((s.key.clone(), s.seq), v.clone())),
             Some(v) => {
                 let f = &v[0];
                 if f.cluster != s.cluster || f.partition != s.partition || f.offset != s.offset {
-                    misplaced.push(((s.key.clone(), s.seq), s.cluster.clone(), f.clone()));
+                    e.misplaced
+                        .push(((s.key.clone(), s.seq), s.cluster.clone(), f.clone()));
                 }
             }
         }
     }
     let sent: std::collections::HashSet<(String, u64)> =
         report.sent.iter().map(|s| (s.key.clone(), s.seq)).collect();
-    let unexpected: Vec<_> = found.keys().filter(|k| !sent.contains(*k)).collect();
+    e.unexpected = found
+        .keys()
+        .filter(|k| !sent.contains(*k))
+        .cloned()
+        .collect();
+    e
+}
+
+/// Checks what the reader found against what was sent: every sent (key, seq) exactly once, at
+/// the cluster, partition and offset its delivery named, and nothing else.
+pub fn check_exactly_once(report: &Report, found: &HashMap<(String, u64), Vec<Found>>) {
+    let Exactness {
+        missing,
+        duplicated: dups,
+        misplaced,
+        unexpected,
+    } = exactness(report, found);
     assert!(
         missing.is_empty(),
         "{} sent records are missing, e.g. {:?}",
@@ -381,9 +459,15 @@ pub fn check_exactly_once(report: &Report, found: &HashMap<(String, u64), Vec<Fo
     );
 }
 
-/// Per key: the sequence numbers on each cluster, in log (offset) order, must be increasing, and
-/// every record on `from` must precede (lower seq) every record on `to`.
-pub fn check_order_across_switch(found: &HashMap<(String, u64), Vec<Found>>, from: &str, to: &str) {
+/// Per key: the order violations in what the reader found. On each cluster a key's records
+/// must sit in one partition with sequence numbers increasing in log (offset) order, and every
+/// record on `from` must precede (lower seq) every record on `to`. One description per
+/// violation, in key order.
+pub fn order_violations(
+    found: &HashMap<(String, u64), Vec<Found>>,
+    from: &str,
+    to: &str,
+) -> Vec<String> {
     // key → cluster → [(partition, offset, seq)]
     type PerCluster = BTreeMap<String, Vec<(i32, i64, u64)>>;
     let mut by_key: BTreeMap<String, PerCluster> = BTreeMap::new();
@@ -397,35 +481,48 @@ pub fn check_order_across_switch(found: &HashMap<(String, u64), Vec<Found>>, fro
                 .push((f.partition, f.offset, *seq));
         }
     }
+    let mut out = Vec::new();
     for (k, clusters) in &mut by_key {
         for (c, recs) in clusters.iter_mut() {
             let parts: std::collections::BTreeSet<i32> = recs.iter().map(|r| r.0).collect();
-            assert_eq!(
-                parts.len(),
-                1,
-                "key {k} is spread over partitions {parts:?} on {c}"
-            );
+            if parts.len() != 1 {
+                out.push(format!(
+                    "key {k} is spread over partitions {parts:?} on {c}"
+                ));
+            }
             recs.sort();
             for w in recs.windows(2) {
-                assert!(
-                    w[0].2 < w[1].2,
-                    "key {k} on {c}: seq {} at offset {} is followed by seq {} at offset {}",
-                    w[0].2,
-                    w[0].1,
-                    w[1].2,
-                    w[1].1
-                );
+                if w[0].2 >= w[1].2 {
+                    out.push(format!(
+                        "key {k} on {c}: seq {} at offset {} is followed by seq {} at offset {}",
+                        w[0].2, w[0].1, w[1].2, w[1].1
+                    ));
+                }
             }
         }
         let max_from = clusters.get(from).and_then(|r| r.iter().map(|x| x.2).max());
         let min_to = clusters.get(to).and_then(|r| r.iter().map(|x| x.2).min());
-        if let (Some(a), Some(b)) = (max_from, min_to) {
-            assert!(
-                a < b,
+        if let (Some(a), Some(b)) = (max_from, min_to)
+            && a >= b
+        {
+            out.push(format!(
                 "key {k}: seq {a} on {from} was written after seq {b} on {to} (order broken across the switch)"
-            );
+            ));
         }
     }
+    out
+}
+
+/// Per key: the sequence numbers on each cluster, in log (offset) order, must be increasing, and
+/// every record on `from` must precede (lower seq) every record on `to`.
+pub fn check_order_across_switch(found: &HashMap<(String, u64), Vec<Found>>, from: &str, to: &str) {
+    let v = order_violations(found, from, to);
+    assert!(
+        v.is_empty(),
+        "{} order violations, e.g.\n{}",
+        v.len(),
+        v[..v.len().min(10)].join("\n")
+    );
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.

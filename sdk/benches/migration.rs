@@ -1,0 +1,977 @@
+//! A live topic migration under load, end to end, on two real Kafka clusters (started by
+//! `scripts/kafka.sh`): N keyed records through a move of their logical topic from one cluster
+//! to the other.
+//!
+//! Setup: an in-process config service (in-memory store), a fresh topic (`--partitions`, default
+//! 6) on the first cluster ("east"), `--producers` SDK clients (default 4) each with one
+//! producer, and a consumer group of `--consumers` SDK clients (default 3, auto-commit). The
+//! producers send `--messages` records (default 1,000,000) over `--keys` keys (default 1,000;
+//! each key belongs to one producer and carries sequence numbers 0, 1, 2, ...) as fast as the
+//! sends complete, one send in flight per key (so the keys bound the sends in flight). When
+//! `--move-at` of the records (default 0.4) are acknowledged, [`migrate`] moves the topic to
+//! "west"; production goes on through the move.
+//!
+//! Checks (the process exits 1 when any is non-zero): every acknowledged record received by
+//! the group exactly once and per consumer and key in order (`lost`, `duplicated`,
+//! `out_of_order`), and, with an independent raw rdkafka reader of both physical topics, every
+//! acknowledged record in the logs exactly once where its delivery said, per key in one
+//! partition, in order, and all of a key's east records before its west records.
+//!
+//! Timing, observed through the SDK clients (each polled every millisecond, so ±1-2 ms):
+//! - *route change applied*: the first instant at which a producer client's configuration
+//!   routes the topic to west;
+//! - *producer switched*: the instant at which that producer's lane targets west (its in-flight
+//!   sends to east delivered — the flush — and the target swapped; the sends held meanwhile are
+//!   then started on west);
+//! - *cutover window*: from the first producer's "route change applied" to the last producer's
+//!   "switched". The cutover send latencies are those of the sends in flight at any moment of
+//!   the window (started before its end, acknowledged after its start): the flushed ones, the
+//!   held ones and those sent normally while a client warmed its new cluster connection;
+//! - *held sends* (per producer): sends acknowledged by west that were started before that
+//!   producer switched; they waited in the lane during the flush;
+//! - *group drained*: the first instant at which no consumer reads the topic on east any more;
+//! - *migration time*: from calling [`migrate`] until it returns (the config service's migration
+//!   coordinator reports COMPLETE: it saw every producer switched and every group drained through
+//!   the clients' status reports, which the bench's clients send every 200 ms).
+//!
+//! ```sh
+//! eval "$(scripts/kafka.sh start 2)"
+//! cargo bench -p switchyard-sdk --bench migration                        # 1,000,000 records
+//! cargo bench -p switchyard-sdk --bench migration -- --messages 20000    # smoke run
+//! ```
+//!
+//! Options (after `--`): `--messages N`, `--keys N`, `--producers N`, `--consumers N`,
+//! `--partitions N`, `--move-at FRACTION`, `--drain-grace-ms MS` (the consumers' drain grace,
+//! default 1000; the SDK's default is 10 s), `--commit-interval-ms MS` (the consumers'
+//! `auto.commit.interval.ms`, default 1000), `--timeout-s S` (bound on each wait, default 900), `--property KEY=VALUE` (a client property
+//! for every SDK client, repeatable; e.g. `--property debug=eos,topic` with
+//! `RUST_LOG=librdkafka=debug` shows the clients' producer-id and topic events), `--dump-sends FILE`
+//! (every acknowledged send as CSV: producer, key, seq, cluster, partition, offset, and start and
+//! acknowledgement in microseconds from the start of the move).
+//! Exit status: 0 when every check passes, 1 when one fails, 2 for bad arguments or a setup
+//! failure. `RUST_LOG=switchyard=info` logs the SDK's switches and drains to stderr.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/workload/mod.rs"]
+mod workload;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use switchyard::{Consumer, ConsumerOptions, Producer, Switchyard};
+use switchyard_config::client::{self, BearerToken};
+use switchyard_config::migration::{self, MigrationConfig};
+use switchyard_config::{ServerConfig, StoreConfig};
+use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
+use tokio::sync::watch;
+use workload::{Load, Report, Sent};
+
+const FROM: &str = "east";
+const TO: &str = "west";
+/// How often the clients report their status to the config service.
+const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the monitors look at the SDK clients.
+const POLL: Duration = Duration::from_millis(1);
+/// Send tasks per producer client (the runtime has 2 worker threads).
+const TASKS_PER_PRODUCER: usize = 2;
+
+const USAGE: &str = "usage: migration [--messages N] [--keys N] [--producers N] [--consumers N] \
+[--partitions N] [--move-at FRACTION] [--drain-grace-ms MS] [--commit-interval-ms MS] \
+[--timeout-s S] [--property KEY=VALUE]... [--dump-sends FILE]";
+
+#[derive(Debug, Clone)]
+struct Args {
+    messages: u64,
+    keys: usize,
+    producers: usize,
+    consumers: usize,
+    partitions: i32,
+    move_at: f64,
+    drain_grace: Duration,
+    commit_interval_ms: u64,
+    timeout: Duration,
+    /// Extra client properties for every SDK client (e.g. `debug=eos,topic`).
+    properties: Vec<(String, String)>,
+    /// Write every acknowledged send here as CSV.
+    dump: Option<std::path::PathBuf>,
+}
+
+fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        messages: 1_000_000,
+        keys: 1_000,
+        producers: 4,
+        consumers: 3,
+        partitions: 6,
+        move_at: 0.4,
+        drain_grace: Duration::from_secs(1),
+        commit_interval_ms: 1_000,
+        timeout: Duration::from_secs(900),
+        properties: Vec::new(),
+        dump: None,
+    };
+    fn num<T>(flag: &str, v: Option<String>, lo: T, hi: T) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: T = v
+            .parse()
+            .map_err(|_| format!("{flag} {v:?}: not a whole number"))?;
+        if n < lo || n > hi {
+            return Err(format!("{flag} {v}: must be between {lo} and {hi}"));
+        }
+        Ok(n)
+    }
+    let mut it = argv.into_iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            // Cargo passes `--bench` to every bench binary.
+            "--bench" => {}
+            "--messages" => a.messages = num(&flag, it.next(), 1, 100_000_000)?,
+            "--keys" => a.keys = num(&flag, it.next(), 1, 100_000)?,
+            "--producers" => a.producers = num(&flag, it.next(), 1, 64)?,
+            "--consumers" => a.consumers = num(&flag, it.next(), 1, 64)?,
+            "--partitions" => a.partitions = num(&flag, it.next(), 1, 1_000)?,
+            "--drain-grace-ms" => {
+                a.drain_grace = Duration::from_millis(num(&flag, it.next(), 0, 600_000)?)
+            }
+            "--commit-interval-ms" => a.commit_interval_ms = num(&flag, it.next(), 1, 600_000)?,
+            "--timeout-s" => a.timeout = Duration::from_secs(num(&flag, it.next(), 1, 86_400)?),
+            "--dump-sends" => {
+                let v = it.next().ok_or("--dump-sends needs a file name")?;
+                a.dump = Some(v.into());
+            }
+            "--property" => {
+                let v = it.next().ok_or("--property needs KEY=VALUE")?;
+                match v.split_once('=') {
+                    Some((k, val)) if !k.trim().is_empty() => {
+                        a.properties.push((k.trim().to_string(), val.to_string()))
+                    }
+                    _ => return Err(format!("--property {v:?}: expected KEY=VALUE")),
+                }
+            }
+            "--move-at" => {
+                let v = it.next().ok_or("--move-at needs a value")?;
+                let f: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--move-at {v:?}: not a number"))?;
+                if !(f > 0.0 && f < 1.0) {
+                    return Err(format!(
+                        "--move-at {v}: must be a fraction of the messages between 0 and 1 (exclusive)"
+                    ));
+                }
+                a.move_at = f;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if (a.messages as f64 * a.move_at) < 1.0 {
+        return Err(format!(
+            "--move-at {} of --messages {} is less than one record",
+            a.move_at, a.messages
+        ));
+    }
+    Ok(a)
+}
+
+/// The two clusters' bootstrap addresses from `SWITCHYARD_KAFKA_CLUSTERS` ("h:p;h:p").
+fn clusters_from_env() -> Result<(String, String), String> {
+    let v = std::env::var("SWITCHYARD_KAFKA_CLUSTERS").map_err(|_| {
+        "SWITCHYARD_KAFKA_CLUSTERS is not set: start two clusters with \
+         eval \"$(scripts/kafka.sh start 2)\""
+            .to_string()
+    })?;
+    let parts: Vec<&str> = v.split(';').map(str::trim).collect();
+    match parts.as_slice() {
+        [a, b, ..] if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+        _ => Err(format!(
+            "SWITCHYARD_KAFKA_CLUSTERS={v:?}: expected two bootstrap addresses \"host:port;host:port\""
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("migration bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (east, west) = match clusters_from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("migration bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("migration bench: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args, east, west)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("migration bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// What [`migrate`] reports.
+struct Migrated {
+    /// Progress lines, as the operator would see them.
+    log: Vec<String>,
+    /// Records written to the source after every producer had switched.
+    late_writes: i64,
+}
+
+/// Moves logical `topic` to cluster `to` through the config service at `addr` and returns once
+/// the move is complete: the service's migration coordinator (StartMigration, followed through
+/// ListMigrations) saw every producer of the topic switch and every consumer group drain the
+/// source. The only code here that drives the move; everything else observes it through the
+/// SDK clients.
+async fn migrate(
+    addr: SocketAddr,
+    topic: String,
+    to: String,
+    timeout: Duration,
+) -> anyhow::Result<Migrated> {
+    let t0 = Instant::now();
+    let ch = client::connect(&format!("http://{addr}"), None)
+        .await
+        .context("connect to the config service")?;
+    let mut a = client::admin(ch, BearerToken::default());
+    let plan = a
+        .start_migration(StartMigrationRequest {
+            topic,
+            to_cluster: to,
+            author: "migration-bench".into(),
+            ..Default::default()
+        })
+        .await
+        .context("StartMigration")?
+        .into_inner();
+    let mut log = vec![format!(
+        "[{:>7.1?}] migration {} started: {}/{} -> {}/{} ({} partitions, destination {})",
+        t0.elapsed(),
+        plan.id,
+        plan.from_cluster,
+        plan.from_physical,
+        plan.to_cluster,
+        plan.to_physical,
+        plan.partitions,
+        if plan.created_destination {
+            "created"
+        } else {
+            "existed"
+        }
+    )];
+    let done = migration::wait(&mut a, &plan.id, timeout, |m| {
+        log.push(format!(
+            "[{:>7.1?}] {}",
+            t0.elapsed(),
+            migration::progress_line(m)
+        ))
+    })
+    .await
+    .context("wait for the migration")?;
+    if MigrationPhase::try_from(done.phase) != Ok(MigrationPhase::Complete) || done.forced {
+        bail!(
+            "the migration ended {} (forced: {})",
+            migration::progress_line(&done),
+            done.forced
+        );
+    }
+    Ok(Migrated {
+        log,
+        late_writes: done.late_writes,
+    })
+}
+
+async fn connect(
+    addr: SocketAddr,
+    app: &str,
+    properties: &[(String, String)],
+) -> anyhow::Result<Switchyard> {
+    let mut b = Switchyard::builder(app)
+        .endpoint(format!("http://{addr}"))
+        .without_cache()
+        .status_interval(STATUS_INTERVAL);
+    for (k, v) in properties {
+        b = b.property(k, v);
+    }
+    b.connect()
+        .await
+        .with_context(|| format!("connect {app} to the config service"))
+}
+
+/// What one consumer received: (key, seq) in arrival order.
+#[derive(Default)]
+struct Received {
+    got: Vec<(String, u64)>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Why `recv` stopped early, if it did.
+    error: Option<String>,
+}
+
+fn spawn_consumer(
+    c: Arc<Consumer>,
+    count: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Received> {
+    tokio::spawn(async move {
+        let mut r = Received::default();
+        loop {
+            let m = tokio::select! {
+                m = c.recv() => m,
+                _ = stop.wait_for(|v| *v) => return r,
+            };
+            match m {
+                Ok(m) => {
+                    let now = Instant::now();
+                    r.first.get_or_insert(now);
+                    r.last = Some(now);
+                    r.got.push(workload::parse_payload(
+                        m.payload.as_deref().unwrap_or_default(),
+                    ));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    r.error = Some(e.to_string());
+                    return r;
+                }
+            }
+        }
+    })
+}
+
+/// When a producer client applied the route change, and when its lane switched.
+#[derive(Default, Clone, Copy)]
+struct ProducerSwitch {
+    applied: Option<Instant>,
+    switched: Option<Instant>,
+}
+
+fn spawn_producer_monitor(
+    sy: Arc<Switchyard>,
+    p: Producer,
+    topic: String,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<ProducerSwitch> {
+    tokio::spawn(async move {
+        let mut s = ProducerSwitch::default();
+        while s.switched.is_none() {
+            if s.applied.is_none()
+                && sy
+                    .metadata()
+                    .route(&topic)
+                    .is_some_and(|r| r.cluster.name == TO)
+            {
+                s.applied = Some(Instant::now());
+            }
+            if p.current_route(&topic).await.is_some_and(|(c, _)| c == TO) {
+                let now = Instant::now();
+                s.applied.get_or_insert(now);
+                s.switched = Some(now);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.wait_for(|v| *v) => break,
+            }
+        }
+        s
+    })
+}
+
+/// When every consumer client had applied the route change, and when none read the topic on
+/// the source any more.
+#[derive(Default, Clone, Copy)]
+struct GroupDrain {
+    applied: Option<Instant>,
+    drained: Option<Instant>,
+}
+
+fn spawn_group_monitor(
+    members: Vec<(Arc<Switchyard>, Arc<Consumer>)>,
+    topic: String,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<GroupDrain> {
+    tokio::spawn(async move {
+        let mut g = GroupDrain::default();
+        while g.drained.is_none() {
+            let applied = members.iter().all(|(sy, _)| {
+                sy.metadata()
+                    .route(&topic)
+                    .is_some_and(|r| r.cluster.name == TO)
+            });
+            if applied {
+                let now = Instant::now();
+                g.applied.get_or_insert(now);
+                let on_source = members.iter().any(|(_, c)| {
+                    c.assignment_summary()
+                        .iter()
+                        .any(|(cluster, topics)| cluster == FROM && topics.contains(&topic))
+                });
+                if !on_source {
+                    g.drained = Some(now);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.wait_for(|v| *v) => break,
+            }
+        }
+        g
+    })
+}
+
+/// Latency percentiles of a set of sends, in ms.
+struct Lat {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Lat {
+    fn of<'a>(sends: impl Iterator<Item = &'a Sent>) -> Lat {
+        let mut v: Vec<Duration> = sends.map(Sent::latency).collect();
+        v.sort_unstable();
+        let pick = |p: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            ms(v[((v.len() as f64 - 1.0) * p).round() as usize])
+        };
+        Lat {
+            n: v.len(),
+            p50: pick(0.5),
+            p99: pick(0.99),
+            max: v.last().map_or(0.0, |d| ms(*d)),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "n={} p50={:.1} ms p99={:.1} ms max={:.1} ms",
+            self.n, self.p50, self.p99, self.max
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Milliseconds from `t0` to `t` (negative before it).
+fn rel(t0: Instant, t: Instant) -> f64 {
+    if t >= t0 { ms(t - t0) } else { -ms(t0 - t) }
+}
+
+/// Sends per second among those acknowledged within `[from, to]`.
+fn rate_done_between(sent: &[Sent], from: Instant, to: Instant) -> f64 {
+    let n = sent
+        .iter()
+        .filter(|s| s.done >= from && s.done <= to)
+        .count();
+    n as f64 / (to - from).as_secs_f64().max(0.001)
+}
+
+/// Waits until `f` holds, polling every 10 ms, for at most `timeout`; prints a progress line
+/// from `progress` every 5 s. Returns whether it held.
+async fn wait_until(
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+    mut progress: impl FnMut() -> String,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut next_line = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        if Instant::now() >= next_line {
+            eprintln!("  {}", progress());
+            next_line += Duration::from_secs(5);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
+    let svc = switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        store: StoreConfig::Memory,
+        // The coordinator waits this long after the service starts before a migration advances
+        // (so every client has reported once); 5 of the clients' report intervals here, where
+        // every client connects before the move.
+        migrations: MigrationConfig {
+            client_grace: STATUS_INTERVAL * 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .context("start the config service")?;
+    let addr = svc.local_addr();
+    let mut adm = common::admin(addr).await;
+    let topic = common::fresh("migbench");
+    // Only the source exists: the move creates the destination.
+    common::create_topic(&east, &topic, a.partitions).await;
+    common::apply(
+        &mut adm,
+        vec![
+            common::cluster(FROM, &east),
+            common::cluster(TO, &west),
+            common::topic(&topic, FROM, "", a.partitions),
+        ],
+    )
+    .await;
+    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "migration: {} x ~100-byte records, {} keys, {} producer clients ({} tasks each, one send in flight per key), \
+         consumer group of {} (auto-commit every {} ms, drain grace {:?}), {} partitions, move at {:.0} %, {FROM} {east} -> {TO} {west}; load average {}",
+        a.messages,
+        a.keys,
+        a.producers,
+        TASKS_PER_PRODUCER,
+        a.consumers,
+        a.commit_interval_ms,
+        a.drain_grace,
+        a.partitions,
+        a.move_at * 100.0,
+        load_avg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    // The consumer group.
+    let group = common::fresh("migbench-g");
+    let consumed = Arc::new(AtomicU64::new(0));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut members = Vec::new();
+    let mut consumer_tasks = Vec::new();
+    for i in 0..a.consumers {
+        let sy = Arc::new(connect(addr, &format!("migbench-reader-{i}"), &a.properties).await?);
+        let c = Arc::new(
+            sy.consumer_with(
+                &group,
+                &[&topic],
+                ConsumerOptions {
+                    auto_commit: true,
+                    drain_grace: a.drain_grace,
+                    properties: BTreeMap::from([(
+                        "auto.commit.interval.ms".to_string(),
+                        a.commit_interval_ms.to_string(),
+                    )]),
+                },
+            )
+            .context("consumer")?,
+        );
+        consumer_tasks.push(spawn_consumer(c.clone(), consumed.clone(), stop_rx.clone()));
+        members.push((sy, c));
+    }
+
+    // The producers: key k belongs to producer k % producers and sends `per_key` records (the
+    // first `messages % keys` keys one more).
+    let (base, extra) = (a.messages / a.keys as u64, a.messages % a.keys as u64);
+    let mut producers = Vec::new();
+    let mut loads = Vec::new();
+    let mut monitors = Vec::new();
+    for i in 0..a.producers {
+        let sy = Arc::new(connect(addr, &format!("migbench-writer-{i}"), &a.properties).await?);
+        let p = sy.producer();
+        let keys: Vec<(usize, u64)> = (i..a.keys)
+            .step_by(a.producers)
+            .map(|k| (k, base + u64::from((k as u64) < extra)))
+            .collect();
+        monitors.push(spawn_producer_monitor(
+            sy.clone(),
+            p.clone(),
+            topic.clone(),
+            stop_rx.clone(),
+        ));
+        loads.push(Load::start_counted(
+            p,
+            &topic,
+            TASKS_PER_PRODUCER,
+            keys,
+            a.timeout,
+        ));
+        producers.push(sy);
+    }
+    let group_monitor = spawn_group_monitor(members.clone(), topic.clone(), stop_rx.clone());
+    let load_started = loads.iter().map(Load::started).min().expect("a producer");
+    let counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = loads
+        .iter()
+        .map(|l| (l.ok.clone(), l.failed.clone()))
+        .collect();
+    let acked = || {
+        counters
+            .iter()
+            .map(|(ok, _)| ok.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let finished = || {
+        counters
+            .iter()
+            .map(|(ok, failed)| ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let progress = || {
+        format!(
+            "[{:>6.1} s] acknowledged {} of {}, consumed {}",
+            load_started.elapsed().as_secs_f64(),
+            acked(),
+            a.messages,
+            consumed.load(Ordering::Relaxed)
+        )
+    };
+
+    // The move, once `move_at` of the records are acknowledged.
+    let trigger = (a.messages as f64 * a.move_at).round() as u64;
+    if !wait_until(
+        a.timeout,
+        || acked() >= trigger || finished() >= a.messages,
+        progress,
+    )
+    .await
+    {
+        bail!(
+            "only {} records acknowledged within {:?}",
+            acked(),
+            a.timeout
+        );
+    }
+    let move_started = Instant::now();
+    let acked_at_move = acked();
+    eprintln!(
+        "  [{:>6.1} s] {acked_at_move} records acknowledged: moving {topic} to {TO}",
+        load_started.elapsed().as_secs_f64()
+    );
+    let migration = tokio::spawn(migrate(addr, topic.clone(), TO.into(), a.timeout));
+
+    // Production ends.
+    let all_sent = wait_until(a.timeout, || finished() >= a.messages, progress).await;
+    // One report over all producers; producer i's sends are `report.sent[ranges[i]]`.
+    let mut report = Report::default();
+    let mut ranges = Vec::new();
+    for l in loads {
+        let r = if all_sent {
+            l.join().await
+        } else {
+            l.finish().await
+        };
+        let from = report.sent.len();
+        report.sent.extend(r.sent);
+        ranges.push(from..report.sent.len());
+        report.errors.extend(r.errors);
+    }
+    let produced_at = Instant::now();
+    let produced = report.sent.len() as u64;
+
+    // The move completes.
+    let migration = match tokio::time::timeout(a.timeout, migration).await {
+        Ok(Ok(Ok(m))) => Ok(m),
+        Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+        Ok(Err(e)) => Err(format!("the migration task failed: {e}")),
+        Err(_) => Err(format!("not complete within {:?}", a.timeout)),
+    };
+    let migration_done = Instant::now();
+
+    // The group receives everything; anything arriving after that within a quiet second is a
+    // duplicate.
+    let all_consumed = wait_until(
+        a.timeout,
+        || consumed.load(Ordering::Relaxed) >= produced,
+        progress,
+    )
+    .await;
+    let mut last = consumed.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = consumed.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let _ = stop.send(true);
+    let mut received = Vec::new();
+    for t in consumer_tasks {
+        received.push(
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .context("a consumer task did not stop within 30 s")?
+                .context("a consumer task panicked")?,
+        );
+    }
+    let mut switches = Vec::new();
+    for m in monitors {
+        switches.push(m.await.context("a producer monitor panicked")?);
+    }
+    let drain = group_monitor.await.context("the group monitor panicked")?;
+
+    // The independent reader.
+    let (e2, w2, t2) = (east.clone(), west.clone(), topic.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        workload::read_everywhere(&[(FROM, &e2), (TO, &w2)], &t2)
+    })
+    .await
+    .context("the independent reader failed")?;
+    let exact = workload::exactness(&report, &found);
+    let order = workload::order_violations(&found, FROM, TO);
+
+    // Consumer-side accounting.
+    let mut times: HashMap<(&str, u64), u32> = HashMap::with_capacity(report.sent.len());
+    for s in &report.sent {
+        times.insert((s.key.as_str(), s.seq), 0);
+    }
+    let mut unexpected_consumed = 0usize;
+    let mut out_of_order = 0usize;
+    let mut consumed_total = 0usize;
+    let mut consumer_errors = Vec::new();
+    for (i, r) in received.iter().enumerate() {
+        consumed_total += r.got.len();
+        if let Some(e) = &r.error {
+            consumer_errors.push(format!("consumer {i}: {e}"));
+        }
+        let mut last_seq: HashMap<&str, u64> = HashMap::new();
+        for (k, seq) in &r.got {
+            match times.get_mut(&(k.as_str(), *seq)) {
+                Some(n) => *n += 1,
+                None => unexpected_consumed += 1,
+            }
+            if let Some(prev) = last_seq.insert(k.as_str(), *seq)
+                && prev >= *seq
+            {
+                out_of_order += 1;
+            }
+        }
+    }
+    let lost = times.values().filter(|n| **n == 0).count();
+    let duplicated = times.values().filter(|n| **n > 1).count();
+
+    // Timing.
+    let applied = switches.iter().filter_map(|s| s.applied).min();
+    let switched = if switches.iter().all(|s| s.switched.is_some()) {
+        switches.iter().filter_map(|s| s.switched).max()
+    } else {
+        None
+    };
+    let t0 = move_started;
+    let all = Lat::of(report.sent.iter());
+    println!(
+        "produced {produced} acknowledged ({} on {FROM}, {} on {TO}), {} send errors, in {:.1} s",
+        report.count_on(FROM),
+        report.count_on(TO),
+        report.errors.len(),
+        (produced_at - load_started).as_secs_f64()
+    );
+    if let Some((k, seq, e)) = report.errors.first() {
+        println!("  first send error: {k}:{seq}: {e}");
+    }
+    println!(
+        "consumed {consumed_total}: lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected_consumed}"
+    );
+    for e in &consumer_errors {
+        println!("  {e}");
+    }
+    println!(
+        "independent reader ({FROM} + {TO}, {} records): lost={} duplicated={} out_of_order={} misplaced={} unexpected={}",
+        found.values().map(Vec::len).sum::<usize>(),
+        exact.missing.len(),
+        exact.duplicated.len(),
+        order.len(),
+        exact.misplaced.len(),
+        exact.unexpected.len()
+    );
+    for v in order.iter().take(5) {
+        println!("  {v}");
+    }
+    println!(
+        "move started at {acked_at_move} acknowledged records ({:.1} s into the run)",
+        (move_started - load_started).as_secs_f64()
+    );
+    match &migration {
+        Ok(m) => {
+            for l in &m.log {
+                println!("  migrate: {l}");
+            }
+            println!(
+                "  late writes to the source after the seal: {}",
+                m.late_writes
+            );
+        }
+        Err(e) => println!("  migrate FAILED: {e}"),
+    }
+    for (i, s) in switches.iter().enumerate() {
+        let own = &report.sent[ranges[i].clone()];
+        let line = match (s.applied, s.switched) {
+            (Some(ap), Some(sw)) => {
+                let held: Vec<&Sent> = own
+                    .iter()
+                    .filter(|x| x.cluster == TO && x.started < sw)
+                    .collect();
+                let first_held = held.iter().map(|x| x.started).min();
+                let last_source = own
+                    .iter()
+                    .filter(|x| x.cluster == FROM)
+                    .map(|x| x.done)
+                    .max();
+                let first_dest = own.iter().filter(|x| x.cluster == TO).map(|x| x.done).min();
+                let h = Lat::of(held.iter().copied());
+                format!(
+                    "applied +{:.1} ms, first held send started +{}, last {FROM} ack +{}, switched +{:.1} ms, first {TO} ack +{}; held sends {}",
+                    rel(t0, ap),
+                    opt_ms(t0, first_held),
+                    opt_ms(t0, last_source),
+                    rel(t0, sw),
+                    opt_ms(t0, first_dest),
+                    h.line()
+                )
+            }
+            _ => "did not switch".to_string(),
+        };
+        println!("  producer {i}: {line}");
+    }
+    println!(
+        "  consumers: route change applied by all +{}, group drained (no consumer on {FROM}) +{}",
+        opt_ms(t0, drain.applied),
+        opt_ms(t0, drain.drained)
+    );
+
+    println!("RESULT send latency, whole run: {}", all.line());
+    let cutover = match (applied, switched) {
+        (Some(ap), Some(sw)) => {
+            let w = Lat::of(
+                report
+                    .sent
+                    .iter()
+                    .filter(|s| s.started <= sw && s.done >= ap),
+            );
+            println!(
+                "RESULT cutover window {:.1} ms (route change applied by the first producer +{:.1} ms -> last producer switched +{:.1} ms after the move started); sends in flight during it: {}",
+                ms(sw - ap),
+                rel(t0, ap),
+                rel(t0, sw),
+                w.line()
+            );
+            Some(w)
+        }
+        _ => {
+            println!("RESULT cutover window: not every producer switched");
+            None
+        }
+    };
+    let done_at = migration.as_ref().ok().map(|_| migration_done);
+    println!(
+        "RESULT migration time {} (move started -> move complete); every producer switched +{}, group drained +{}",
+        done_at.map_or("FAILED".to_string(), |d| format!(
+            "{:.2} s",
+            (d - t0).as_secs_f64()
+        )),
+        opt_ms(t0, switched),
+        opt_ms(t0, drain.drained),
+    );
+    let consumer_first = received.iter().filter_map(|r| r.first).min();
+    let consumer_last = received.iter().filter_map(|r| r.last).max();
+    let before = rate_done_between(&report.sent, load_started, move_started);
+    let after = switched.map(|sw| {
+        let end = report.sent.iter().map(|s| s.done).max().unwrap_or(sw);
+        if end > sw {
+            rate_done_between(&report.sent, sw, end)
+        } else {
+            0.0
+        }
+    });
+    println!(
+        "RESULT throughput produce: before the move {before:.0} msg/s, after every producer switched {}, whole run {:.0} msg/s; consume: {}",
+        after.map_or("-".to_string(), |r| format!("{r:.0} msg/s")),
+        produced as f64 / (produced_at - load_started).as_secs_f64().max(0.001),
+        match (consumer_first, consumer_last) {
+            (Some(f), Some(l)) if l > f =>
+                format!("{:.0} msg/s", consumed_total as f64 / (l - f).as_secs_f64()),
+            _ => "-".to_string(),
+        }
+    );
+
+    if let Some(path) = &a.dump {
+        let mut out =
+            String::from("producer,key,seq,cluster,partition,offset,started_us,done_us\n");
+        for (i, r) in ranges.iter().enumerate() {
+            for x in &report.sent[r.clone()] {
+                out.push_str(&format!(
+                    "{i},{},{},{},{},{},{:.0},{:.0}\n",
+                    x.key,
+                    x.seq,
+                    x.cluster,
+                    x.partition,
+                    x.offset,
+                    rel(t0, x.started) * 1e3,
+                    rel(t0, x.done) * 1e3
+                ));
+            }
+        }
+        std::fs::write(path, out).with_context(|| format!("write {}", path.display()))?;
+        println!("sends written to {}", path.display());
+    }
+    let clean = report.errors.is_empty()
+        && produced == a.messages
+        && all_consumed
+        && consumer_errors.is_empty()
+        && (lost, duplicated, out_of_order, unexpected_consumed) == (0, 0, 0, 0)
+        && exact.missing.is_empty()
+        && exact.duplicated.is_empty()
+        && exact.misplaced.is_empty()
+        && exact.unexpected.is_empty()
+        && order.is_empty()
+        && migration.as_ref().is_ok_and(|m| m.late_writes == 0)
+        && cutover.is_some();
+    println!(
+        "summary: produced={produced} consumed={consumed_total} lost={lost} duplicated={duplicated} out_of_order={out_of_order} \
+         reader_lost={} reader_duplicated={} reader_out_of_order={} cutover_window_ms={} cutover_p99_ms={} migration_s={} result={}",
+        exact.missing.len(),
+        exact.duplicated.len(),
+        order.len(),
+        match (applied, switched) {
+            (Some(ap), Some(sw)) => format!("{:.1}", ms(sw - ap)),
+            _ => "-".into(),
+        },
+        cutover.map_or("-".into(), |c| format!("{:.1}", c.p99)),
+        done_at.map_or("-".into(), |d| format!("{:.2}", (d - t0).as_secs_f64())),
+        if clean { "ok" } else { "FAILED" }
+    );
+    drop(members);
+    drop(producers);
+    svc.shutdown().await.context("stop the config service")?;
+    Ok(clean)
+}
+
+fn opt_ms(t0: Instant, t: Option<Instant>) -> String {
+    t.map_or("-".to_string(), |t| format!("{:.1} ms", rel(t0, t)))
+}
