@@ -673,7 +673,15 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         "  [{:>6.1} s] {acked_at_move} records acknowledged: moving {topic} to {TO}",
         load_started.elapsed().as_secs_f64()
     );
-    let migration = tokio::spawn(migrate(addr, topic.clone(), TO.into(), a.timeout));
+    // The instant the move completed is taken in the task: it may complete before or after the
+    // producers finish.
+    let migration = {
+        let (topic, timeout) = (topic.clone(), a.timeout);
+        tokio::spawn(async move {
+            let r = migrate(addr, topic, TO.into(), timeout).await;
+            (r, Instant::now())
+        })
+    };
 
     // Production ends.
     let all_sent = wait_until(a.timeout, || finished() >= a.messages, progress).await;
@@ -695,13 +703,16 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     let produced = report.sent.len() as u64;
 
     // The move completes.
+    let mut migration_done = Instant::now();
     let migration = match tokio::time::timeout(a.timeout, migration).await {
-        Ok(Ok(Ok(m))) => Ok(m),
-        Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+        Ok(Ok((Ok(m), at))) => {
+            migration_done = at;
+            Ok(m)
+        }
+        Ok(Ok((Err(e), _))) => Err(format!("{e:#}")),
         Ok(Err(e)) => Err(format!("the migration task failed: {e}")),
         Err(_) => Err(format!("not complete within {:?}", a.timeout)),
     };
-    let migration_done = Instant::now();
 
     // The group receives everything; anything arriving after that within a quiet second is a
     // duplicate.
