@@ -29,11 +29,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prost::Message as _;
-use switchyard_proto::state::State;
 use switchyard_proto::v1::change::Op;
 use switchyard_proto::v1::{
     ApplyRequest, Change, ClientStatus, Cluster, ListMigrationsRequest, MigratingFrom, Migration,
-    MigrationLog, MigrationPhase, MigrationRef, StartMigrationRequest,
+    MigrationLog, MigrationPhase, MigrationRef, StartMigrationRequest, Topic,
 };
 use switchyard_proto::validate::{Errors, ValidationError};
 use tokio::sync::{Notify, watch};
@@ -366,7 +365,7 @@ impl Coordinator {
         }
         // Persist the intent first: a restart between here and the route change resumes it.
         self.store(m.clone(), true).await;
-        match self.switch_route(&mut m, &state).await {
+        match self.switch_route(&mut m).await {
             Ok(()) => {
                 tracing::info!(id = %m.id, topic = %m.topic, to = %m.to_cluster, version = m.switch_version, "migration switched");
                 self.store(m.clone(), true).await;
@@ -395,79 +394,97 @@ impl Coordinator {
         }
     }
 
-    /// Routes the topic to the destination with one compare-and-set write (PREPARE → SWITCH).
-    /// Retries a few times when another write got in between, as long as the topic is still
-    /// where the migration found it.
-    async fn switch_route(&self, m: &mut Migration, seen: &State) -> Result<(), ServiceError> {
-        let mut state: Arc<State> = Arc::new(seen.clone());
+    /// Rewrites logical topic `topic` with one compare-and-set write, retried (at most five
+    /// times) when another write got in between. `decide` sees the current version and the
+    /// topic as configured in it (normalised; `None` when deleted) and returns the topic to
+    /// write, `None` when nothing needs writing, or an error. Returns the version written, or
+    /// `None` when nothing was.
+    async fn write_topic(
+        &self,
+        topic: &str,
+        author: &str,
+        comment: &str,
+        mut decide: impl FnMut(u64, Option<Topic>) -> Result<Option<Topic>, ServiceError>,
+    ) -> Result<Option<u64>, ServiceError> {
         for _ in 0..5 {
-            let Some(t) = state.topics.get(&m.topic).cloned() else {
-                return Err(ServiceError::Precondition(format!(
-                    "topic {:?} was deleted (version {})",
-                    m.topic, state.version
-                )));
-            };
-            let t = switchyard_proto::state::normalize_topic(t);
-            if t.cluster == m.to_cluster && t.physical == m.to_physical {
-                // Already switched (a restart after the write, before it was recorded).
-                m.switch_version = state.version;
-                break;
-            }
-            if t.cluster != m.from_cluster || t.physical != m.from_physical {
-                return Err(ServiceError::Precondition(format!(
-                    "topic {:?} moved to {}/{} outside this migration (version {})",
-                    m.topic, t.cluster, t.physical, state.version
-                )));
-            }
-            let moved = switchyard_proto::v1::Topic {
-                cluster: m.to_cluster.clone(),
-                physical: m.to_physical.clone(),
-                migrating_from: Some(MigratingFrom {
-                    migration_id: m.id.clone(),
-                    cluster: m.from_cluster.clone(),
-                    physical: m.from_physical.clone(),
-                    sealed_offsets: Vec::new(),
-                }),
-                ..t
-            };
-            let comment = if m.comment.is_empty() {
-                format!(
-                    "migration {}: {} {}/{} -> {}/{}",
-                    m.id, m.topic, m.from_cluster, m.from_physical, m.to_cluster, m.to_physical
-                )
-            } else {
-                m.comment.clone()
+            let state = self.svc.store().latest();
+            let current = state
+                .topics
+                .get(topic)
+                .cloned()
+                .map(switchyard_proto::state::normalize_topic);
+            let Some(next) = decide(state.version, current)? else {
+                return Ok(None);
             };
             match self
                 .svc
                 .apply(ApplyRequest {
                     expected_version: state.version,
                     changes: vec![Change {
-                        op: Some(Op::UpsertTopic(moved)),
+                        op: Some(Op::UpsertTopic(next)),
                     }],
                     dry_run: false,
-                    author: m.author.clone(),
-                    comment,
+                    author: author.to_string(),
+                    comment: comment.to_string(),
                 })
                 .await
             {
-                Ok(r) => {
-                    m.switch_version = r.version;
-                    break;
-                }
-                Err(ServiceError::Conflict { .. }) => {
-                    state = self.svc.store().latest();
-                }
+                Ok(r) => return Ok(Some(r.version)),
+                Err(ServiceError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        if m.switch_version == 0 {
-            return Err(ServiceError::Precondition(
-                "the configuration kept changing; the route change lost five compare-and-set \
-                 attempts"
-                    .into(),
-            ));
-        }
+        Err(ServiceError::Precondition(format!(
+            "the configuration kept changing; five compare-and-set writes of topic {topic:?} \
+             lost"
+        )))
+    }
+
+    /// Routes the topic to the destination with one compare-and-set write (PREPARE → SWITCH),
+    /// as long as the topic is still where the migration found it.
+    async fn switch_route(&self, m: &mut Migration) -> Result<(), ServiceError> {
+        let comment = if m.comment.is_empty() {
+            format!(
+                "migration {}: {} {}/{} -> {}/{}",
+                m.id, m.topic, m.from_cluster, m.from_physical, m.to_cluster, m.to_physical
+            )
+        } else {
+            m.comment.clone()
+        };
+        let mut already = None;
+        let written = self
+            .write_topic(&m.topic, &m.author, &comment, |version, t| {
+                let Some(t) = t else {
+                    return Err(ServiceError::Precondition(format!(
+                        "topic {:?} was deleted (version {version})",
+                        m.topic
+                    )));
+                };
+                if t.cluster == m.to_cluster && t.physical == m.to_physical {
+                    // Already switched (a restart after the write, before it was recorded).
+                    already = Some(version);
+                    return Ok(None);
+                }
+                if t.cluster != m.from_cluster || t.physical != m.from_physical {
+                    return Err(ServiceError::Precondition(format!(
+                        "topic {:?} moved to {}/{} outside this migration (version {version})",
+                        m.topic, t.cluster, t.physical
+                    )));
+                }
+                Ok(Some(Topic {
+                    cluster: m.to_cluster.clone(),
+                    physical: m.to_physical.clone(),
+                    migrating_from: Some(MigratingFrom {
+                        migration_id: m.id.clone(),
+                        cluster: m.from_cluster.clone(),
+                        physical: m.from_physical.clone(),
+                        sealed_offsets: Vec::new(),
+                    }),
+                    ..t
+                }))
+            })
+            .await?;
+        m.switch_version = written.or(already).unwrap_or_default();
         m.phase = MigrationPhase::Switch as i32;
         m.switched_unix_ms = unix_ms();
         m.note.clear();
@@ -554,7 +571,7 @@ impl Coordinator {
                     m.note = format!("preparing the destination: {e}");
                     return false;
                 }
-                match self.switch_route(m, &state).await {
+                match self.switch_route(m).await {
                     Ok(()) => true,
                     Err(e) => {
                         m.phase = MigrationPhase::Aborted as i32;
@@ -641,24 +658,23 @@ impl Coordinator {
         true
     }
 
-    /// Rewrites the migrating topic with `f` in one compare-and-set write (retried when another
-    /// write got in between), as long as it is still routed to the destination and carries
-    /// this migration's `migrating_from`. A no-op when `f` changes nothing.
+    /// Rewrites the migrating topic with `f` (one compare-and-set write), as long as it is
+    /// still routed to the destination and carries this migration's `migrating_from`. A no-op
+    /// when `f` changes nothing.
     async fn update_topic(
         &self,
         m: &Migration,
         what: &str,
-        f: impl Fn(&mut switchyard_proto::v1::Topic),
+        f: impl Fn(&mut Topic),
     ) -> Result<(), ServiceError> {
-        for _ in 0..5 {
-            let state = self.svc.store().latest();
-            let Some(t) = state.topics.get(&m.topic).cloned() else {
+        let comment = format!("migration {} {what}: {}", m.id, m.topic);
+        self.write_topic(&m.topic, &m.author, &comment, |_, t| {
+            let Some(t) = t else {
                 return Err(ServiceError::Precondition(format!(
                     "topic {:?} was deleted",
                     m.topic
                 )));
             };
-            let t = switchyard_proto::state::normalize_topic(t);
             if t.cluster != m.to_cluster
                 || t.physical != m.to_physical
                 || t.migrating_from.as_ref().map(|x| x.migration_id.as_str()) != Some(&m.id)
@@ -670,30 +686,10 @@ impl Coordinator {
             }
             let mut next = t.clone();
             f(&mut next);
-            if next == t {
-                return Ok(());
-            }
-            match self
-                .svc
-                .apply(ApplyRequest {
-                    expected_version: state.version,
-                    changes: vec![Change {
-                        op: Some(Op::UpsertTopic(next)),
-                    }],
-                    dry_run: false,
-                    author: m.author.clone(),
-                    comment: format!("migration {} {what}: {}", m.id, m.topic),
-                })
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(ServiceError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(ServiceError::Precondition(
-            "the configuration kept changing; five compare-and-set attempts lost".into(),
-        ))
+            Ok((next != t).then_some(next))
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Copies records that reached the source after the seal to the same partition of the
@@ -820,49 +816,30 @@ impl Coordinator {
                 )));
             }
         }
-        for _ in 0..5 {
-            let state = self.svc.store().latest();
-            let Some(t) = state.topics.get(&m.topic).cloned() else {
-                break;
-            };
-            let t = switchyard_proto::state::normalize_topic(t);
-            if t.cluster == m.from_cluster && t.physical == m.from_physical {
-                break;
-            }
-            let back = switchyard_proto::v1::Topic {
-                cluster: m.from_cluster.clone(),
-                physical: m.from_physical.clone(),
-                migrating_from: None,
-                ..t
-            };
-            let comment = if r.comment.is_empty() {
-                format!(
-                    "abort migration {}: {} back to {}/{}",
-                    m.id, m.topic, m.from_cluster, m.from_physical
+        let comment = if r.comment.is_empty() {
+            format!(
+                "abort migration {}: {} back to {}/{}",
+                m.id, m.topic, m.from_cluster, m.from_physical
+            )
+        } else {
+            r.comment.clone()
+        };
+        let written = self
+            .write_topic(&m.topic, &r.author, &comment, |_, t| {
+                // Nothing to route back when the topic is gone or already on the source.
+                Ok(
+                    t.filter(|t| t.cluster != m.from_cluster || t.physical != m.from_physical)
+                        .map(|t| Topic {
+                            cluster: m.from_cluster.clone(),
+                            physical: m.from_physical.clone(),
+                            migrating_from: None,
+                            ..t
+                        }),
                 )
-            } else {
-                r.comment.clone()
-            };
-            match self
-                .svc
-                .apply(ApplyRequest {
-                    expected_version: state.version,
-                    changes: vec![Change {
-                        op: Some(Op::UpsertTopic(back)),
-                    }],
-                    dry_run: false,
-                    author: r.author.clone(),
-                    comment,
-                })
-                .await
-            {
-                Ok(resp) => {
-                    m.abort_version = resp.version;
-                    break;
-                }
-                Err(ServiceError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+            })
+            .await?;
+        if let Some(v) = written {
+            m.abort_version = v;
         }
         m.phase = MigrationPhase::Aborted as i32;
         m.finished_unix_ms = unix_ms();
