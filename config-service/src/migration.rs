@@ -740,10 +740,9 @@ impl Coordinator {
         }
     }
 
-    /// DRAIN → COMPLETE: copies the last late writes, then clears the topic's
-    /// `migrating_from`.
+    /// DRAIN → COMPLETE: clears the topic's `migrating_from` (the caller has just copied the
+    /// late writes).
     async fn complete(&self, m: &mut Migration, forced: bool) -> bool {
-        self.mirror_late_writes(m).await;
         if let Err(e) = self
             .update_topic(m, "complete", |t| t.migrating_from = None)
             .await
@@ -782,6 +781,7 @@ impl Coordinator {
             }
             MigrationPhase::Sealed | MigrationPhase::Drain => {
                 self.refresh(&mut m);
+                self.mirror_late_writes(&mut m).await;
                 if !self.complete(&mut m, true).await {
                     return Err(ServiceError::Unavailable(m.note));
                 }
