@@ -5,15 +5,13 @@
 //! find every record exactly once, per key in order.
 
 mod common;
+mod migrating;
 mod workload;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchyard::{ConsumerOptions, Switchyard};
-use switchyard_config::StoreConfig;
 use switchyard_config::client::{self, BearerToken};
 use switchyard_config::migration;
 use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
@@ -22,16 +20,6 @@ use workload::*;
 const PARTITIONS: i32 = 6;
 const PRODUCERS: usize = 4;
 const CONSUMERS: usize = 3;
-
-async fn connect(addr: std::net::SocketAddr, app: &str) -> Switchyard {
-    Switchyard::builder(app)
-        .endpoint(format!("http://{addr}"))
-        .without_cache()
-        .status_interval(Duration::from_millis(200))
-        .connect()
-        .await
-        .expect("connect to the config service")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_topic_under_keyed_load_with_four_producers_and_a_group_of_three() {
@@ -51,19 +39,9 @@ async fn scenario(kill_one: bool) {
     init_tracing();
     let (east, west) = kafka();
     // A short client lease: a killed client leaves the inventory soon.
-    let svc = switchyard_config::start(switchyard_config::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Memory,
-        client_lease: Duration::from_secs(3),
-        migrations: migration::MigrationConfig {
-            client_grace: Duration::ZERO,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("config service starts");
+    let svc = migrating::service(Duration::from_secs(3)).await;
     let addr = svc.local_addr();
+    let endpoint = format!("http://{addr}");
     let mut adm = admin(addr).await;
     let t = fresh("migrate");
     // Only the source exists: the move creates the destination.
@@ -79,51 +57,22 @@ async fn scenario(kill_one: bool) {
     .await;
 
     // The consumer group: 3 clients, each receiving and committing every record.
-    let group = fresh("g");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let mut consumers = Vec::new();
-    let mut consumer_tasks = Vec::new();
-    for i in 0..CONSUMERS {
-        let sy = connect(addr, &format!("migrate-reader-{i}")).await;
-        let c = Arc::new(
-            sy.consumer_with(
-                &group,
-                &[&t],
-                ConsumerOptions {
-                    auto_commit: false,
-                    drain_grace: Duration::from_secs(1),
-                    ..Default::default()
-                },
-            )
-            .expect("consumer"),
-        );
-        let (c2, tx, mut stop_rx) = (c.clone(), tx.clone(), stop_rx.clone());
-        consumer_tasks.push(tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    m = c2.recv() => m.expect("recv"),
-                    _ = stop_rx.wait_for(|v| *v) => return,
-                };
-                // Process (report), then commit: a consumer killed in between has its record
-                // redelivered to another member, never lost.
-                let (k, seq) = parse_payload(m.payload.as_deref().unwrap_or_default());
-                if tx.send((i, k, seq, m.cluster.clone())).is_err() {
-                    return;
-                }
-                c2.commit(&m).await.expect("commit");
-            }
-        }));
-        consumers.push((sy, c));
-    }
-    drop(tx);
+    let mut group = migrating::Group::start(
+        &endpoint,
+        "migrate-reader",
+        &fresh("g"),
+        &t,
+        CONSUMERS,
+        Duration::from_secs(1),
+    )
+    .await;
 
     // 4 producer clients, 8 keys each, ~150 records/s each (the consumers commit every record
     // synchronously; the group must keep up for its drain to end while the load runs).
     let mut producers = Vec::new();
     let mut loads = Vec::new();
     for i in 0..PRODUCERS {
-        let sy = connect(addr, &format!("migrate-writer-{i}")).await;
+        let sy = migrating::connect(&endpoint, &format!("migrate-writer-{i}")).await;
         let p = sy.producer();
         loads.push(Load::start_keys(
             p,
@@ -156,8 +105,8 @@ async fn scenario(kill_one: bool) {
     const KILLED: usize = CONSUMERS - 1;
     if kill_one {
         // While the group drains east.
-        consumer_tasks[KILLED].abort();
-        let (sy, c) = consumers.remove(KILLED);
+        group.tasks[KILLED].abort();
+        let (sy, c) = group.members.remove(KILLED);
         drop(c);
         drop(sy);
     }
@@ -223,34 +172,12 @@ async fn scenario(kill_one: bool) {
     // (key, seq) -> the consumers that received it; (consumer, key) -> seqs in arrival order.
     let mut got: HashMap<(String, u64), Vec<usize>> = HashMap::new();
     let mut per_key: HashMap<(usize, String), Vec<u64>> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !expected.iter().all(|k| got.contains_key(k)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some((i, k, seq, _))) => {
-                got.entry((k.clone(), seq)).or_default().push(i);
-                per_key.entry((i, k)).or_default().push(seq);
-            }
-            Ok(None) => panic!("the consumer tasks ended early"),
-            Err(_) => panic!(
-                "received {} of {} records within 90 s",
-                expected.iter().filter(|k| got.contains_key(*k)).count(),
-                expected.len()
-            ),
-        }
-    }
-    // Anything still arriving is a duplicate.
-    while let Ok(Some((i, k, seq, _))) =
-        tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
-    {
+    // Anything arriving after the last expected record is a duplicate.
+    for (i, k, seq, _) in group.receive_all(&expected, Duration::from_secs(90)).await {
         got.entry((k.clone(), seq)).or_default().push(i);
         per_key.entry((i, k)).or_default().push(seq);
     }
-    let _ = stop.send(true);
-    for (i, task) in consumer_tasks.into_iter().enumerate() {
-        let r = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("consumer task stops");
+    for (i, r) in group.stop().await.into_iter().enumerate() {
         if !(kill_one && i == KILLED) {
             r.expect("consumer task did not panic");
         }
@@ -279,7 +206,7 @@ async fn scenario(kill_one: bool) {
     let found = read_everywhere(&[("east", &east), ("west", &west)], &t);
     check_exactly_once(&report, &found);
     check_order_across_switch(&found, "east", "west");
-    drop(consumers);
+    drop(group);
     drop(producers);
     svc.shutdown().await.unwrap();
 }

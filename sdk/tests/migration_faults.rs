@@ -13,6 +13,7 @@
 //!   lease ends, and the seal no longer waits for it; nothing reaches the source after the seal.
 
 mod common;
+mod migrating;
 mod workload;
 
 use std::collections::{HashMap, HashSet};
@@ -22,25 +23,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use parking_lot::Mutex;
-use switchyard::{ConsumerOptions, Record, Switchyard};
+use switchyard::Record;
 use switchyard_config::migration;
-use switchyard_config::{ServerConfig, StoreConfig};
 use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use workload::*;
 
 const PARTITIONS: i32 = 4;
 const CHILD_KEYS: usize = 8;
-
-async fn connect(endpoint: &str, app: &str) -> Switchyard {
-    Switchyard::builder(app)
-        .endpoint(endpoint)
-        .without_cache()
-        .status_interval(Duration::from_millis(200))
-        .connect()
-        .await
-        .expect("connect to the config service")
-}
 
 /// The producer process of [`a_producer_process_killed_mid_switch_loses_no_acknowledged_record`]
 /// (that test runs this test binary again with `--ignored --exact child_keyed_producer`): sends
@@ -51,7 +41,7 @@ async fn connect(endpoint: &str, app: &str) -> Switchyard {
 async fn child_keyed_producer() {
     let endpoint = std::env::var("SY_CHILD_ENDPOINT").expect("started by the fault test");
     let topic = std::env::var("SY_CHILD_TOPIC").expect("started by the fault test");
-    let sy = connect(&endpoint, "doomed-producer").await;
+    let sy = migrating::connect(&endpoint, "doomed-producer").await;
     let p = sy.producer();
     let tasks = (0..CHILD_KEYS).map(|k| {
         let (p, topic) = (p.clone(), topic.clone());
@@ -86,18 +76,7 @@ async fn a_producer_process_killed_mid_switch_loses_no_acknowledged_record() {
     init_tracing();
     let (east, west) = kafka();
     // A short client lease: the dead producer leaves the inventory soon.
-    let svc = switchyard_config::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Memory,
-        client_lease: Duration::from_secs(3),
-        migrations: migration::MigrationConfig {
-            client_grace: Duration::ZERO,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("config service starts");
+    let svc = migrating::service(Duration::from_secs(3)).await;
     let addr = svc.local_addr();
     let endpoint = format!("http://{addr}");
     let mut adm = admin(addr).await;
@@ -114,47 +93,18 @@ async fn a_producer_process_killed_mid_switch_loses_no_acknowledged_record() {
     .await;
 
     // A consumer group of two SDK clients records everything it receives.
-    let group = fresh("g");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let mut consumers = Vec::new();
-    let mut consumer_tasks = Vec::new();
-    for i in 0..2 {
-        let sy = connect(&endpoint, &format!("killmid-reader-{i}")).await;
-        let c = Arc::new(
-            sy.consumer_with(
-                &group,
-                &[&t],
-                ConsumerOptions {
-                    auto_commit: false,
-                    drain_grace: Duration::from_secs(1),
-                    ..Default::default()
-                },
-            )
-            .expect("consumer"),
-        );
-        let (c2, tx, mut stop_rx) = (c.clone(), tx.clone(), stop_rx.clone());
-        consumer_tasks.push(tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    m = c2.recv() => m.expect("recv"),
-                    _ = stop_rx.wait_for(|v| *v) => return,
-                };
-                if tx
-                    .send(parse_payload(m.payload.as_deref().unwrap_or_default()))
-                    .is_err()
-                {
-                    return;
-                }
-                c2.commit(&m).await.expect("commit");
-            }
-        }));
-        consumers.push((sy, c));
-    }
-    drop(tx);
+    let mut group = migrating::Group::start(
+        &endpoint,
+        "killmid-reader",
+        &fresh("g"),
+        &t,
+        2,
+        Duration::from_secs(1),
+    )
+    .await;
 
     // A producer that lives on, in this process.
-    let survivor = connect(&endpoint, "killmid-survivor").await;
+    let survivor = migrating::connect(&endpoint, "killmid-survivor").await;
     let load = Load::start(
         survivor.producer(),
         &t,
@@ -331,28 +281,11 @@ async fn a_producer_process_killed_mid_switch_loses_no_acknowledged_record() {
 
     // The group receives every record in the logs exactly once.
     let mut got: HashMap<(String, u64), usize> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !in_logs.iter().all(|k| got.contains_key(k)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(r)) => *got.entry(r).or_default() += 1,
-            Ok(None) => panic!("the consumer tasks ended early"),
-            Err(_) => panic!(
-                "the group received {} of the {} records in the logs within 90 s",
-                in_logs.iter().filter(|k| got.contains_key(*k)).count(),
-                in_logs.len()
-            ),
-        }
+    for (_, k, seq, _) in group.receive_all(&in_logs, Duration::from_secs(90)).await {
+        *got.entry((k, seq)).or_default() += 1;
     }
-    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-        *got.entry(r).or_default() += 1;
-    }
-    let _ = stop.send(true);
-    for task in consumer_tasks {
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("consumer task stops")
-            .expect("consumer task did not panic");
+    for r in group.stop().await {
+        r.expect("consumer task did not panic");
     }
     let lost = in_logs.iter().filter(|k| !got.contains_key(*k)).count();
     let duplicated = got.values().filter(|n| **n > 1).count();
@@ -365,7 +298,7 @@ async fn a_producer_process_killed_mid_switch_loses_no_acknowledged_record() {
         got.values().sum::<usize>()
     );
     assert_eq!((lost, duplicated, unexpected), (0, 0, 0));
-    drop(consumers);
+    drop(group);
     drop(survivor);
     svc.shutdown().await.unwrap();
 }
@@ -380,18 +313,7 @@ async fn writes_reaching_the_source_after_the_seal_are_copied_and_received_once(
     use rdkafka::producer::{FutureProducer, FutureRecord};
     init_tracing();
     let (east, west) = kafka();
-    let svc = switchyard_config::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Memory,
-        client_lease: Duration::from_secs(3),
-        migrations: migration::MigrationConfig {
-            client_grace: Duration::ZERO,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .expect("config service starts");
+    let svc = migrating::service(Duration::from_secs(3)).await;
     let addr = svc.local_addr();
     let endpoint = format!("http://{addr}");
     let mut adm = admin(addr).await;
@@ -407,40 +329,17 @@ async fn writes_reaching_the_source_after_the_seal_are_copied_and_received_once(
     )
     .await;
 
-    let group = fresh("g");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, String)>();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let sy = connect(&endpoint, "late-reader").await;
-    let c = Arc::new(
-        sy.consumer_with(
-            &group,
-            &[&t],
-            ConsumerOptions {
-                auto_commit: false,
-                drain_grace: Duration::from_secs(3),
-                ..Default::default()
-            },
-        )
-        .expect("consumer"),
-    );
-    let task = {
-        let (c, mut stop_rx) = (c.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    m = c.recv() => m.expect("recv"),
-                    _ = stop_rx.wait_for(|v| *v) => return,
-                };
-                let (k, seq) = parse_payload(m.payload.as_deref().unwrap_or_default());
-                if tx.send((k, seq, m.cluster.clone())).is_err() {
-                    return;
-                }
-                c.commit(&m).await.expect("commit");
-            }
-        })
-    };
+    let mut group = migrating::Group::start(
+        &endpoint,
+        "late-reader",
+        &fresh("g"),
+        &t,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
     // An SDK producer, which switches.
-    let writer = connect(&endpoint, "late-sdk-writer").await;
+    let writer = migrating::connect(&endpoint, "late-sdk-writer").await;
     let load = Load::start(writer.producer(), &t, 2, 8, 200.0, Duration::from_secs(90));
     // The producer cut off from the service: always east.
     let (raw_stop, raw_stop_rx) = tokio::sync::watch::channel(false);
@@ -529,28 +428,12 @@ async fn writes_reaching_the_source_after_the_seal_are_copied_and_received_once(
         report.sent.iter().map(|s| (s.key.clone(), s.seq)).collect();
     expected.extend(raw_acked.iter().cloned());
     let mut got: HashMap<(String, u64), Vec<String>> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !expected.iter().all(|k| got.contains_key(k)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some((k, seq, cl))) => got.entry((k, seq)).or_default().push(cl),
-            Ok(None) => panic!("the consumer task ended early"),
-            Err(_) => panic!(
-                "received {} of {} records within 90 s",
-                expected.iter().filter(|k| got.contains_key(*k)).count(),
-                expected.len()
-            ),
-        }
+    for (_, k, seq, cluster) in group.receive_all(&expected, Duration::from_secs(90)).await {
+        got.entry((k, seq)).or_default().push(cluster);
     }
-    while let Ok(Some((k, seq, cl))) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
-    {
-        got.entry((k, seq)).or_default().push(cl);
+    for r in group.stop().await {
+        r.expect("consumer task did not panic");
     }
-    let _ = stop.send(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("consumer task stops")
-        .expect("consumer task did not panic");
     let duplicated = got.values().filter(|v| v.len() > 1).count();
     let lost = expected.iter().filter(|k| !got.contains_key(*k)).count();
     let late_via_west = raw_acked
@@ -565,7 +448,7 @@ async fn writes_reaching_the_source_after_the_seal_are_copied_and_received_once(
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(late_via_west as i64, done.mirrored);
-    drop(sy);
+    drop(group);
     drop(writer);
     svc.shutdown().await.unwrap();
 }

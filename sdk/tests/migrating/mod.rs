@@ -1,0 +1,153 @@
+//! Shared pieces of the live-migration tests: the config service they run, SDK clients that
+//! report status often, and a consumer group whose members report every record they receive.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard::{Consumer, ConsumerOptions, Switchyard};
+use switchyard_config::migration::MigrationConfig;
+use switchyard_config::{RunningServer, ServerConfig, StoreConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::workload::parse_payload;
+
+/// An in-memory config service whose coordinator advances from the start (every client here
+/// reports before a migration starts) and whose client leases last `client_lease`.
+pub async fn service(client_lease: Duration) -> RunningServer {
+    switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        client_lease,
+        migrations: MigrationConfig {
+            client_grace: Duration::ZERO,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .expect("config service starts")
+}
+
+/// An SDK client of `endpoint` reporting its status every 200 ms.
+pub async fn connect(endpoint: &str, app: &str) -> Switchyard {
+    Switchyard::builder(app)
+        .endpoint(endpoint)
+        .without_cache()
+        .status_interval(Duration::from_millis(200))
+        .connect()
+        .await
+        .expect("connect to the config service")
+}
+
+/// A record a member received: (member index, key, seq, cluster).
+pub type Received = (usize, String, u64, String);
+
+/// A consumer group of SDK clients, each receiving records of one topic and committing each
+/// one after reporting it (so a member killed in between has it redelivered, never lost).
+pub struct Group {
+    pub members: Vec<(Switchyard, Arc<Consumer>)>,
+    pub tasks: Vec<JoinHandle<()>>,
+    pub rx: mpsc::UnboundedReceiver<Received>,
+    stop: watch::Sender<bool>,
+}
+
+impl Group {
+    /// Starts `n` members (apps `{app}-0`, …) of `group` on `topic`, manual commits.
+    pub async fn start(
+        endpoint: &str,
+        app: &str,
+        group: &str,
+        topic: &str,
+        n: usize,
+        drain_grace: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        let mut members = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let sy = connect(endpoint, &format!("{app}-{i}")).await;
+            let c = Arc::new(
+                sy.consumer_with(
+                    group,
+                    &[topic],
+                    ConsumerOptions {
+                        auto_commit: false,
+                        drain_grace,
+                        ..Default::default()
+                    },
+                )
+                .expect("consumer"),
+            );
+            let (c2, tx, mut stop_rx) = (c.clone(), tx.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let m = tokio::select! {
+                        m = c2.recv() => m.expect("recv"),
+                        _ = stop_rx.wait_for(|v| *v) => return,
+                    };
+                    let (k, seq) = parse_payload(m.payload.as_deref().unwrap_or_default());
+                    if tx.send((i, k, seq, m.cluster.clone())).is_err() {
+                        return;
+                    }
+                    c2.commit(&m).await.expect("commit");
+                }
+            }));
+            members.push((sy, c));
+        }
+        Self {
+            members,
+            tasks,
+            rx,
+            stop,
+        }
+    }
+
+    /// Receives until every record of `expected` arrived (panics after `timeout`), then for 2 s
+    /// more, so that a record delivered twice is seen. Returns everything received.
+    pub async fn receive_all(
+        &mut self,
+        expected: &HashSet<(String, u64)>,
+        timeout: Duration,
+    ) -> Vec<Received> {
+        let mut got = Vec::new();
+        let mut seen: HashSet<(String, u64)> = HashSet::new();
+        let deadline = Instant::now() + timeout;
+        while !expected.iter().all(|k| seen.contains(k)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(r)) => {
+                    seen.insert((r.1.clone(), r.2));
+                    got.push(r);
+                }
+                Ok(None) => panic!("the consumer tasks ended early"),
+                Err(_) => panic!(
+                    "received {} of {} records within {timeout:?}",
+                    expected.iter().filter(|k| seen.contains(*k)).count(),
+                    expected.len()
+                ),
+            }
+        }
+        while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(2), self.rx.recv()).await {
+            got.push(r);
+        }
+        got
+    }
+
+    /// Stops the members' tasks (bounded) and returns each task's outcome, in member order.
+    pub async fn stop(&mut self) -> Vec<Result<(), tokio::task::JoinError>> {
+        let _ = self.stop.send(true);
+        let mut out = Vec::new();
+        for task in self.tasks.drain(..) {
+            out.push(
+                tokio::time::timeout(Duration::from_secs(10), task)
+                    .await
+                    .expect("consumer task stops"),
+            );
+        }
+        out
+    }
+}
