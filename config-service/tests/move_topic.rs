@@ -263,15 +263,20 @@ impl Env {
             .version
     }
 
-    async fn route(&mut self, name: &str) -> (String, String) {
+    /// Logical topic `name` as the current snapshot has it.
+    async fn topic(&mut self, name: &str) -> Topic {
         let s = self
             .meta
             .get_snapshot(GetSnapshotRequest {})
             .await
             .unwrap()
             .into_inner();
-        let t = s.topics.iter().find(|t| t.name == name).unwrap();
-        (t.cluster.clone(), t.physical.clone())
+        s.topics.into_iter().find(|t| t.name == name).unwrap()
+    }
+
+    async fn route(&mut self, name: &str) -> (String, String) {
+        let t = self.topic(name).await;
+        (t.cluster, t.physical)
     }
 
     async fn report(&mut self, applied: u64, topic: &str, produce_on: &str, consume_on: &str) {
@@ -709,13 +714,7 @@ async fn an_operator_forces_the_seal_and_late_writes_are_counted() {
         .await;
     assert!(m.forced);
     // The seal is published on the topic for the consumers.
-    let s = e
-        .meta
-        .get_snapshot(GetSnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let topic = s.topics.iter().find(|x| x.name == t).unwrap();
+    let topic = e.topic(&t).await;
     let from = topic
         .migrating_from
         .as_ref()
@@ -760,13 +759,7 @@ async fn an_operator_forces_the_seal_and_late_writes_are_counted() {
         .sum();
     assert_eq!(held, 3, "the late writes are in the destination");
     // The topic no longer carries the migration.
-    let s = e
-        .meta
-        .get_snapshot(GetSnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let topic = s.topics.iter().find(|x| x.name == t).unwrap();
+    let topic = e.topic(&t).await;
     assert!(topic.migrating_from.is_none(), "{topic:?}");
     e.stop().await;
 }
