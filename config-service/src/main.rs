@@ -124,11 +124,13 @@ enum Cmd {
         /// Check everything and show the plan; create nothing, change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Route the topic of migration ID back to its source (allowed until the seal).
+        /// Route the topic of migration ID back to its source (allowed until the seal; what
+        /// was written to the destination meanwhile is copied back; `--wait` follows it).
         #[arg(long, value_name = "ID", conflicts_with_all = ["topic", "to", "advance", "dry_run"])]
         abort: Option<String>,
-        /// Force migration ID on: seal without waiting for every producer (SWITCH), or complete
-        /// without waiting for every consumer group (DRAIN).
+        /// Force migration ID on: seal without waiting for every producer (SWITCH), complete
+        /// without waiting for every consumer group (DRAIN), or (ABORTING) release the held
+        /// sends without waiting for every producer, then finish without waiting for groups.
         #[arg(long, value_name = "ID", conflicts_with_all = ["topic", "to", "dry_run"])]
         advance: Option<String>,
         /// Why (recorded in history).
@@ -403,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             advance,
             comment,
         } => {
+            let aborting = abort.is_some();
             let m = if let Some(id) = abort {
                 let m = admin
                     .abort_migration(MigrationRef {
@@ -412,11 +415,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .await?
                     .into_inner();
+                if m.abort_version == 0 {
+                    println!("{}: aborted before the route change", m.id);
+                    return Ok(());
+                }
                 println!(
-                    "{}: aborted; {} routed back to {}/{} (version {})",
-                    m.id, m.topic, m.from_cluster, m.from_physical, m.abort_version
+                    "{}: aborting; {} routed back to {}/{} (version {}); producers hold their \
+                     sends until what was written to {}/{} is copied back",
+                    m.id,
+                    m.topic,
+                    m.from_cluster,
+                    m.from_physical,
+                    m.abort_version,
+                    m.to_cluster,
+                    m.to_physical
                 );
-                return Ok(());
+                if !wait {
+                    return Ok(());
+                }
+                m
             } else if let Some(id) = advance {
                 let m = admin
                     .advance_migration(MigrationRef {
@@ -498,6 +515,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             );
                         }
                     }
+                    Ok(MigrationPhase::Aborted) if aborting => println!(
+                        "aborted in {:.1}s: {} record(s) copied back from {}/{} to {}/{}{}",
+                        started.elapsed().as_secs_f64(),
+                        done.copied_back,
+                        done.to_cluster,
+                        done.to_physical,
+                        done.from_cluster,
+                        done.from_physical,
+                        if done.forced {
+                            " (forced by an operator)"
+                        } else {
+                            ""
+                        }
+                    ),
                     _ => anyhow::bail!(
                         "migration {} ended {}",
                         done.id,

@@ -1,6 +1,7 @@
 //! The migration coordinator: moves a logical topic to another cluster under live traffic.
 //!
-//! A migration goes PREPARE → SWITCH → SEALED → DRAIN → COMPLETE (or ABORTED before the seal):
+//! A migration goes PREPARE → SWITCH → SEALED → DRAIN → COMPLETE (or, aborted before the seal,
+//! ABORTING → ABORTED):
 //!
 //! 1. **PREPARE** — [`Coordinator::start`] checks the move, creates the destination topic with
 //!    the source's partition count and topic configs (or checks an existing one: same partition
@@ -14,6 +15,19 @@
 //!    the end before it reads the destination; it acknowledges by no longer reporting the source.
 //! 5. **COMPLETE** — every group drained (or the operator forced it). Records that reached the
 //!    source after the seal (a producer cut off from the service) are counted as late writes.
+//!
+//! **Abort** (PREPARE or SWITCH only): one write routes the topic back to the source with a
+//! marker (`migrating_from.aborted`, `hold_sends`) naming the abandoned destination. SDK
+//! producers flush what is in flight to the destination, switch back and hold new sends; SDK
+//! consumer groups — which have not read the destination yet, since before the seal they
+//! drain the source first — leave it without reading it. Once every live producer reports the
+//! source at the abort's version, the coordinator copies what was written to the destination
+//! back to the same partitions of the source (after every record written there before), then
+//! releases the producers (`hold_sends` cleared). Per key, records then stay in write order on
+//! the source and each is read once. Once no group reports the destination, the marker is
+//! cleared: ABORTED. An operator can force the release (without the copy when the destination
+//! cannot be read) and the end. Routing the topic back directly would let a group read the
+//! destination's records before the source's older ones it had not read yet.
 //!
 //! The service drives each migration from the clients' status reports: a background task
 //! re-evaluates every active migration on each report and on a short tick. Every phase change
@@ -109,6 +123,7 @@ pub fn phase_name(p: MigrationPhase) -> &'static str {
         MigrationPhase::Drain => "drain",
         MigrationPhase::Complete => "complete",
         MigrationPhase::Aborted => "aborted",
+        MigrationPhase::Aborting => "aborting",
     }
 }
 
@@ -123,6 +138,11 @@ pub fn is_active(p: MigrationPhase) -> bool {
 /// One line describing how far `m` has got.
 pub fn progress_line(m: &Migration) -> String {
     let p = phase(m);
+    if p == MigrationPhase::Aborting
+        || (p == MigrationPhase::Aborted && m.copied_back_offsets.len() as i32 == m.partitions)
+    {
+        return abort_line(m);
+    }
     let mut s = format!(
         "{}: producers switched {}/{} · consumer groups drained {}/{}",
         phase_name(p).to_uppercase(),
@@ -142,6 +162,39 @@ pub fn progress_line(m: &Migration) -> String {
     }
     if m.late_writes > 0 {
         s.push_str(&format!(" · {} late write(s) to the source", m.late_writes));
+    }
+    if !m.note.is_empty() {
+        s.push_str(&format!(" · {}", m.note));
+    }
+    s
+}
+
+/// The progress of an abort: producers back on the source (holding sends), records copied
+/// back, consumer groups still subscribed to the abandoned destination.
+fn abort_line(m: &Migration) -> String {
+    let mut s = format!(
+        "{}: producers back on the source {}/{} · copied back {}{} · consumer groups off the \
+         destination {}/{}",
+        phase_name(phase(m)).to_uppercase(),
+        m.producers_switched,
+        m.producers,
+        m.copied_back,
+        if m.release_version > 0 {
+            " · sends released"
+        } else {
+            " · sends held"
+        },
+        m.groups.len() - m.groups_draining.len(),
+        m.groups.len()
+    );
+    if !m.groups_draining.is_empty() {
+        s.push_str(&format!(" (on it: {})", m.groups_draining.join(", ")));
+    }
+    if m.clients_behind > 0 {
+        s.push_str(&format!(
+            " · {} client(s) not on the abort's version yet",
+            m.clients_behind
+        ));
     }
     if !m.note.is_empty() {
         s.push_str(&format!(" · {}", m.note));
@@ -479,6 +532,8 @@ impl Coordinator {
                         cluster: m.from_cluster.clone(),
                         physical: m.from_physical.clone(),
                         sealed_offsets: Vec::new(),
+                        aborted: false,
+                        hold_sends: false,
                     }),
                     ..t
                 }))
@@ -503,7 +558,23 @@ impl Coordinator {
     }
 
     fn refresh(&self, m: &mut Migration) {
-        let p = movetopic::summarise(self.reports().iter(), m);
+        let aborting = phase(m) == MigrationPhase::Aborting;
+        // An abort moves the producers back and the groups off the destination: the same
+        // summary with the two ends swapped, counted from the abort's version.
+        let view = if aborting {
+            Migration {
+                topic: m.topic.clone(),
+                from_cluster: m.to_cluster.clone(),
+                from_physical: m.to_physical.clone(),
+                to_cluster: m.from_cluster.clone(),
+                to_physical: m.from_physical.clone(),
+                switch_version: m.abort_version,
+                ..Default::default()
+            }
+        } else {
+            m.clone()
+        };
+        let p = movetopic::summarise(self.reports().iter(), &view);
         m.producers = p.producers as u32;
         m.producers_switched = p.producers_switched as u32;
         m.groups = p.groups.into_iter().collect();
@@ -513,6 +584,12 @@ impl Coordinator {
         m.note = match phase(m) {
             MigrationPhase::Switch if !waiting.is_empty() => {
                 format!("waiting for producer(s) {} to switch", abbreviate(&waiting))
+            }
+            MigrationPhase::Aborting if !waiting.is_empty() && m.release_version == 0 => {
+                format!(
+                    "waiting for producer(s) {} to switch back",
+                    abbreviate(&waiting)
+                )
             }
             _ => String::new(),
         };
@@ -524,12 +601,20 @@ impl Coordinator {
 
     /// Source end offsets of `m`.
     async fn source_ends(&self, m: &Migration) -> Result<Vec<i64>, String> {
+        self.end_offsets(&m.from_cluster, &m.from_physical, m.partitions)
+            .await
+    }
+
+    /// End offsets of `physical` (with `partitions` partitions) on cluster `cluster`.
+    async fn end_offsets(
+        &self,
+        cluster: &str,
+        physical: &str,
+        partitions: i32,
+    ) -> Result<Vec<i64>, String> {
         let state = self.svc.store().latest();
-        let Some(c) = state.clusters.get(&m.from_cluster).cloned() else {
-            return Err(format!(
-                "cluster {} is no longer configured",
-                m.from_cluster
-            ));
+        let Some(c) = state.clusters.get(cluster).cloned() else {
+            return Err(format!("cluster {cluster} is no longer configured"));
         };
         let admin = {
             let mut k = self.kafka.lock();
@@ -542,7 +627,7 @@ impl Coordinator {
                 }
             }
         };
-        movetopic::end_offsets(&admin, &m.from_physical, m.partitions)
+        movetopic::end_offsets(&admin, physical, partitions)
             .await
             .map_err(|e| format!("{e:#}"))
     }
@@ -621,10 +706,137 @@ impl Coordinator {
                 }
                 false
             }
+            MigrationPhase::Aborting => self.step_abort(m, false).await,
             MigrationPhase::Complete | MigrationPhase::Aborted | MigrationPhase::Unspecified => {
                 false
             }
         }
+    }
+
+    /// One step of an abort (ABORTING). Until the release: once every live producer is back on
+    /// the source (so none writes to the destination any more, and all hold their sends), copy
+    /// what was written to the destination back to the source and release the producers. Then
+    /// wait until no consumer group reads the destination, and clear the topic's marker.
+    /// `forced` (an operator): release without waiting for producers, and without the copy
+    /// when the destination cannot be read; finish without waiting for groups.
+    async fn step_abort(&self, m: &mut Migration, forced: bool) -> bool {
+        self.refresh(m);
+        let state = self.svc.store().latest();
+        let marked = state.topics.get(&m.topic).is_some_and(|t| {
+            let t = switchyard_proto::state::normalize_topic(t.clone());
+            t.cluster == m.from_cluster
+                && t.physical == m.from_physical
+                && t.migrating_from
+                    .as_ref()
+                    .is_some_and(|f| f.migration_id == m.id && f.aborted)
+        });
+        if !marked {
+            m.phase = MigrationPhase::Aborted as i32;
+            m.note = "the topic was changed outside the abort".into();
+            m.finished_unix_ms = unix_ms();
+            return true;
+        }
+        if !forced && !self.settled() {
+            m.note = "waiting for clients to report after the service started".into();
+            return false;
+        }
+        if m.release_version == 0 {
+            if !forced && (m.producers_switched < m.producers || m.clients_behind > 0) {
+                return false;
+            }
+            if let Err(e) = self.copy_back(m).await {
+                m.note = format!("copying the destination's records back to the source: {e}");
+                if !forced {
+                    return false;
+                }
+                tracing::error!(id = %m.id, topic = %m.topic, error = %m.note, "abort forced without copying back the destination's records");
+                m.forced = true;
+            }
+            let released = self
+                .update_topic(m, "release", |t| {
+                    if let Some(f) = t.migrating_from.as_mut() {
+                        f.hold_sends = false;
+                    }
+                })
+                .await;
+            match released {
+                Ok(v) => {
+                    m.release_version = v.unwrap_or(state.version);
+                    if !forced {
+                        m.note.clear();
+                    }
+                    tracing::info!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "abort: records copied back; producers released");
+                    return true;
+                }
+                Err(e) => {
+                    m.note = format!("cannot release the producers: {e}");
+                    return false;
+                }
+            }
+        }
+        if !forced && (!m.groups_draining.is_empty() || m.clients_behind > 0) {
+            return false;
+        }
+        if let Err(e) = self
+            .update_topic(m, "aborted", |t| t.migrating_from = None)
+            .await
+        {
+            m.note = format!("cannot clear the migration from the topic: {e}");
+            return false;
+        }
+        m.phase = MigrationPhase::Aborted as i32;
+        m.forced |= forced;
+        m.finished_unix_ms = unix_ms();
+        tracing::warn!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "migration aborted");
+        true
+    }
+
+    /// Copies every record written to the destination since the route change to the same
+    /// partition of the source, in order; records progress in `m` (persisted).
+    async fn copy_back(&self, m: &mut Migration) -> Result<(), String> {
+        let ends = self
+            .end_offsets(&m.to_cluster, &m.to_physical, m.partitions)
+            .await?;
+        if m.copied_back_offsets.len() != ends.len() {
+            m.copied_back_offsets = if m.destination_start_offsets.len() == ends.len() {
+                m.destination_start_offsets.clone()
+            } else {
+                vec![0; ends.len()]
+            };
+        }
+        let state = self.svc.store().latest();
+        let (Some(dest), Some(source)) = (
+            state.clusters.get(&m.to_cluster).cloned(),
+            state.clusters.get(&m.from_cluster).cloned(),
+        ) else {
+            return Err("a cluster of the migration is no longer configured".into());
+        };
+        // `mirror` does a bounded amount of work per call.
+        while ends.iter().zip(&m.copied_back_offsets).any(|(e, c)| e > c) {
+            let copied = movetopic::mirror(
+                &dest,
+                &m.to_physical,
+                &source,
+                &m.from_physical,
+                &m.copied_back_offsets,
+                &ends,
+                &m.id,
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+            let n: i64 = copied
+                .iter()
+                .zip(&m.copied_back_offsets)
+                .map(|(a, b)| a - b)
+                .sum();
+            m.copied_back += n;
+            m.copied_back_offsets = copied;
+            self.store(m.clone(), true).await;
+            if n == 0 {
+                return Err("the copy made no progress".into());
+            }
+        }
+        Ok(())
     }
 
     /// SWITCH → SEALED: records the source's end offsets and publishes them on the topic, so
@@ -666,8 +878,14 @@ impl Coordinator {
         m: &Migration,
         what: &str,
         f: impl Fn(&mut Topic),
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Option<u64>, ServiceError> {
         let comment = format!("migration {} {what}: {}", m.id, m.topic);
+        // Routed to the destination, or (an abort) back to the source.
+        let (cluster, physical) = if phase(m) == MigrationPhase::Aborting {
+            (&m.from_cluster, &m.from_physical)
+        } else {
+            (&m.to_cluster, &m.to_physical)
+        };
         self.write_topic(&m.topic, &m.author, &comment, |_, t| {
             let Some(t) = t else {
                 return Err(ServiceError::Precondition(format!(
@@ -675,8 +893,8 @@ impl Coordinator {
                     m.topic
                 )));
             };
-            if t.cluster != m.to_cluster
-                || t.physical != m.to_physical
+            if &t.cluster != cluster
+                || &t.physical != physical
                 || t.migrating_from.as_ref().map(|x| x.migration_id.as_str()) != Some(&m.id)
             {
                 return Err(ServiceError::Precondition(format!(
@@ -689,7 +907,6 @@ impl Coordinator {
             Ok((next != t).then_some(next))
         })
         .await
-        .map(|_| ())
     }
 
     /// Copies records that reached the source after the seal to the same partition of the
@@ -786,10 +1003,16 @@ impl Coordinator {
                     return Err(ServiceError::Unavailable(m.note));
                 }
             }
+            MigrationPhase::Aborting => {
+                // Before the release: release now; after it: finish now.
+                if !self.step_abort(&mut m, true).await {
+                    return Err(ServiceError::Unavailable(m.note));
+                }
+            }
             p => {
                 return Err(ServiceError::Precondition(format!(
-                    "migration {} is in phase {}; only SWITCH (seal now) and DRAIN (complete \
-                     now) can be advanced",
+                    "migration {} is in phase {}; only SWITCH (seal now), DRAIN (complete \
+                     now) and ABORTING (release the producers and finish now) can be advanced",
                     m.id,
                     phase_name(p).to_uppercase()
                 )));
@@ -824,6 +1047,11 @@ impl Coordinator {
         } else {
             r.comment.clone()
         };
+        // Routed back with a marker naming the abandoned destination: producers flush what is
+        // in flight there, switch back and hold their sends until what they wrote there is
+        // copied back to the source (then the coordinator releases them), and consumer groups
+        // leave the destination without reading it — so per-key order holds and each record
+        // is read once.
         let written = self
             .write_topic(&m.topic, &r.author, &comment, |_, t| {
                 // Nothing to route back when the topic is gone or already on the source.
@@ -832,27 +1060,36 @@ impl Coordinator {
                         .map(|t| Topic {
                             cluster: m.from_cluster.clone(),
                             physical: m.from_physical.clone(),
-                            migrating_from: None,
+                            migrating_from: Some(MigratingFrom {
+                                migration_id: m.id.clone(),
+                                cluster: m.to_cluster.clone(),
+                                physical: m.to_physical.clone(),
+                                sealed_offsets: Vec::new(),
+                                aborted: true,
+                                hold_sends: true,
+                            }),
                             ..t
                         }),
                 )
             })
             .await?;
+        let by = if r.author.is_empty() {
+            "an operator"
+        } else {
+            &r.author
+        };
         if let Some(v) = written {
             m.abort_version = v;
+            m.phase = MigrationPhase::Aborting as i32;
+            m.note = format!("abort requested by {by}");
+        } else {
+            m.phase = MigrationPhase::Aborted as i32;
+            m.finished_unix_ms = unix_ms();
+            m.note = format!("aborted by {by}");
         }
-        m.phase = MigrationPhase::Aborted as i32;
-        m.finished_unix_ms = unix_ms();
-        m.note = format!(
-            "aborted by {}",
-            if r.author.is_empty() {
-                "an operator"
-            } else {
-                &r.author
-            }
-        );
-        tracing::warn!(id = %m.id, topic = %m.topic, "migration aborted");
+        tracing::warn!(id = %m.id, topic = %m.topic, phase = phase_name(phase(&m)), "migration abort");
         self.store(m.clone(), true).await;
+        self.wake.notify_one();
         Ok(m)
     }
 }

@@ -14,7 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use switchyard_config::client::{self, BearerToken};
-use switchyard_config::migration::MigrationConfig;
+use switchyard_config::migration::{self, MigrationConfig};
 use switchyard_config::{ServerConfig, StoreConfig};
 use switchyard_proto::v1::change::Op;
 use switchyard_proto::v1::{
@@ -659,12 +659,68 @@ async fn a_migration_aborted_before_the_seal_routes_the_topic_back() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains(&m.id), "{}", err.message());
 
+    // A producer that switched wrote 5 records to the destination meanwhile.
+    produce(&e.west, &t, Some(5)).await;
     let out = e.cli_ok(&["move-topic", "--abort", &m.id]).await;
-    assert!(out.contains("aborted"), "{out}");
+    assert!(out.contains("aborting"), "{out}");
     assert_eq!(e.route(&t).await, ("east".to_string(), t.clone()));
     let m = e.migration(&m.id).await;
-    assert_eq!(phase(&m), MigrationPhase::Aborted);
-    assert_eq!(m.abort_version, e.version().await);
+    assert_eq!(phase(&m), MigrationPhase::Aborting);
+    let abort_version = m.abort_version;
+    assert_eq!(abort_version, e.version().await);
+    // Routed back with the marker: producers hold their sends, groups leave the destination.
+    let from = e
+        .topic(&t)
+        .await
+        .migrating_from
+        .expect("the abort's marker");
+    assert!(from.aborted && from.hold_sends, "{from:?}");
+    assert_eq!(
+        (from.cluster.as_str(), from.migration_id.as_str()),
+        ("west", m.id.as_str())
+    );
+    // Nothing is copied back while a producer has not applied the abort (it may still write
+    // to the destination).
+    let m = e
+        .until(&m.id, "the coordinator waits for the producer", |m| {
+            m.note.contains("fake-1") || m.clients_behind == 1
+        })
+        .await;
+    assert_eq!(
+        (phase(&m), m.copied_back),
+        (MigrationPhase::Aborting, 0),
+        "{m:?}"
+    );
+    // It applies the abort and is back on the source; its group reads the source only.
+    e.report(abort_version, &t, "east", "east").await;
+    let m = e
+        .until(&m.id, "aborted", |m| phase(m) == MigrationPhase::Aborted)
+        .await;
+    assert_eq!(m.copied_back, 5, "{m:?}");
+    assert!(m.release_version > abort_version, "{m:?}");
+    assert!(!m.forced);
+    let a = kadmin(&e.east);
+    let on_east: i64 = (0..3)
+        .map(|p| {
+            a.inner()
+                .fetch_watermarks(&t, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert_eq!(
+        on_east, 5,
+        "the destination's records are copied back to the source"
+    );
+    assert!(
+        e.topic(&t).await.migrating_from.is_none(),
+        "the marker is cleared"
+    );
+    assert!(
+        migration::progress_line(&m).contains("copied back 5"),
+        "{}",
+        migration::progress_line(&m)
+    );
     // Nothing to abort or advance any more.
     e.refused(
         &["move-topic", "--abort", &m.id],
@@ -687,8 +743,19 @@ async fn a_migration_aborted_before_the_seal_routes_the_topic_back() {
         .find(|r| r["id"] == m.id.as_str())
         .expect("listed");
     assert_eq!(row["phase"], "aborted");
-    // After the abort the topic can be moved again.
-    let again = e.start_migration(&t).await;
+    // After the abort the topic can be moved again (the abandoned destination still holds
+    // the 5 records it had, so only with the override).
+    let again = e
+        .admin
+        .start_migration(StartMigrationRequest {
+            topic: t.clone(),
+            to_cluster: "west".into(),
+            allow_nonempty_destination: true,
+            ..Default::default()
+        })
+        .await
+        .expect("moved again")
+        .into_inner();
     assert_eq!(phase(&again), MigrationPhase::Switch);
     e.stop().await;
 }

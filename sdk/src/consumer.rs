@@ -452,6 +452,7 @@ impl ConsumerInner {
         }
         let mut members = self.members.lock();
         let now = Instant::now();
+        let mut emptied = Vec::new();
         // Existing members: start draining what moved away, take on what arrived.
         for m in members.values() {
             let key = (m.cluster.clone(), m.fingerprint);
@@ -459,6 +460,38 @@ impl ConsumerInner {
             let mut topics = m.topics.lock();
             let mut draining = m.draining.lock();
             let mut changed = false;
+            // The destination of an aborted migration is left at once, unread: the
+            // coordinator copies its records back to the source, where the group reads them.
+            // (Before the seal the group had not read it: it drains the source first.)
+            let abandoned: Vec<String> = topics
+                .iter()
+                .filter(|(phys, logical)| {
+                    !want.contains_key(*phys)
+                        && md
+                            .state
+                            .topics
+                            .get(*logical)
+                            .and_then(|t| t.migrating_from.as_ref())
+                            .is_some_and(|f| {
+                                f.aborted && f.cluster == m.cluster && &f.physical == *phys
+                            })
+                })
+                .map(|(phys, _)| phys.clone())
+                .collect();
+            for phys in &abandoned {
+                tracing::info!(cluster = %m.cluster, physical = %phys, "migration aborted; leaving its destination unread");
+                topics.remove(phys);
+                draining.remove(phys);
+                m.drain_ends.lock().retain(|(p, _), _| p != phys);
+                self.offsets
+                    .lock()
+                    .retain(|(id, p, _), _| *id != m.id || p != phys);
+                changed = true;
+            }
+            if topics.is_empty() && want.is_empty() {
+                emptied.push(m.id);
+                continue;
+            }
             for (phys, logical) in topics.iter() {
                 if !want.contains_key(phys) && !draining.contains_key(phys) {
                     tracing::info!(cluster = %m.cluster, topic = %logical, "topic moved away; draining");
@@ -496,6 +529,15 @@ impl ConsumerInner {
                     cluster: m.cluster.clone(),
                     source,
                 })?;
+            }
+        }
+        for id in emptied {
+            if let Some(m) = members.remove(&id) {
+                let c = m.consumer.clone();
+                tokio::task::spawn_blocking(move || {
+                    c.unsubscribe();
+                    drop(c);
+                });
             }
         }
         // New members.

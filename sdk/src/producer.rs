@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures::FutureExt;
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -43,7 +44,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, SendError};
 use crate::gate::Gate;
-use crate::metadata::Route;
+use crate::metadata::{Metadata, Route};
 use crate::metrics::{Direction, SendHandles};
 use crate::record::{Delivery, Record};
 use crate::status::{Counted, StatusSource};
@@ -91,6 +92,10 @@ pub struct ProducerOptions {
     /// route that flips back soon reuses it instead of paying a new connection and producer
     /// id). Default 30 s.
     pub idle_client_close: Duration,
+    /// Longest a topic's sends are held while an aborted migration's records are copied back
+    /// to the source (the coordinator normally releases them within a second or two). Past it
+    /// the held sends go out anyway — availability before order — with a warning. Default 30 s.
+    pub max_abort_hold: Duration,
 }
 
 impl Default for ProducerOptions {
@@ -98,6 +103,7 @@ impl Default for ProducerOptions {
         Self {
             properties: BTreeMap::new(),
             idle_client_close: CLIENT_IDLE_CLOSE,
+            max_abort_hold: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +126,7 @@ pub(crate) struct ProducerInner {
     shared: Arc<Shared>,
     props: BTreeMap<String, String>,
     idle_close: Duration,
+    max_abort_hold: Duration,
     lanes: ArcSwap<FxHashMap<String, Arc<Lane>>>,
     /// Serialises lane creation (never held across an await, so a send that creates a lane
     /// is not overtaken by a later one).
@@ -363,6 +370,17 @@ struct Lane {
     /// Sends that arrived while the gate was closed, in arrival order; the switcher starts
     /// them on the new target before it opens the gate.
     held: Mutex<VecDeque<Held>>,
+    /// An aborted migration's hold (see `MigratingFrom.hold_sends`). Only the router touches it.
+    hold: Mutex<Hold>,
+}
+
+/// Whether a lane holds its sends for an aborted migration.
+#[derive(Default)]
+struct Hold {
+    /// Holding (the gate stays closed after the switch) since then.
+    since: Option<Instant>,
+    /// The migration whose hold this lane gave up after the longest hold.
+    gave_up: Option<String>,
 }
 
 /// One in-flight send counted by a lane's gate; leaves the gate when dropped.
@@ -453,6 +471,7 @@ impl Producer {
             shared: shared.clone(),
             props: opts.properties,
             idle_close: opts.idle_client_close,
+            max_abort_hold: opts.max_abort_hold,
             lanes: ArcSwap::from_pointee(FxHashMap::default()),
             create_mu: Mutex::new(()),
             rerun: Arc::new(tokio::sync::Notify::new()),
@@ -1141,6 +1160,7 @@ impl ProducerInner {
             }),
             quota_wait: WaitQueue::default(),
             held: Mutex::new(VecDeque::new()),
+            hold: Mutex::new(Hold::default()),
         });
         let mut map = (**self.lanes.load()).clone();
         map.insert(topic.to_string(), lane.clone());
@@ -1225,7 +1245,7 @@ async fn router(
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        if changed {
+        if changed || inner.hold_expired() {
             inner.reroute().await;
         } else {
             inner.collect_unused();
@@ -1234,6 +1254,44 @@ async fn router(
 }
 
 impl ProducerInner {
+    /// Whether a lane has held its sends for longer than allowed.
+    fn hold_expired(&self) -> bool {
+        self.lanes.load().values().any(|l| {
+            l.hold
+                .lock()
+                .since
+                .is_some_and(|t| t.elapsed() >= self.max_abort_hold)
+        })
+    }
+
+    /// Whether `lane` must hold its sends under `md`: the topic's migration was aborted and the
+    /// coordinator still copies the abandoned destination's records back (and this lane has
+    /// not given up waiting for that).
+    fn wants_hold(&self, md: &Metadata, lane: &Lane) -> bool {
+        let Some(f) = md
+            .state
+            .topics
+            .get(&lane.logical)
+            .and_then(|t| t.migrating_from.as_ref())
+            .filter(|f| f.aborted && f.hold_sends)
+        else {
+            return false;
+        };
+        let mut hold = lane.hold.lock();
+        if hold.gave_up.as_deref() == Some(&f.migration_id) {
+            return false;
+        }
+        if hold
+            .since
+            .is_some_and(|t| t.elapsed() >= self.max_abort_hold)
+        {
+            tracing::warn!(topic = %lane.logical, migration = %f.migration_id, held_for = ?self.max_abort_hold, "an aborted migration's copy-back takes too long; releasing the held sends (per-key order with the copied records is no longer guaranteed)");
+            hold.gave_up = Some(f.migration_id.clone());
+            return false;
+        }
+        true
+    }
+
     async fn reroute(&self) {
         let md = self.shared.load_full();
         let lanes: Vec<Arc<Lane>> = self.lanes.load().values().cloned().collect();
@@ -1241,6 +1299,49 @@ impl ProducerInner {
         for lane in lanes {
             let desired = md.route(&lane.logical).cloned();
             let cur = lane.target.load_full();
+            let hold = self.wants_hold(&md, &lane);
+            let holding = lane.hold.lock().since.is_some();
+            if hold != holding {
+                // Start or end an aborted migration's hold (with a route switch or without).
+                let version = md.version;
+                let client = match desired.as_ref().map(|r| self.client_for(r)).transpose() {
+                    Ok(c) => c.map(|(c, _)| c),
+                    Err(e) => {
+                        tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
+                        continue;
+                    }
+                };
+                let metrics = desired.as_ref().map(|r| {
+                    self.shared
+                        .metrics
+                        .send_handles(&lane.logical, &r.cluster.name)
+                });
+                let registry = self.shared.metrics.clone();
+                switches.push(
+                    async move {
+                        if hold {
+                            // Flush what is in flight (to wherever it goes), then hold.
+                            lane.flight.gate.close_and_drain().await;
+                            lane.hold.lock().since = Some(Instant::now());
+                        }
+                        lane.target.store(Arc::new(Target {
+                            version,
+                            route: desired.clone(),
+                            client,
+                            metrics,
+                        }));
+                        if hold {
+                            tracing::info!(topic = %lane.logical, version, "holding sends while an aborted migration's records are copied back");
+                        } else {
+                            lane.hold.lock().since = None;
+                            release_held(&lane, &registry).await;
+                            tracing::info!(topic = %lane.logical, version, "released held sends");
+                        }
+                    }
+                    .boxed(),
+                );
+                continue;
+            }
             if same_target(cur.route.as_ref(), desired.as_ref()) {
                 // Same destination: record the version for deliveries without holding sends.
                 lane.target.store(Arc::new(Target {
@@ -1264,6 +1365,16 @@ impl ProducerInner {
             });
             let registry = self.shared.metrics.clone();
             switches.push(async move {
+                if holding {
+                    // Held (closed, nothing in flight): only the route changes.
+                    lane.target.store(Arc::new(Target {
+                        version,
+                        route: desired.clone(),
+                        client,
+                        metrics,
+                    }));
+                    return;
+                }
                 // Warm the new client (connection, metadata, producer id) while sends still flow
                 // to the old one, so the cutover pause is short.
                 if let (Some(c), Some(r)) = (client.clone(), desired.as_ref()) {
@@ -1291,7 +1402,8 @@ impl ProducerInner {
                     version,
                     "switched route"
                 );
-            });
+            }
+            .boxed());
         }
         let n = switches.len() as u64;
         futures::future::join_all(switches).await;

@@ -242,9 +242,11 @@ function duration(ms) {
 }
 
 // PREPARE → SWITCH → SEALED → DRAIN → COMPLETE, the current phase highlighted; an aborted
-// migration shows the phases it reached, then ABORTED.
+// migration shows the phases it reached, then ABORTING or ABORTED.
 function stepper(x) {
-  const aborted = x.phase === "aborted";
+  // An abort in progress (ABORTING: sends held while the destination's records are copied
+  // back) shows like a finished one, with its own label.
+  const aborted = x.phase === "aborted" || x.phase === "aborting";
   let reached = PHASES.indexOf(x.phase);
   if (aborted) reached = x.switched_unix_ms ? 1 : 0;
   const steps = PHASES.map((p, i) => {
@@ -252,7 +254,7 @@ function stepper(x) {
     if (aborted) state = i <= reached ? "done" : "skipped";
     return el("li", { class: state, "data-step": p, "aria-current": state === "current" ? "step" : null }, p.toUpperCase());
   });
-  if (aborted) steps.splice(reached + 1, 0, el("li", { class: "current aborted", "data-step": "aborted", "aria-current": "step" }, "ABORTED"));
+  if (aborted) steps.splice(reached + 1, 0, el("li", { class: "current aborted", "data-step": x.phase, "aria-current": "step" }, x.phase.toUpperCase()));
   return el("ol", { class: "stepper" + (aborted ? " is-aborted" : "") }, ...steps);
 }
 
