@@ -118,6 +118,8 @@ struct Member {
     /// (later records are copied to the destination by the coordinator). Absent for a plain
     /// route change: the drain then reads to the partitions' current end.
     seals: Mutex<HashMap<String, Option<Vec<i64>>>>,
+    /// Partitions paused because their topic is held here (see [`held_new_locations`]).
+    paused: Mutex<HashSet<(String, i32)>>,
     received: AtomicU64,
     bytes: AtomicU64,
     /// Metric handles per logical topic read through this member.
@@ -234,7 +236,10 @@ impl Consumer {
                 let k = st.turn % members.len();
                 members.rotate_left(k);
             }
-            hold_new_locations(&mut members);
+            let held = held_new_locations(&members);
+            for m in &members {
+                m.resume_released(held.get(&m.id));
+            }
             if members.is_empty() {
                 tokio::select! {
                     r = versions.changed() => if r.is_err() { return Err(Error::Closed) },
@@ -244,9 +249,16 @@ impl Consumer {
             }
             let futs = members.iter().map(|m| {
                 let m2 = m.clone();
+                let held_here = held.get(&m.id).cloned();
                 async move {
                     let r = m2.consumer.recv().await;
-                    r.map(|bm| (m2.id, convert(&m2, &bm)))
+                    r.map(|bm| {
+                        if held_here.as_ref().is_some_and(|h| h.contains(bm.topic())) {
+                            m2.put_back(&bm);
+                            return (m2.id, None);
+                        }
+                        (m2.id, convert(&m2, &bm))
+                    })
                 }
                 .boxed()
             });
@@ -348,13 +360,16 @@ impl Consumer {
 }
 
 /// Keeps per-key order across a move: while a logical topic still drains from its old
-/// location on one member, the members reading its new location are not polled, so none of its
-/// new records is handed out before the old ones. A member that is itself draining is always
-/// polled (so topics moving in opposite directions cannot hold each other up); a topic moved
-/// within one member's cluster is not held.
-fn hold_new_locations(members: &mut Vec<Arc<Member>>) {
+/// location on one member, its new location on the other members is held — no record of it is
+/// handed out before the old ones. Returns, per member, the physical topics held there. Held
+/// members are still polled (so they take part in group rebalances: an unpolled member stalls
+/// its group's rebalance, and the other members' commits then fail with a stale generation);
+/// a record of a held topic is put back (see [`Member::put_back`]). A member that is itself
+/// draining is never held (so topics moving in opposite directions cannot hold each other
+/// up); a topic moved within one member's cluster is not held.
+fn held_new_locations(members: &[Arc<Member>]) -> HashMap<u64, Arc<HashSet<String>>> {
     let mut draining: HashSet<String> = HashSet::new();
-    for m in members.iter() {
+    for m in members {
         let topics = m.topics.lock();
         for phys in m.draining.lock().keys() {
             if let Some(logical) = topics.get(phys) {
@@ -362,13 +377,70 @@ fn hold_new_locations(members: &mut Vec<Arc<Member>>) {
             }
         }
     }
+    let mut out = HashMap::new();
     if draining.is_empty() {
-        return;
+        return out;
     }
-    members.retain(|m| {
-        let topics = m.topics.lock();
-        !m.draining.lock().is_empty() || !topics.values().any(|l| draining.contains(l))
-    });
+    for m in members {
+        if !m.draining.lock().is_empty() {
+            continue;
+        }
+        let held: HashSet<String> = m
+            .topics
+            .lock()
+            .iter()
+            .filter(|(_, l)| draining.contains(*l))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !held.is_empty() {
+            out.insert(m.id, Arc::new(held));
+        }
+    }
+    out
+}
+
+impl Member {
+    /// Puts back a record of a held topic: pauses its partition and rewinds it to the record,
+    /// so it is fetched again once the hold ends. (Pausing and seeking discard what librdkafka
+    /// had fetched beyond it.)
+    fn put_back(&self, bm: &rdkafka::message::BorrowedMessage<'_>) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(bm.topic(), bm.partition());
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(error = %e, topic = bm.topic(), partition = bm.partition(), "cannot pause a held partition");
+        }
+        if let Err(e) = self.consumer.seek(
+            bm.topic(),
+            bm.partition(),
+            Offset::Offset(bm.offset()),
+            Duration::ZERO,
+        ) {
+            tracing::warn!(error = %e, topic = bm.topic(), partition = bm.partition(), "cannot rewind a held partition");
+        }
+        self.paused
+            .lock()
+            .insert((bm.topic().to_string(), bm.partition()));
+    }
+
+    /// Resumes the partitions put back whose topic is no longer held here.
+    fn resume_released(&self, held: Option<&Arc<HashSet<String>>>) {
+        let mut paused = self.paused.lock();
+        if paused.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        paused.retain(|(t, p)| {
+            if held.is_some_and(|h| h.contains(t)) {
+                return true;
+            }
+            tpl.add_partition(t, *p);
+            false
+        });
+        if tpl.count() > 0 {
+            // A partition revoked meanwhile is not resumed (and need not be).
+            let _ = self.consumer.resume(&tpl);
+        }
+    }
 }
 
 fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
@@ -566,6 +638,7 @@ impl ConsumerInner {
                     draining: Mutex::new(BTreeMap::new()),
                     drain_ends: Mutex::new(HashMap::new()),
                     seals: Mutex::new(HashMap::new()),
+                    paused: Mutex::new(HashSet::new()),
                     received: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
                 }),
