@@ -744,13 +744,16 @@ impl Coordinator {
             if !forced && (m.producers_switched < m.producers || m.clients_behind > 0) {
                 return false;
             }
-            if let Err(e) = self.copy_back(m).await {
-                m.note = format!("copying the destination's records back to the source: {e}");
-                if !forced {
-                    return false;
+            match self.copy_back(m).await {
+                Ok(()) => self.truncate_destination(m, &state).await,
+                Err(e) => {
+                    m.note = format!("copying the destination's records back to the source: {e}");
+                    if !forced {
+                        return false;
+                    }
+                    tracing::error!(id = %m.id, topic = %m.topic, error = %m.note, "abort forced without copying back the destination's records");
+                    m.forced = true;
                 }
-                tracing::error!(id = %m.id, topic = %m.topic, error = %m.note, "abort forced without copying back the destination's records");
-                m.forced = true;
             }
             let released = self
                 .update_topic(m, "release", |t| {
@@ -762,9 +765,6 @@ impl Coordinator {
             match released {
                 Ok(v) => {
                     m.release_version = v.unwrap_or(state.version);
-                    if !forced {
-                        m.note.clear();
-                    }
                     tracing::info!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "abort: records copied back; producers released");
                     return true;
                 }
@@ -789,6 +789,32 @@ impl Coordinator {
         m.finished_unix_ms = unix_ms();
         tracing::warn!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "migration aborted");
         true
+    }
+
+    /// Deletes the records copied back from the abandoned destination, when everything in it is
+    /// this migration's (it created the destination, or found it empty): a retried move then
+    /// finds it empty, and nobody reads those records there as well. Best effort: a failure
+    /// is logged and noted, and the abort goes on.
+    async fn truncate_destination(
+        &self,
+        m: &mut Migration,
+        state: &switchyard_proto::state::State,
+    ) {
+        // Everything in it is ours when we created it or it was checked empty.
+        let ours = m.created_destination || !m.allow_nonempty_destination;
+        if !ours || m.copied_back == 0 {
+            return;
+        }
+        let Some(dest) = state.clusters.get(&m.to_cluster) else {
+            return;
+        };
+        if let Err(e) = movetopic::truncate(dest, &m.to_physical, &m.copied_back_offsets).await {
+            tracing::warn!(id = %m.id, error = %format!("{e:#}"), "could not delete the copied records from the abandoned destination");
+            m.note = format!(
+                "the copied records are still in {}/{} (deleting them failed: {e:#})",
+                m.to_cluster, m.to_physical
+            );
+        }
     }
 
     /// Copies every record written to the destination since the route change to the same

@@ -142,15 +142,17 @@ pub async fn prepare(
                 e.to.name, e.from.name
             )));
         }
-        let ends = end_offsets(&dst, to_physical, n)
+        let marks = watermarks(&dst, to_physical, n)
             .await
             .map_err(MoveError::Kafka)?;
-        let held: i64 = ends.iter().sum();
+        // Records still retained (an aborted migration's leftovers are truncated away).
+        let held: i64 = marks.iter().map(|(low, high)| high - low).sum();
+        let ends: Vec<i64> = marks.iter().map(|(_, high)| *high).collect();
         if held > 0 && !allow_nonempty_destination {
             return Err(MoveError::Refused(format!(
-                "{}/{to_physical} already holds records (end offsets {ends:?}); consumer \
-                 groups new to it would read them as part of {:?} (use an empty topic, or \
-                 allow a non-empty destination)",
+                "{}/{to_physical} already holds {held} record(s) (end offsets {ends:?}); \
+                 consumer groups new to it would read them as part of {:?} (use an empty \
+                 topic, or allow a non-empty destination)",
                 e.to.name, e.topic.name
             )));
         }
@@ -344,6 +346,15 @@ async fn describe(a: &Kafka, cluster: &str, topic: &str) -> anyhow::Result<Optio
 
 /// High watermark of every partition of `topic`.
 pub async fn end_offsets(a: &Kafka, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    Ok(watermarks(a, topic, partitions)
+        .await?
+        .into_iter()
+        .map(|(_, high)| high)
+        .collect())
+}
+
+/// (low, high) watermarks of every partition of `topic`.
+async fn watermarks(a: &Kafka, topic: &str, partitions: i32) -> anyhow::Result<Vec<(i64, i64)>> {
     let a = a.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -351,12 +362,41 @@ pub async fn end_offsets(a: &Kafka, topic: &str, partitions: i32) -> anyhow::Res
             .map(|p| {
                 a.inner()
                     .fetch_watermarks(&topic, p, KAFKA_TIMEOUT)
-                    .map(|(_, high)| high)
-                    .with_context(|| format!("cannot read the end offset of {topic}/{p}"))
+                    .with_context(|| format!("cannot read the offsets of {topic}/{p}"))
             })
             .collect()
     })
     .await?
+}
+
+/// Deletes the records of `topic` on cluster `c` before `ends` (per partition): an aborted
+/// migration's destination, once its records are copied back, so that the move can be retried
+/// and nobody reads them there twice.
+pub async fn truncate(c: &Cluster, topic: &str, ends: &[i64]) -> anyhow::Result<()> {
+    let a = kafka_admin(c)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, end) in ends.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Offset(*end))
+            .with_context(|| format!("bad offset {end} for {topic}/{p}"))?;
+    }
+    let res = a
+        .delete_records(
+            &tpl,
+            &AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT)),
+        )
+        .await
+        .with_context(|| format!("cannot delete the records of {topic} on {}", c.name))?;
+    for e in res.elements() {
+        if let Err(err) = e.error() {
+            bail!(
+                "cannot delete the records of {}/{} on {}: {err}",
+                e.topic(),
+                e.partition(),
+                c.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Topic configs set on `topic` itself (not broker or default values).
