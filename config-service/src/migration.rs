@@ -534,6 +534,7 @@ impl Coordinator {
                         sealed_offsets: Vec::new(),
                         aborted: false,
                         hold_sends: false,
+                        destination_start_offsets: m.destination_start_offsets.clone(),
                     }),
                     ..t
                 }))
@@ -1093,6 +1094,7 @@ impl Coordinator {
                                 sealed_offsets: Vec::new(),
                                 aborted: true,
                                 hold_sends: true,
+                                destination_start_offsets: Vec::new(),
                             }),
                             ..t
                         }),

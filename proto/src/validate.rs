@@ -421,6 +421,12 @@ pub fn check_topic(errs: &mut Errors, field: &str, t: &Topic) {
             &format!("{field}.migrating_from.physical"),
             &m.physical,
         ));
+        if m.destination_start_offsets.iter().any(|o| *o < 0) {
+            errs.push(
+                format!("{field}.migrating_from.destination_start_offsets"),
+                "offsets must not be negative",
+            );
+        }
         if m.sealed_offsets.iter().any(|o| *o < 0) {
             errs.push(
                 format!("{field}.migrating_from.sealed_offsets"),

@@ -120,6 +120,11 @@ struct Member {
     seals: Mutex<HashMap<String, Option<Vec<i64>>>>,
     /// Partitions paused because their topic is held here (see [`held_new_locations`]).
     paused: Mutex<HashSet<(String, i32)>>,
+    /// physical → where a migration's destination started (read here): records before are
+    /// skipped while the migration runs (see `MigratingFrom.destination_start_offsets`).
+    starts: Mutex<HashMap<String, Vec<i64>>>,
+    /// (physical, partition) whose destination start this member committed.
+    start_committed: Mutex<HashSet<(String, i32)>>,
     received: AtomicU64,
     bytes: AtomicU64,
     /// Metric handles per logical topic read through this member.
@@ -254,7 +259,10 @@ impl Consumer {
                     let r = m2.consumer.recv().await;
                     r.map(|bm| {
                         if held_here.as_ref().is_some_and(|h| h.contains(bm.topic())) {
-                            m2.put_back(&bm);
+                            // Records from before the move are dropped, the rest put back.
+                            if !m2.before_start(&bm) {
+                                m2.put_back(&bm);
+                            }
                             return (m2.id, None);
                         }
                         (m2.id, convert(&m2, &bm))
@@ -400,6 +408,49 @@ fn held_new_locations(members: &[Arc<Member>]) -> HashMap<u64, Arc<HashSet<Strin
 }
 
 impl Member {
+    /// Whether `bm` was in a migration's destination before the move (see `starts`); if so,
+    /// moves its partition to the start (without reading what lies before) and commits the
+    /// start for the group (once per partition), so that a member given the partition later —
+    /// also after the migration — starts there too rather than at `auto.offset.reset`. (It
+    /// owns the partition now, so nobody else committed it further.)
+    fn before_start(&self, bm: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+        let start = {
+            let starts = self.starts.lock();
+            let Some(start) = starts.get(bm.topic()) else {
+                return false;
+            };
+            match usize::try_from(bm.partition())
+                .ok()
+                .and_then(|p| start.get(p))
+            {
+                Some(s) if bm.offset() < *s => *s,
+                _ => return false,
+            }
+        };
+        let (topic, partition) = (bm.topic(), bm.partition());
+        if let Err(e) = self
+            .consumer
+            .seek(topic, partition, Offset::Offset(start), Duration::ZERO)
+        {
+            tracing::debug!(error = %e, topic, partition, "cannot skip to the migration's start");
+        }
+        if self
+            .start_committed
+            .lock()
+            .insert((topic.to_string(), partition))
+        {
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(topic, partition, Offset::Offset(start))
+                .is_ok()
+                && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+            {
+                tracing::debug!(error = %e, topic, partition, "cannot commit the migration's start");
+            }
+        }
+        true
+    }
+
     /// Puts back a record of a held topic: pauses its partition and rewinds it to the record,
     /// so it is fetched again once the hold ends. (Pausing and seeking discard what librdkafka
     /// had fetched beyond it.)
@@ -443,6 +494,28 @@ impl Member {
     }
 }
 
+/// physical → destination start offsets, for the topics of `topics` (physical → logical) that
+/// a running migration moves to (`cluster`, physical).
+fn destination_starts(
+    md: &Metadata,
+    cluster: &str,
+    topics: &BTreeMap<String, String>,
+) -> HashMap<String, Vec<i64>> {
+    topics
+        .iter()
+        .filter_map(|(phys, logical)| {
+            let t = md.state.topics.get(logical)?;
+            let f = t.migrating_from.as_ref()?;
+            let r = md.route(logical)?;
+            (!f.aborted
+                && !f.destination_start_offsets.is_empty()
+                && r.cluster.name == cluster
+                && &r.physical == phys)
+                .then(|| (phys.clone(), f.destination_start_offsets.clone()))
+        })
+        .collect()
+}
+
 fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
@@ -460,6 +533,10 @@ fn convert(m: &Member, bm: &rdkafka::message::BorrowedMessage<'_>) -> Option<Mes
     {
         // Written to the source after the seal: the coordinator copies it to the destination,
         // where this group reads it once.
+        return None;
+    }
+    if m.before_start(bm) {
+        // In the destination before the move: not part of the topic's stream.
         return None;
     }
     let headers = bm
@@ -596,6 +673,7 @@ impl ConsumerInner {
                 }
             }
             drop(seals);
+            *m.starts.lock() = destination_starts(md, &m.cluster, &topics);
             if changed {
                 subscribe(&m.consumer, &topics).map_err(|source| Error::Kafka {
                     cluster: m.cluster.clone(),
@@ -621,6 +699,7 @@ impl ConsumerInner {
             })?;
             tracing::info!(cluster = %cluster, group = %self.group, topics = ?topics.values().collect::<Vec<_>>(), "joined group on cluster");
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let starts = destination_starts(md, &cluster, &topics);
             members.insert(
                 id,
                 Arc::new(Member {
@@ -639,6 +718,8 @@ impl ConsumerInner {
                     drain_ends: Mutex::new(HashMap::new()),
                     seals: Mutex::new(HashMap::new()),
                     paused: Mutex::new(HashSet::new()),
+                    starts: Mutex::new(starts),
+                    start_committed: Mutex::new(HashSet::new()),
                     received: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
                 }),

@@ -23,7 +23,15 @@ const CONSUMERS: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_topic_under_keyed_load_with_four_producers_and_a_group_of_three() {
-    scenario(false).await;
+    scenario(false, false).await;
+}
+
+/// The destination exists and already holds records of its own (allowed by the operator):
+/// the group skips them — it reads the destination from where it stood when the route
+/// changed — and the move is otherwise the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_empty_destination_s_earlier_records_are_not_read_as_the_topic_s() {
+    scenario(false, true).await;
 }
 
 /// One of the three consumers is killed (its client dropped: it leaves the group, which
@@ -32,10 +40,13 @@ async fn move_topic_under_keyed_load_with_four_producers_and_a_group_of_three() 
 /// counted separately); no record is received twice otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_killed_during_the_drain_loses_nothing() {
-    scenario(true).await;
+    scenario(true, false).await;
 }
 
-async fn scenario(kill_one: bool) {
+/// Keys of the records a non-empty destination holds before the move.
+const FOREIGN: &str = "foreign";
+
+async fn scenario(kill_one: bool, nonempty_destination: bool) {
     init_tracing();
     let (east, west) = kafka();
     // A short client lease: a killed client leaves the inventory soon.
@@ -44,8 +55,26 @@ async fn scenario(kill_one: bool) {
     let endpoint = format!("http://{addr}");
     let mut adm = admin(addr).await;
     let t = fresh("migrate");
-    // Only the source exists: the move creates the destination.
+    // Only the source exists: the move creates the destination (unless it is to be non-empty).
     create_topic(&east, &t, PARTITIONS).await;
+    if nonempty_destination {
+        create_topic(&west, &t, PARTITIONS).await;
+        let p: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &west)
+            .create()
+            .unwrap();
+        for seq in 0..20u64 {
+            let key = format!("{FOREIGN}-{}", seq % 4);
+            p.send(
+                rdkafka::producer::FutureRecord::to(&t)
+                    .key(&key)
+                    .payload(&payload(&key, seq)),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("a record written to the destination before the move");
+        }
+    }
     apply(
         &mut adm,
         vec![
@@ -96,12 +125,16 @@ async fn scenario(kill_one: bool) {
             topic: t.clone(),
             to_cluster: "west".into(),
             author: "migration-test".into(),
+            allow_nonempty_destination: nonempty_destination,
             ..Default::default()
         })
         .await
         .expect("the migration starts")
         .into_inner();
-    assert!(plan.created_destination, "the destination is created");
+    assert_eq!(
+        plan.created_destination, !nonempty_destination,
+        "the destination is created unless it existed"
+    );
     const KILLED: usize = CONSUMERS - 1;
     if kill_one {
         // While the group drains east.
@@ -173,7 +206,12 @@ async fn scenario(kill_one: bool) {
     let mut got: HashMap<(String, u64), Vec<usize>> = HashMap::new();
     let mut per_key: HashMap<(usize, String), Vec<u64>> = HashMap::new();
     // Anything arriving after the last expected record is a duplicate.
+    let mut foreign = 0;
     for (i, k, seq, _) in group.receive_all(&expected, Duration::from_secs(90)).await {
+        if k.starts_with(FOREIGN) {
+            foreign += 1;
+            continue;
+        }
         got.entry((k.clone(), seq)).or_default().push(i);
         per_key.entry((i, k)).or_default().push(seq);
     }
@@ -201,9 +239,16 @@ async fn scenario(kill_one: bool) {
         got.values().map(Vec::len).sum::<usize>()
     );
     assert_eq!((lost, duplicated, out_of_order), (0, 0, 0));
+    assert_eq!(foreign, 0, "the destination's earlier records are not read");
 
     // And the logs hold every record exactly once, per key in order across the move.
-    let found = read_everywhere(&[("east", &east), ("west", &west)], &t);
+    let mut found = read_everywhere(&[("east", &east), ("west", &west)], &t);
+    let before = found.len();
+    found.retain(|(k, _), _| !k.starts_with(FOREIGN));
+    assert_eq!(
+        before - found.len(),
+        if nonempty_destination { 20 } else { 0 }
+    );
     check_exactly_once(&report, &found);
     check_order_across_switch(&found, "east", "west");
     drop(group);
