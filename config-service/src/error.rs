@@ -42,6 +42,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Conflict { expected, current } => Self::Conflict { expected, current },
             e @ StoreError::NotRetained { .. } => Self::NotFound(e.to_string()),
+            StoreError::Unavailable(m) => Self::Unavailable(m),
             e => Self::Internal(e.to_string()),
         }
     }

@@ -165,12 +165,18 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Directory of the embedded version log.
-    #[arg(long, default_value = "switchyard-data")]
-    data_dir: PathBuf,
+    /// Directory of the embedded version log (default: switchyard-data). With --store, the
+    /// directory of the migration coordinator's log: only a replica given one runs the
+    /// coordinator.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Keep versions in memory only (nothing survives a restart).
-    #[arg(long, conflicts_with = "data_dir")]
+    #[arg(long, conflicts_with_all = ["data_dir", "store"])]
     in_memory: bool,
+    /// A replicated store shared by several replicas: kafka://HOST:PORT[,HOST:PORT…]/TOPIC
+    /// (a single-partition compacted topic on the home cluster, created if missing).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// File holding the admin bearer token (required on non-loopback addresses).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
@@ -620,10 +626,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let cfg = ServerConfig {
         listen: args.listen,
-        store: if args.in_memory {
-            StoreConfig::Memory
-        } else {
-            StoreConfig::File { dir: args.data_dir }
+        store: match (args.in_memory, args.store) {
+            (true, _) => StoreConfig::Memory,
+            (false, Some(url)) => {
+                // Validate now for a precise message before anything starts.
+                switchyard_config::store::KafkaConfig::from_url(&url, 1)
+                    .map_err(|e| anyhow::anyhow!("invalid --store: {e}"))?;
+                StoreConfig::Kafka {
+                    url,
+                    coordinator_dir: args.data_dir,
+                }
+            }
+            (false, None) => StoreConfig::File {
+                dir: args
+                    .data_dir
+                    .unwrap_or_else(|| PathBuf::from("switchyard-data")),
+            },
         },
         retain_versions: usize::try_from(args.retain_versions).unwrap_or(usize::MAX),
         admin_token,

@@ -21,7 +21,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::migration::{Coordinator, MigrationConfig, Persist};
 use crate::service::ConfigService;
-use crate::store::{FileStore, MemoryStore, Store};
+use crate::store::{FileStore, KafkaConfig, KafkaStore, MemoryStore, Store};
 
 pub use switchyard_proto::client::MAX_MESSAGE_BYTES;
 
@@ -34,6 +34,14 @@ pub enum StoreConfig {
     File {
         /// Data directory.
         dir: PathBuf,
+    },
+    /// A replicated log on a Kafka topic shared by every replica (see [`crate::store::KafkaStore`]).
+    Kafka {
+        /// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC`.
+        url: String,
+        /// Where this replica keeps the migration coordinator's log. The coordinator runs only on
+        /// a replica given one: run exactly one such replica.
+        coordinator_dir: Option<PathBuf>,
     },
 }
 
@@ -193,6 +201,22 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             );
             Arc::new(s)
         }
+        StoreConfig::Kafka { url, .. } => {
+            let kcfg = KafkaConfig::from_url(url, cfg.retain_versions)
+                .map_err(|e| anyhow::anyhow!("invalid --store: {e}"))?;
+            let (s, open) = tokio::task::spawn_blocking(move || KafkaStore::open(kcfg))
+                .await?
+                .with_context(|| format!("could not open the config log {url}"))?;
+            tracing::info!(
+                created = open.created,
+                snapshot_version = open.snapshot_version,
+                replayed = open.replayed,
+                latest = s.latest().version,
+                writer = s.writer_id(),
+                "opened the config log"
+            );
+            Arc::new(s)
+        }
     };
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -213,14 +237,35 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let hub = Arc::new(Hub::new(shutdown_rx.clone()).with_metrics(metrics.hub_metrics()));
     let clients = Arc::new(Clients::new(cfg.client_lease));
     let service = ConfigService::new(store, hub, clients);
+    service.spawn_publisher(shutdown_rx.clone());
+    // One coordinator per configuration: with a replicated store only the replica given a
+    // directory for its log runs one; the others answer migration requests with
+    // FAILED_PRECONDITION.
     let persist = match &cfg.store {
-        StoreConfig::Memory => Persist::Memory,
-        StoreConfig::File { dir } => Persist::File(dir.join("migrations.pb")),
+        StoreConfig::Memory => Some(Persist::Memory),
+        StoreConfig::File { dir } => Some(Persist::File(dir.join("migrations.pb"))),
+        StoreConfig::Kafka {
+            coordinator_dir: Some(dir),
+            ..
+        } => {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("could not create the data directory {}", dir.display())
+            })?;
+            Some(Persist::File(dir.join("migrations.pb")))
+        }
+        StoreConfig::Kafka {
+            coordinator_dir: None,
+            ..
+        } => None,
     };
-    let coordinator = Coordinator::open(service.clone(), persist, cfg.migrations.clone())
-        .context("could not load the migrations")?;
-    service.set_coordinator(Some(coordinator.clone()));
-    tokio::spawn(coordinator.run(shutdown_rx.clone()));
+    if let Some(persist) = persist {
+        let coordinator = Coordinator::open(service.clone(), persist, cfg.migrations.clone())
+            .context("could not load the migrations")?;
+        service.set_coordinator(Some(coordinator.clone()));
+        tokio::spawn(coordinator.run(shutdown_rx.clone()));
+    } else {
+        tracing::info!("no migration coordinator on this replica (no --data-dir)");
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

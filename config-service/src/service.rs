@@ -39,6 +39,9 @@ pub struct ConfigService {
     write: Arc<tokio::sync::Mutex<()>>,
     /// The migration coordinator, once the server wiring has started it.
     migrations: crate::migration::Slot,
+    /// The store reports every applied version (a replicated log): versions are published
+    /// from there ([`ConfigService::spawn_publisher`]), not after this process's commits.
+    external: bool,
 }
 
 impl std::fmt::Debug for ConfigService {
@@ -54,12 +57,58 @@ impl ConfigService {
     /// A service over `store`.
     pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, clients: Arc<Clients>) -> Self {
         Self {
+            external: store.applied_versions().is_some(),
             store,
             hub,
             clients,
             write: Arc::new(tokio::sync::Mutex::new(())),
             migrations: Arc::default(),
         }
+    }
+
+    /// For a store that reports applied versions (see [`Store::applied_versions`]): publishes
+    /// every version it applies — from this replica's writes and from other replicas' — to the
+    /// watch hub, in version order, until `shutdown`. Does nothing for other stores.
+    pub fn spawn_publisher(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(mut rx) = self.store.applied_versions() else {
+            return;
+        };
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        // Watchers that connect from now on start from the store's latest version.
+        let mut last = store.latest().version;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = shutdown.wait_for(|v| *v) => return,
+                }
+                let now = *rx.borrow_and_update();
+                if now <= last {
+                    continue;
+                }
+                match store.deltas_since(last) {
+                    Some(ds) => {
+                        for d in ds {
+                            if d.from_version >= last && d.to_version <= now {
+                                last = d.to_version;
+                                hub.publish((*d).clone());
+                            }
+                        }
+                    }
+                    None => {
+                        // Compacted past (a very slow publisher): watchers resynchronize from a
+                        // full snapshot when the next delta does not follow what they have.
+                        tracing::warn!(
+                            from = last,
+                            to = now,
+                            "versions were compacted before they were published"
+                        );
+                        last = now;
+                    }
+                }
+            }
+        });
     }
 
     /// Installs (or, at shutdown, removes) the migration coordinator.
@@ -74,7 +123,12 @@ impl ConfigService {
 
     fn coord(&self) -> Result<Arc<Coordinator>, ServiceError> {
         self.coordinator().ok_or_else(|| {
-            ServiceError::Internal("the migration coordinator is not running".into())
+            ServiceError::Precondition(
+                "this replica does not run the migration coordinator: with a replicated store \
+                 (--store kafka://…) only the replica started with --data-dir runs it; send \
+                 migration requests to that replica"
+                    .into(),
+            )
         })
     }
 
@@ -120,7 +174,9 @@ impl ConfigService {
             )
         })
         .await??;
-        if let Some((d, acked)) = delta {
+        if let Some((d, acked)) = delta
+            && !self.external
+        {
             self.hub.publish_acked(d, acked);
         }
         Ok(resp)
@@ -169,7 +225,9 @@ impl ConfigService {
             commit(&*store, &cur, next, None, req.dry_run, req.author, comment)
         })
         .await??;
-        if let Some((d, acked)) = delta {
+        if let Some((d, acked)) = delta
+            && !self.external
+        {
             self.hub.publish_acked(d, acked);
         }
         Ok(resp)

@@ -78,6 +78,18 @@ pub async fn connect_with_timeout(
     ca_pem: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Channel, ConnectError> {
+    connect_with_keepalive(endpoint, ca_pem, timeout, Duration::from_secs(20)).await
+}
+
+/// [`connect_with_timeout`], pinging the server every `keepalive` (also while idle) and failing
+/// the connection — and every stream on it — when a ping is not answered within `keepalive`:
+/// a server that stopped answering is detected within about twice `keepalive`.
+pub async fn connect_with_keepalive(
+    endpoint: &str,
+    ca_pem: Option<Vec<u8>>,
+    timeout: Duration,
+    keepalive: Duration,
+) -> Result<Channel, ConnectError> {
     let url = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -87,7 +99,8 @@ pub async fn connect_with_timeout(
         .map_err(|e| ConnectError::Invalid(format!("invalid endpoint {endpoint:?}: {e}")))?
         .connect_timeout(timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
+        .http2_keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive)
         .keep_alive_while_idle(true);
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();

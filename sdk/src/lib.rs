@@ -102,6 +102,7 @@ pub struct SwitchyardBuilder {
     initial_timeout: Duration,
     status_interval: Duration,
     language: String,
+    watch_stall_timeout: Duration,
 }
 
 impl Switchyard {
@@ -119,6 +120,7 @@ impl Switchyard {
             initial_timeout: Duration::from_secs(10),
             status_interval: Duration::from_secs(10),
             language: "rust".into(),
+            watch_stall_timeout: Duration::from_secs(10),
         }
     }
 
@@ -281,6 +283,13 @@ impl SwitchyardBuilder {
         self.endpoints.push(e.into());
         self
     }
+    /// How long a config service that stopped answering (a hung or cut-off replica) may hold
+    /// the watch before the client fails over to the next endpoint (default 10 s; at least
+    /// 100 ms).
+    pub fn watch_stall_timeout(mut self, d: Duration) -> Self {
+        self.watch_stall_timeout = d;
+        self
+    }
     /// Bearer token for the config service.
     pub fn token(mut self, t: impl Into<String>) -> Self {
         self.token = Some(t.into());
@@ -336,6 +345,12 @@ impl SwitchyardBuilder {
             return Err(Error::InvalidArgument(
                 "give at least one config service endpoint".into(),
             ));
+        }
+        if self.watch_stall_timeout < Duration::from_millis(100) {
+            return Err(Error::InvalidArgument(format!(
+                "the watch stall timeout must be at least 100 ms, not {:?}",
+                self.watch_stall_timeout
+            )));
         }
         for k in self.properties.keys() {
             switchyard_proto::validate::check_property_key("property", k)
@@ -395,6 +410,7 @@ impl SwitchyardBuilder {
             ca_pem: self.ca_pem,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            stall_timeout: self.watch_stall_timeout,
         };
         tokio::spawn(watch::run(shared.clone(), wcfg.clone(), rx.clone()));
         tokio::spawn(status::run(shared.clone(), wcfg, self.status_interval, rx));

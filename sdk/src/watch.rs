@@ -1,7 +1,9 @@
 //! The single writer of the SDK's configuration: loads the last-known-good cache, watches the
 //! config service (reconnecting with jittered exponential backoff, resuming from its version,
-//! failing over between endpoints), validates every version before it is swapped in, and
-//! persists each applied version to the cache.
+//! failing over to the next endpoint whenever a watch fails or stalls), validates every version
+//! before it is swapped in, and persists each applied version to the cache. A replica that is
+//! behind the version in use (its snapshot or deltas are older) is never applied from: the
+//! client keeps its version until the replica passes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -177,6 +179,9 @@ pub(crate) struct WatchConfig {
     pub ca_pem: Option<Vec<u8>>,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// A watch whose server stops answering (HTTP/2 pings unanswered) is abandoned within
+    /// about this long, and the next endpoint is tried.
+    pub stall_timeout: Duration,
 }
 
 /// Runs until `shutdown` turns true.
@@ -209,9 +214,11 @@ pub(crate) async fn run(
         }
         if progressed {
             backoff = cfg.backoff_min;
-        } else {
-            idx = idx.wrapping_add(1);
         }
+        // Fail over: the endpoint that just failed (refused, stalled, closed the stream) goes to
+        // the back of the line. The version in use never goes back whatever the next one has
+        // (see `Shared::apply`).
+        idx = idx.wrapping_add(1);
         // Full jitter: sleep a random duration up to the current backoff.
         let sleep = rand::rng().random_range(backoff / 2..=backoff);
         backoff = (backoff * 2).min(cfg.backoff_max);
@@ -229,10 +236,14 @@ async fn watch_once(
     token: &BearerToken,
     progressed: &mut bool,
 ) -> Result<(), String> {
-    let channel =
-        client::connect_with_timeout(endpoint, cfg.ca_pem.clone(), Duration::from_secs(3))
-            .await
-            .map_err(|e| e.to_string())?;
+    let channel = client::connect_with_keepalive(
+        endpoint,
+        cfg.ca_pem.clone(),
+        Duration::from_secs(3),
+        (cfg.stall_timeout / 2).max(Duration::from_millis(50)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let mut meta = client::metadata(channel, token.clone());
     let known = if shared.has_config() {
         shared.load().version

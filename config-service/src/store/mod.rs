@@ -5,6 +5,7 @@
 
 mod file;
 mod history;
+mod kafka;
 mod memory;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use switchyard_proto::v1::Delta;
 
 pub use file::FileStore;
 pub use history::History;
+pub use kafka::{KafkaConfig, KafkaOpen, KafkaStore};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.
@@ -41,6 +43,10 @@ pub enum StoreError {
     /// Disk or encoding failure; nothing was acknowledged.
     #[error("store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The store's backing service (the Kafka home cluster) could not be reached in time; the
+    /// message says whether the change may still take effect.
+    #[error("{0}")]
+    Unavailable(String),
     /// The data on disk is unusable beyond torn-tail recovery.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
@@ -77,4 +83,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The oldest retained version.
     fn oldest(&self) -> u64;
+
+    /// For a store that other processes write to (replicas of a shared log): the latest
+    /// version it has applied, updated as versions arrive from anywhere, including this
+    /// process's own commits. The service then publishes every version to its watchers from
+    /// here instead of after its own commits. `None` (the default): only this process commits.
+    fn applied_versions(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

@@ -1,0 +1,795 @@
+//! A replicated store on a Kafka log: the model Schema Registry and Kafka Connect use.
+//!
+//! Every config-service replica pointed at the same topic (`--store kafka://HOST:PORT/TOPIC`)
+//! consumes it and applies its records in offset order; nothing else is shared between
+//! replicas and there is no leader election of our own.
+//!
+//! **The log.** One partition, `cleanup.policy=compact`, created on first start if missing with
+//! replication factor `min(3, brokers)` and `min.insync.replicas = max(1, rf - 1)`. Every
+//! record's value is a protobuf `LogEntry`:
+//! - a *proposal* `{expected_version, delta, writer, request}` under the key
+//!   `p/WRITER/REQUEST` — distinct for every proposal, so compaction never removes one;
+//! - a *snapshot* `{state at version V, next_offset}` under the fixed key `snapshot` — so
+//!   compaction keeps only the newest snapshot. `next_offset` is the offset after the proposal
+//!   that made V: state V plus every record from `next_offset` on is the whole configuration.
+//!
+//! **Deciding compare-and-set.** A proposal whose `expected_version` equals the replica's
+//! current version, and whose delta goes from that version to the next, is applied and becomes
+//! version `current + 1`; any other proposal is rejected. The decision depends only on the
+//! records before it, so every replica decides every proposal the same way and all replicas go
+//! through the same version sequence. Replicas read only records at or below the high
+//! watermark, i.e. records every in-sync replica has: a version applied by one config-service
+//! replica survives the loss of a Kafka broker (within `min.insync.replicas`).
+//!
+//! **Writing.** The writer first checks its own latest version (a stale `expected` fails
+//! fast), then produces the proposal (`acks=all`, idempotent) and waits until its own
+//! consumer has read that record back; it returns `Ok` or `Conflict` according to what happened
+//! to *its* record. If the home cluster does not take the record within the write timeout,
+//! the write fails with [`StoreError::Unavailable`] and nothing was written. If the record was
+//! taken but not read back in time, the write also fails with `Unavailable` and its outcome is
+//! unknown until read: the caller must re-read before retrying (a blind retry at the same
+//! `expected_version` is rejected as a conflict if the first one went through).
+//!
+//! **Reads.** A replica acknowledges a version only after applying it, so its [`Store::latest`]
+//! is never older than a version it acknowledged (read-your-writes through one replica). Another
+//! replica may still be behind by the time it takes to consume the record (milliseconds on a
+//! healthy cluster): a client that writes through replica A and reads through replica B can see
+//! the previous version briefly, never a different history. Every replica publishes the
+//! versions it applies on [`Store::applied_versions`], so watchers of every replica see every
+//! version. While the home cluster is unreachable, reads keep being served from the last
+//! applied state and writes fail with `Unavailable` after the write timeout.
+//!
+//! **Snapshots.** The replica whose proposal made a version divisible by the snapshot interval
+//! also writes a snapshot record of that version (not waited for). A starting replica looks for
+//! the newest snapshot by scanning backwards from the end of the log in growing windows, starts
+//! from it and replays only what follows; without one it replays from the beginning. History
+//! older than the snapshot a replica started from is not retained on that replica.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use switchyard_proto::state::State;
+use switchyard_proto::v1::Delta;
+use tokio::sync::watch;
+
+use super::{History, HistoryItem, Store, StoreError};
+
+/// Key of snapshot records (compaction keeps the newest).
+const SNAPSHOT_KEY: &str = "snapshot";
+/// Longest topic name Kafka accepts.
+const MAX_TOPIC: usize = 249;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LogEntry {
+    #[prost(oneof = "log_entry::Body", tags = "1, 2")]
+    body: Option<log_entry::Body>,
+}
+
+mod log_entry {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub(super) enum Body {
+        #[prost(message, tag = "1")]
+        Proposal(super::Proposal),
+        #[prost(message, tag = "2")]
+        Snapshot(super::SnapshotRecord),
+    }
+}
+
+/// A proposed next version.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Proposal {
+    /// The version the writer built the delta on.
+    #[prost(uint64, tag = "1")]
+    expected_version: u64,
+    /// The change to `expected_version + 1`.
+    #[prost(message, optional, tag = "2")]
+    delta: Option<Delta>,
+    /// The writing replica (random per process).
+    #[prost(string, tag = "3")]
+    writer: String,
+    /// The writer's request number.
+    #[prost(uint64, tag = "4")]
+    request: u64,
+}
+
+/// The whole state at one version, and where the log continues after it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SnapshotRecord {
+    #[prost(message, optional, tag = "1")]
+    state: Option<switchyard_proto::v1::Snapshot>,
+    /// Offset of the first record not reflected in `state`.
+    #[prost(int64, tag = "2")]
+    next_offset: i64,
+}
+
+/// Where the log lives and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers of the home cluster (`host:port[,host:port…]`).
+    pub bootstrap: String,
+    /// The single-partition log topic.
+    pub topic: String,
+    /// Versions of history kept in memory at least.
+    pub retain: usize,
+    /// How long a write waits for the home cluster before it fails with `Unavailable`.
+    pub write_timeout: Duration,
+    /// How long opening waits to reach the cluster and catch up with the log.
+    pub open_timeout: Duration,
+    /// A snapshot record is written every this many versions.
+    pub snapshot_every: u64,
+}
+
+impl KafkaConfig {
+    /// Parses `kafka://HOST:PORT[,HOST:PORT…]/TOPIC` with default timeouts.
+    pub fn from_url(url: &str, retain: usize) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| format!("store URL {url:?} must start with kafka://"))?;
+        let (hosts, topic) = rest.split_once('/').ok_or_else(|| {
+            format!("store URL {url:?} must name a topic: kafka://HOST:PORT/TOPIC")
+        })?;
+        if hosts.is_empty() {
+            return Err(format!("store URL {url:?} names no bootstrap server"));
+        }
+        for h in hosts.split(',') {
+            let port = h.rsplit_once(':').map(|(host, p)| (host, p.parse::<u16>()));
+            match port {
+                Some((host, Ok(p))) if !host.is_empty() && p != 0 => {}
+                _ => {
+                    return Err(format!(
+                        "bootstrap server {h:?} in store URL {url:?} is not HOST:PORT"
+                    ));
+                }
+            }
+        }
+        check_topic(topic).map_err(|e| format!("store URL {url:?}: {e}"))?;
+        Ok(Self {
+            bootstrap: hosts.to_string(),
+            topic: topic.to_string(),
+            retain: retain.max(1),
+            write_timeout: Duration::from_secs(10),
+            open_timeout: Duration::from_secs(30),
+            snapshot_every: 100,
+        })
+    }
+}
+
+fn check_topic(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("the topic name is empty".into());
+    }
+    if t.len() > MAX_TOPIC {
+        return Err(format!(
+            "the topic name is longer than {MAX_TOPIC} characters"
+        ));
+    }
+    if t == "." || t == ".." {
+        return Err(format!("{t:?} is not a valid topic name"));
+    }
+    if let Some(c) = t
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "the topic name {t:?} contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// What happened to one of this replica's proposals.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Applied { state: Arc<State>, offset: i64 },
+    Conflict { current: u64 },
+    Invalid(String),
+}
+
+#[derive(Debug)]
+struct Applied {
+    history: History,
+    /// The next offset to read.
+    next_offset: i64,
+    /// Outcomes of this replica's proposals, by request number, until the writer takes them.
+    outcomes: HashMap<u64, Outcome>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<Applied>,
+    cond: Condvar,
+    applied_tx: watch::Sender<u64>,
+    writer: String,
+    retain: usize,
+}
+
+impl Shared {
+    /// Applies one record at `offset` (offset order); returns the new version, if any.
+    fn apply(&self, offset: i64, payload: Option<&[u8]>) {
+        let mut st = self.state.lock();
+        if offset < st.next_offset {
+            return;
+        }
+        st.next_offset = offset + 1;
+        let entry = match payload.map(LogEntry::decode) {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                tracing::warn!(offset, error = %e, "skipping an undecodable record in the config log");
+                return;
+            }
+            None => return,
+        };
+        let Some(log_entry::Body::Proposal(p)) = entry.body else {
+            // Snapshots are only read at start.
+            return;
+        };
+        let outcome = match decide(st.history.latest(), &p) {
+            Ok((delta, next)) => {
+                let next = Arc::new(next);
+                st.history.push(Arc::new(delta), next.clone());
+                if st.history.len() > self.retain.saturating_mul(2)
+                    && let Err(e) = st.history.compact(self.retain)
+                {
+                    tracing::warn!(error = %e, "could not compact the in-memory history");
+                }
+                self.applied_tx.send_replace(next.version);
+                Outcome::Applied {
+                    state: next,
+                    offset,
+                }
+            }
+            Err(o) => o,
+        };
+        if p.writer == self.writer {
+            st.outcomes.insert(p.request, outcome);
+        }
+        drop(st);
+        self.cond.notify_all();
+    }
+}
+
+/// The deterministic compare-and-set decision for a proposal on top of `cur`.
+fn decide(cur: &State, p: &Proposal) -> Result<(Delta, State), Outcome> {
+    if p.expected_version != cur.version {
+        return Err(Outcome::Conflict {
+            current: cur.version,
+        });
+    }
+    let Some(d) = &p.delta else {
+        return Err(Outcome::Invalid("the proposal carries no delta".into()));
+    };
+    if d.to_version != cur.version + 1 {
+        return Err(Outcome::Invalid(format!(
+            "the proposal's delta goes from {} to {}, not to {}",
+            d.from_version,
+            d.to_version,
+            cur.version + 1
+        )));
+    }
+    match cur.apply_delta(d) {
+        Ok(next) => Ok((d.clone(), next)),
+        Err(e) => Err(Outcome::Invalid(e.to_string())),
+    }
+}
+
+/// A [`Store`] replicated through a single-partition Kafka topic (see the module doc).
+pub struct KafkaStore {
+    cfg: KafkaConfig,
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    request: AtomicU64,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for KafkaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaStore")
+            .field("bootstrap", &self.cfg.bootstrap)
+            .field("topic", &self.cfg.topic)
+            .field("writer", &self.shared.writer)
+            .finish()
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOpen {
+    /// The topic was created by this start.
+    pub created: bool,
+    /// The version of the snapshot record the replica started from (0 = the log's beginning).
+    pub snapshot_version: u64,
+    /// Records read to catch up.
+    pub replayed: u64,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(what.to_string())
+}
+
+impl KafkaStore {
+    /// Connects to the home cluster, creates the topic if missing, starts from the newest
+    /// snapshot record and catches up with the end of the log before returning.
+    pub fn open(cfg: KafkaConfig) -> Result<(Self, KafkaOpen), StoreError> {
+        check_topic(&cfg.topic).map_err(StoreError::Corrupt)?;
+        let deadline = Instant::now() + cfg.open_timeout;
+        let writer = format!(
+            "{:016x}",
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        );
+        let created = ensure_topic(&cfg, deadline)?;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.bootstrap)
+            .set("group.id", format!("switchyard-store-{writer}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .set("socket.nagle.disable", "true")
+            .create()
+            .map_err(|e| unavailable(format!("could not create the log consumer: {e}")))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&cfg.topic, 0, remaining(deadline))
+            .map_err(|e| {
+                unavailable(format!(
+                    "could not read the end of the config log {} on {}: {e}",
+                    cfg.topic, cfg.bootstrap
+                ))
+            })?;
+        let snap = find_snapshot(&consumer, &cfg, low, high, deadline)?;
+        let (history, start) = match snap {
+            Some((state, next)) => (History::new(state), next.max(low)),
+            None => (History::new(State::default()), low),
+        };
+        let snapshot_version = history.latest().version;
+        let (applied_tx, _) = watch::channel(snapshot_version);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Applied {
+                history,
+                next_offset: start,
+                outcomes: HashMap::new(),
+            }),
+            cond: Condvar::new(),
+            applied_tx,
+            writer,
+            retain: cfg.retain.max(1),
+        });
+        assign(&consumer, &cfg.topic, start)?;
+        // Catch up before serving: a replica never starts with a state older than the log's
+        // end at the time it started.
+        let mut replayed = 0u64;
+        while shared.state.lock().next_offset < high {
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "could not read the config log {} up to offset {high} within {:?}",
+                    cfg.topic, cfg.open_timeout
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    shared.apply(m.offset(), m.payload());
+                    replayed += 1;
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "config log consumer"),
+                None => {}
+            }
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
+            .set(
+                "message.timeout.ms",
+                cfg.write_timeout.as_millis().max(1).to_string(),
+            )
+            .create()
+            .map_err(|e| unavailable(format!("could not create the log producer: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("switchyard-kafka-store".into())
+                .spawn(move || consume(consumer, shared, stop))?
+        };
+        let open = KafkaOpen {
+            created,
+            snapshot_version,
+            replayed,
+        };
+        Ok((
+            Self {
+                cfg,
+                shared,
+                producer,
+                request: AtomicU64::new(1),
+                stop,
+                thread: Mutex::new(Some(thread)),
+            },
+            open,
+        ))
+    }
+
+    /// This replica's writer id (in the key and value of its proposals).
+    pub fn writer_id(&self) -> &str {
+        &self.shared.writer
+    }
+
+    fn produce(&self, key: &str, entry: &LogEntry) -> Result<i64, StoreError> {
+        let bytes = entry.encode_to_vec();
+        let rec = FutureRecord::to(&self.cfg.topic)
+            .partition(0)
+            .key(key)
+            .payload(&bytes);
+        let delivery = self.producer.send_result(rec).map_err(|(e, _)| {
+            unavailable(format!(
+                "could not send the change to the config log {}: {e}",
+                self.cfg.topic
+            ))
+        })?;
+        match futures::executor::block_on(delivery) {
+            Ok(Ok(d)) => Ok(d.offset),
+            Ok(Err((e, _))) => Err(unavailable(format!(
+                "the home cluster {} did not accept the change within {:?}: {e}; nothing was written",
+                self.cfg.bootstrap, self.cfg.write_timeout
+            ))),
+            Err(_) => Err(unavailable("the log producer shut down")),
+        }
+    }
+
+    fn write_snapshot(&self, state: &State, offset: i64) {
+        let entry = LogEntry {
+            body: Some(log_entry::Body::Snapshot(SnapshotRecord {
+                state: Some(state.to_snapshot()),
+                next_offset: offset + 1,
+            })),
+        };
+        let bytes = entry.encode_to_vec();
+        let rec = FutureRecord::to(&self.cfg.topic)
+            .partition(0)
+            .key(SNAPSHOT_KEY)
+            .payload(&bytes);
+        // Not waited for: a lost snapshot only means a longer replay for a new replica.
+        match self.producer.send_result(rec) {
+            Ok(_) => tracing::info!(version = state.version, "wrote a snapshot record"),
+            Err((e, _)) => tracing::warn!(error = %e, "could not write a snapshot record"),
+        }
+    }
+}
+
+impl Drop for KafkaStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn assign(consumer: &BaseConsumer, topic: &str, offset: i64) -> Result<(), StoreError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .map_err(|e| unavailable(format!("could not position the log consumer: {e}")))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| unavailable(format!("could not position the log consumer: {e}")))
+}
+
+/// Creates the topic if missing; checks it has exactly one partition. Returns whether it
+/// created it.
+fn ensure_topic(cfg: &KafkaConfig, deadline: Instant) -> Result<bool, StoreError> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.bootstrap)
+        .create()
+        .map_err(|e| unavailable(format!("could not create a Kafka client: {e}")))?;
+    let md = probe
+        .fetch_metadata(Some(&cfg.topic), remaining(deadline))
+        .map_err(|e| {
+            unavailable(format!(
+                "could not reach the home cluster {}: {e}",
+                cfg.bootstrap
+            ))
+        })?;
+    let brokers = md.brokers().len().max(1);
+    if let Some(t) = md.topics().iter().find(|t| t.name() == cfg.topic)
+        && t.error().is_none()
+    {
+        return check_partitions(cfg, t.partitions().len()).map(|()| false);
+    }
+    let rf = brokers.min(3) as i32;
+    let min_isr = (rf - 1).max(1).to_string();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.bootstrap)
+        .create()
+        .map_err(|e| unavailable(format!("could not create a Kafka admin client: {e}")))?;
+    let topic = NewTopic::new(&cfg.topic, 1, TopicReplication::Fixed(rf))
+        .set("cleanup.policy", "compact")
+        .set("min.insync.replicas", &min_isr);
+    let opts = AdminOptions::new().operation_timeout(Some(remaining(deadline)));
+    let res = futures::executor::block_on(admin.create_topics([&topic], &opts)).map_err(|e| {
+        unavailable(format!(
+            "could not create the config log {}: {e}",
+            cfg.topic
+        ))
+    })?;
+    let mut created = true;
+    for r in res {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => created = false,
+            Err((t, e)) => {
+                return Err(unavailable(format!(
+                    "could not create the config log {t}: {e}"
+                )));
+            }
+        }
+    }
+    if created {
+        tracing::info!(topic = %cfg.topic, replication = rf, min_insync = %min_isr, "created the config log topic");
+    }
+    // Wait until the partition has a leader (a fresh topic takes a moment).
+    loop {
+        if let Ok(md) = probe.fetch_metadata(Some(&cfg.topic), remaining(deadline))
+            && let Some(t) = md.topics().iter().find(|t| t.name() == cfg.topic)
+            && t.error().is_none()
+            && !t.partitions().is_empty()
+            && t.partitions().iter().all(|p| p.leader() >= 0)
+        {
+            check_partitions(cfg, t.partitions().len())?;
+            return Ok(created);
+        }
+        if Instant::now() >= deadline {
+            return Err(unavailable(format!(
+                "the config log {} has no leader yet",
+                cfg.topic
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_partitions(cfg: &KafkaConfig, n: usize) -> Result<(), StoreError> {
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "the config log topic {} has {n} partitions; the store needs exactly one (log order decides every version)",
+            cfg.topic
+        )))
+    }
+}
+
+/// The newest snapshot record in `[low, high)`: scans backwards from `high` in growing windows.
+fn find_snapshot(
+    consumer: &BaseConsumer,
+    cfg: &KafkaConfig,
+    low: i64,
+    high: i64,
+    deadline: Instant,
+) -> Result<Option<(State, i64)>, StoreError> {
+    let mut end = high;
+    let mut window = (cfg.snapshot_every.max(1) as i64).saturating_mul(4);
+    while end > low {
+        let start = low.max(end - window);
+        assign(consumer, &cfg.topic, start)?;
+        let mut found: Option<SnapshotRecord> = None;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "could not read the config log {} within {:?}",
+                    cfg.topic, cfg.open_timeout
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if m.offset() >= end {
+                        break;
+                    }
+                    if m.key() == Some(SNAPSHOT_KEY.as_bytes())
+                        && let Some(Ok(LogEntry {
+                            body: Some(log_entry::Body::Snapshot(s)),
+                        })) = m.payload().map(LogEntry::decode)
+                        && s.state.is_some()
+                    {
+                        found = Some(s);
+                    }
+                    if m.offset() >= end - 1 {
+                        break;
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "config log consumer"),
+                None => {}
+            }
+        }
+        if let Some(s) = found {
+            let state = State::from_snapshot(s.state.unwrap_or_default());
+            tracing::info!(
+                version = state.version,
+                next_offset = s.next_offset,
+                "starting from a snapshot record"
+            );
+            return Ok(Some((state, s.next_offset)));
+        }
+        end = start;
+        window = window.saturating_mul(4);
+    }
+    Ok(None)
+}
+
+/// The applier: reads the log in offset order until stopped.
+fn consume(consumer: BaseConsumer, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let mut last_warn: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => shared.apply(m.offset(), m.payload()),
+            // Warn at most every 10 s while the home cluster is unreachable.
+            Some(Err(e)) if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
+                tracing::warn!(error = %e, "config log consumer; serving the last applied version");
+                last_warn = Some(Instant::now());
+            }
+            Some(Err(_)) | None => {}
+        }
+    }
+}
+
+impl Store for KafkaStore {
+    fn latest(&self) -> Arc<State> {
+        self.shared.state.lock().history.latest().clone()
+    }
+
+    fn commit(&self, expected: u64, _next: State, delta: Delta) -> Result<Arc<State>, StoreError> {
+        let current = self.latest().version;
+        if current != expected {
+            return Err(StoreError::Conflict { expected, current });
+        }
+        let request = self.request.fetch_add(1, Ordering::Relaxed);
+        let entry = LogEntry {
+            body: Some(log_entry::Body::Proposal(Proposal {
+                expected_version: expected,
+                delta: Some(delta),
+                writer: self.shared.writer.clone(),
+                request,
+            })),
+        };
+        let key = format!("p/{}/{request}", self.shared.writer);
+        let offset = self.produce(&key, &entry)?;
+        let deadline = Instant::now() + self.cfg.write_timeout;
+        let mut st = self.shared.state.lock();
+        let outcome = loop {
+            if let Some(o) = st.outcomes.remove(&request) {
+                break o;
+            }
+            if self.shared.cond.wait_until(&mut st, deadline).timed_out() {
+                st.outcomes.remove(&request);
+                return Err(unavailable(format!(
+                    "the change was written to the config log at offset {offset} but this replica did not read it back within {:?}; its outcome is unknown — re-read the configuration before retrying",
+                    self.cfg.write_timeout
+                )));
+            }
+        };
+        drop(st);
+        match outcome {
+            Outcome::Applied { state, offset } => {
+                if state.version % self.cfg.snapshot_every.max(1) == 0 {
+                    self.write_snapshot(&state, offset);
+                }
+                Ok(state)
+            }
+            Outcome::Conflict { current } => Err(StoreError::Conflict { expected, current }),
+            Outcome::Invalid(m) => Err(StoreError::Corrupt(format!(
+                "the config log rejected this replica's proposal: {m}"
+            ))),
+        }
+    }
+
+    fn get(&self, version: u64) -> Result<Arc<State>, StoreError> {
+        self.shared.state.lock().history.get(version)
+    }
+
+    fn history(&self, before: u64, limit: usize) -> Vec<HistoryItem> {
+        self.shared.state.lock().history.history(before, limit)
+    }
+
+    fn deltas_since(&self, known: u64) -> Option<Vec<Arc<Delta>>> {
+        self.shared.state.lock().history.since(known)
+    }
+
+    fn oldest(&self) -> u64 {
+        self.shared.state.lock().history.base().version
+    }
+
+    fn applied_versions(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.applied_tx.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_proto::v1::{Change, Cluster, change::Op};
+
+    fn proposal(cur: &State, expected: u64, name: &str) -> Proposal {
+        let mut n = cur
+            .apply_changes(&[Change {
+                op: Some(Op::UpsertCluster(Cluster {
+                    name: name.into(),
+                    bootstrap: vec!["127.0.0.1:9092".into()],
+                    ..Default::default()
+                })),
+            }])
+            .unwrap();
+        n.version = cur.version + 1;
+        Proposal {
+            expected_version: expected,
+            delta: Some(cur.delta_to(&n)),
+            writer: "w".into(),
+            request: 1,
+        }
+    }
+
+    #[test]
+    fn decides_compare_and_set_in_log_order() {
+        let s0 = State::default();
+        // Two writers both built on version 0: the first in the log wins, the second loses.
+        let a = proposal(&s0, 0, "a");
+        let b = proposal(&s0, 0, "b");
+        let (_, s1) = decide(&s0, &a).unwrap();
+        assert_eq!(s1.version, 1);
+        assert!(s1.clusters.contains_key("a"));
+        assert!(matches!(
+            decide(&s1, &b),
+            Err(Outcome::Conflict { current: 1 })
+        ));
+        // A proposal claiming the right version but carrying a delta to the wrong one is
+        // rejected, not applied.
+        let mut bad = proposal(&s1, 1, "c");
+        bad.delta.as_mut().unwrap().to_version = 5;
+        assert!(matches!(decide(&s1, &bad), Err(Outcome::Invalid(_))));
+        bad.delta = None;
+        assert!(matches!(decide(&s1, &bad), Err(Outcome::Invalid(_))));
+    }
+
+    #[test]
+    fn parses_store_urls_with_precise_errors() {
+        let c =
+            KafkaConfig::from_url("kafka://127.0.0.1:9092,h2:9093/switchyard.config", 10).unwrap();
+        assert_eq!(c.bootstrap, "127.0.0.1:9092,h2:9093");
+        assert_eq!(c.topic, "switchyard.config");
+        for (url, want) in [
+            ("http://h:1/t", "must start with kafka://"),
+            ("kafka://h:1", "must name a topic"),
+            ("kafka:///t", "no bootstrap server"),
+            ("kafka://h/t", "is not HOST:PORT"),
+            ("kafka://h:0/t", "is not HOST:PORT"),
+            ("kafka://h:1/", "topic name is empty"),
+            ("kafka://h:1/a b", "contains ' '"),
+        ] {
+            let e = KafkaConfig::from_url(url, 10).unwrap_err();
+            assert!(e.contains(want), "{url}: {e}");
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Three config-service replicas on one Kafka-log store (`--store kafka://…`, the home cluster
+//! is the first of `SWITCHYARD_KAFKA_CLUSTERS`): concurrent writers through different replicas
+//! never fork history; a replica killed with SIGKILL under write and watch load loses no
+//! acknowledged version, an SDK client with all three endpoints keeps producing and follows the
+//! next route change from another replica, and the restarted replica catches up.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use switchyard::{Record, Switchyard};
+use switchyard_config::client::{self, AdminClient as Admin, BearerToken};
+use switchyard_config::store::{KafkaConfig, KafkaStore, Store, StoreError};
+use switchyard_config::{ServerConfig, StoreConfig};
+use switchyard_proto::state::State;
+use switchyard_proto::v1::{
+    ApplyRequest, Change, GetHistoryRequest, GetVersionRequest, HistoryEntry,
+    StartMigrationRequest, Topic, change::Op, watch_event::Event,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+/// Bound for waits that involve Kafka and several processes.
+const LONG: Duration = Duration::from_secs(60);
+
+fn kafka() -> (String, String) {
+    let v = std::env::var("SWITCHYARD_KAFKA_CLUSTERS").expect(
+        "SWITCHYARD_KAFKA_CLUSTERS must name two Kafka clusters (scripts/test.sh starts them)",
+    );
+    let mut it = v.split(';').map(str::to_string);
+    let home = it.next().expect("first cluster");
+    let other = it.next().expect("second cluster");
+    (home, other)
+}
+
+fn fresh(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>())
+}
+
+fn store_url(topic: &str) -> String {
+    format!("kafka://{}/{topic}", kafka().0)
+}
+
+/// Applies `changes` through `admin` at the version it currently has, retrying on conflicts;
+/// returns the acknowledged version, or the error that was not a conflict.
+async fn apply_retrying(admin: &Admin, changes: Vec<Change>) -> Result<u64, tonic::Status> {
+    let mut a = admin.clone();
+    loop {
+        let v = within(
+            STEP,
+            "GetVersion",
+            a.get_version(GetVersionRequest { version: 0 }),
+        )
+        .await?
+        .into_inner()
+        .version;
+        let r = within(
+            STEP,
+            "Apply",
+            a.apply(ApplyRequest {
+                expected_version: v,
+                changes: changes.clone(),
+                dry_run: false,
+                author: "kstore-test".into(),
+                comment: String::new(),
+            }),
+        )
+        .await;
+        match r {
+            Ok(r) => {
+                let r = r.into_inner();
+                assert!(r.applied, "apply at {v} stored nothing");
+                assert_eq!(r.version, v + 1, "acknowledged version");
+                return Ok(r.version);
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => continue,
+            Err(s) => return Err(s),
+        }
+    }
+}
+
+async fn history(admin: &Admin) -> Vec<HistoryEntry> {
+    let mut a = admin.clone();
+    within(
+        STEP,
+        "GetHistory",
+        a.get_history(GetHistoryRequest {
+            before_version: 0,
+            limit: 1000,
+            include_diff: true,
+        }),
+    )
+    .await
+    .expect("GetHistory")
+    .into_inner()
+    .entries
+}
+
+async fn version(admin: &Admin) -> u64 {
+    let mut a = admin.clone();
+    within(
+        STEP,
+        "GetVersion",
+        a.get_version(GetVersionRequest { version: 0 }),
+    )
+    .await
+    .expect("GetVersion")
+    .into_inner()
+    .version
+}
+
+/// Waits until `admin`'s replica has applied `v`.
+async fn until_version(admin: &Admin, v: u64, what: &str) {
+    within(LONG, what, async {
+        loop {
+            if version(admin).await >= v {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+fn add_cluster(name: &str) -> Vec<Change> {
+    vec![up_cluster(cluster(name))]
+}
+
+/// Every acknowledged (version, cluster added) is in the replica's history at that version.
+async fn assert_acked_present(admin: &Admin, acked: &[(u64, String)]) {
+    let mut a = admin.clone();
+    for (v, name) in acked {
+        let at = within(
+            STEP,
+            "GetVersion",
+            a.get_version(GetVersionRequest { version: *v }),
+        )
+        .await
+        .expect("acknowledged version is retained")
+        .into_inner();
+        // (GetVersion 0 means the latest: version 0 is the empty configuration.)
+        let before_has = *v > 1
+            && within(
+                STEP,
+                "GetVersion",
+                a.get_version(GetVersionRequest { version: *v - 1 }),
+            )
+            .await
+            .expect("version before")
+            .into_inner()
+            .clusters
+            .iter()
+            .any(|c| &c.name == name);
+        assert!(
+            at.version == *v && at.clusters.iter().any(|c| &c.name == name) && !before_has,
+            "acknowledged version {v} (adding cluster {name}) is not what the replica has at {v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_through_three_replicas_never_fork_history() {
+    let url = store_url(&fresh("kstore-agree"));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let cfg = ServerConfig {
+            store: StoreConfig::Kafka {
+                url: url.clone(),
+                coordinator_dir: None,
+            },
+            ..memory_config()
+        };
+        replicas.push(TestServer::start(cfg, None).await);
+    }
+    // A watcher on every replica, from the beginning.
+    let mut watchers = Vec::new();
+    for r in &replicas {
+        watchers.push(r.watch(0).await);
+    }
+    const PER_WRITER: usize = 10;
+    let mut tasks = Vec::new();
+    for (w, r) in replicas.iter().enumerate() {
+        let admin = r.admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..PER_WRITER {
+                let name = format!("w{w}-{i}");
+                let v = apply_retrying(&admin, add_cluster(&name))
+                    .await
+                    .unwrap_or_else(|e| panic!("writer {w}: {e}"));
+                acked.push((v, name));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("writer task"));
+    }
+    let total = (3 * PER_WRITER) as u64;
+    let versions: BTreeSet<u64> = acked.iter().map(|(v, _)| *v).collect();
+    assert_eq!(
+        versions,
+        (1..=total).collect::<BTreeSet<_>>(),
+        "every acknowledged version is distinct and none is skipped"
+    );
+    for r in &replicas {
+        until_version(&r.admin, total, "replica applies every version").await;
+    }
+    let first = history(&replicas[0].admin).await;
+    assert_eq!(first.len(), total as usize);
+    for r in &replicas[1..] {
+        assert_eq!(
+            history(&r.admin).await,
+            first,
+            "replicas disagree on the version sequence"
+        );
+    }
+    for r in &replicas {
+        assert_acked_present(&r.admin, &acked).await;
+    }
+    // Every watcher, whichever replica it is on, saw every version in order.
+    for (i, mut s) in watchers.into_iter().enumerate() {
+        let mut have = expect_snapshot(&mut s).await.version;
+        while have < total {
+            match next_event(&mut s).await {
+                Event::Delta(d) => {
+                    assert_eq!(d.from_version, have, "watcher on replica {i}: gap");
+                    have = d.to_version;
+                }
+                Event::Snapshot(sn) => {
+                    assert!(sn.version > have, "watcher on replica {i} went back");
+                    have = sn.version;
+                }
+            }
+        }
+    }
+    // No coordinator on replicas without a data directory: a precise refusal.
+    let mut a = replicas[1].admin.clone();
+    let e = within(
+        STEP,
+        "StartMigration",
+        a.start_migration(StartMigrationRequest {
+            topic: "t".into(),
+            to_cluster: "c".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("--data-dir"), "{}", e.message());
+    for r in replicas {
+        r.server.shutdown().await.unwrap();
+    }
+}
+
+/// A `switchyard serve --store …` process, killed when dropped.
+struct Replica {
+    child: Child,
+    admin: Admin,
+    endpoint: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Replica {
+    async fn start(url: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", url])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn switchyard serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let buf = stderr.clone();
+        tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.lock().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = within(LONG, "\"listening on\" line", async {
+            loop {
+                match lines.next_line().await.unwrap() {
+                    Some(l) => {
+                        if let Some(a) = l.strip_prefix("listening on ") {
+                            break a.trim().to_string();
+                        }
+                    }
+                    None => panic!("serve exited before listening: {}", stderr.lock()),
+                }
+            }
+        })
+        .await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let endpoint = format!("http://{addr}");
+        let ch = within(STEP, "connect", client::connect(&endpoint, None))
+            .await
+            .expect("connect");
+        Self {
+            child,
+            admin: client::admin(ch, BearerToken::default()),
+            endpoint,
+        }
+    }
+
+    async fn kill(mut self) {
+        within(STEP, "SIGKILL", self.child.kill()).await.unwrap();
+    }
+}
+
+async fn create_topic(bootstrap: &str, name: &str) {
+    let a: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let res = within(
+        STEP,
+        "create topic",
+        a.create_topics(
+            &[NewTopic::new(name, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ),
+    )
+    .await
+    .expect("create topic");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+fn route(logical: &str, cluster: &str, physical: &str) -> Change {
+    Change {
+        op: Some(Op::UpsertTopic(Topic {
+            name: logical.into(),
+            cluster: cluster.into(),
+            physical: physical.into(),
+            partitions: 1,
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_replica_loses_no_acknowledged_version_and_catches_up() {
+    let (home, other) = kafka();
+    let url = store_url(&fresh("kstore-kill"));
+    let east_topic = fresh("kstore-orders-east");
+    let west_topic = fresh("kstore-orders-west");
+    create_topic(&home, &east_topic).await;
+    create_topic(&other, &west_topic).await;
+    let r0 = Replica::start(&url).await;
+    let r1 = Replica::start(&url).await;
+    let r2 = Replica::start(&url).await;
+    let mut east = cluster("east");
+    east.bootstrap = vec![home.clone()];
+    let mut west = cluster("west");
+    west.bootstrap = vec![other.clone()];
+    let v0 = apply_retrying(
+        &r0.admin,
+        vec![
+            up_cluster(east),
+            up_cluster(west),
+            route("orders", "east", &east_topic),
+        ],
+    )
+    .await
+    .expect("initial configuration");
+
+    // The SDK watches r1 first (endpoints are tried in order), the replica that dies.
+    let sdk = within(
+        LONG,
+        "SDK connect",
+        Switchyard::builder("kstore-app")
+            .endpoint(r1.endpoint.clone())
+            .endpoint(r2.endpoint.clone())
+            .endpoint(r0.endpoint.clone())
+            .without_cache()
+            .connect(),
+    )
+    .await
+    .expect("SDK connects");
+    sdk.wait_for_version(v0, LONG).await.expect("SDK has v0");
+
+    // Produce continuously; remember where each record went.
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let producing = {
+        let p = sdk.producer();
+        let (stop, delivered) = (stop.clone(), delivered.clone());
+        tokio::spawn(async move {
+            let mut failed = 0u64;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let rec = Record::new("orders")
+                    .key(format!("k{}", i % 8))
+                    .payload(format!("{i}"));
+                match p.send(rec).await {
+                    Ok(d) => delivered.lock().push(d.cluster),
+                    Err(_) => failed += 1,
+                }
+            }
+            failed
+        })
+    };
+    // Write continuously through all three replicas; writes through the killed one fail.
+    let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let writers = [r0.admin.clone(), r1.admin.clone(), r2.admin.clone()];
+    let writing = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("load-{i}");
+                if let Ok(v) = apply_retrying(&writers[i % 3], add_cluster(&name)).await {
+                    acked.lock().push((v, name));
+                }
+                i += 1;
+            }
+        })
+    };
+    let acked_at_least = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            within(LONG, "acknowledged writes", async {
+                while acked.lock().len() < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+        }
+    };
+    acked_at_least(10).await;
+    within(LONG, "records delivered to east", async {
+        while delivered.lock().len() < 20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    r1.kill().await;
+    let after_kill = acked.lock().len();
+    acked_at_least(after_kill + 10).await;
+
+    // The next route change, made through another replica, reaches the SDK.
+    let vr = apply_retrying(&r2.admin, vec![route("orders", "west", &west_topic)])
+        .await
+        .expect("route change");
+    sdk.wait_for_version(vr, LONG)
+        .await
+        .expect("the SDK picks up the route change from a surviving replica");
+    assert!(
+        sdk.last_watch_error().is_some(),
+        "the SDK's watch on the killed replica was interrupted"
+    );
+    let mark = delivered.lock().len();
+    within(LONG, "records delivered to west after the change", async {
+        loop {
+            if delivered.lock()[mark..].iter().any(|c| c == "west") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    within(LONG, "writer stops", writing).await.unwrap();
+    within(LONG, "producer stops", producing).await.unwrap();
+    let acked = acked.lock().clone();
+
+    // No acknowledged version lost, on both survivors, and both have the same history.
+    let last = acked.iter().map(|(v, _)| *v).max().unwrap().max(vr);
+    until_version(&r0.admin, last, "r0 has every version").await;
+    until_version(&r2.admin, last, "r2 has every version").await;
+    let h0 = history(&r0.admin).await;
+    assert_eq!(h0, history(&r2.admin).await, "survivors disagree");
+    assert_acked_present(&r0.admin, &acked).await;
+    assert_acked_present(&r2.admin, &acked).await;
+
+    // The killed replica restarts and catches up with the same history.
+    let r1 = Replica::start(&url).await;
+    until_version(&r1.admin, last, "restarted r1 catches up").await;
+    assert_eq!(history(&r1.admin).await, h0, "restarted replica's history");
+    assert_acked_present(&r1.admin, &acked).await;
+    drop(sdk);
+}
+
+/// Commits a version adding cluster `name` on top of what `st` has.
+fn commit_cluster(st: &KafkaStore, name: &str) -> Result<u64, StoreError> {
+    let cur = st.latest();
+    let mut next = cur.apply_changes(&add_cluster(name)).unwrap();
+    next.version = cur.version + 1;
+    let delta = cur.delta_to(&next);
+    st.commit(cur.version, next, delta).map(|s| s.version)
+}
+
+#[test]
+fn a_new_replica_starts_from_the_newest_snapshot_record() {
+    let mut cfg = KafkaConfig::from_url(&store_url(&fresh("kstore-snap")), 100).unwrap();
+    cfg.snapshot_every = 5;
+    let (a, open) = KafkaStore::open(cfg.clone()).expect("open");
+    assert!(open.created);
+    assert_eq!(open.snapshot_version, 0);
+    for i in 1..=12 {
+        assert_eq!(commit_cluster(&a, &format!("c{i}")).unwrap(), i);
+    }
+    // Snapshot records are written without waiting: a replica opened right away may start
+    // from version 5 or replay more; retry until it finds the one of version 10.
+    let deadline = std::time::Instant::now() + LONG;
+    let (b, open) = loop {
+        let (b, open) = KafkaStore::open(cfg.clone()).expect("open a second replica");
+        if open.snapshot_version == 10 {
+            break (b, open);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot of version 10: {open:?}"
+        );
+        drop(b);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!open.created);
+    // It replayed only what follows the snapshot (versions 11 and 12, and snapshot records).
+    assert!(open.replayed < 6, "{open:?}");
+    assert_eq!(b.latest().version, 12);
+    assert_eq!(b.oldest(), 10);
+    assert!(b.get(12).unwrap().same_content(&a.get(12).unwrap()));
+    assert!(b.get(10).unwrap().same_content(&a.get(10).unwrap()));
+    assert!(matches!(b.get(9), Err(StoreError::NotRetained { .. })));
+    // Writes through either replica continue one history.
+    assert_eq!(commit_cluster(&b, "via-b").unwrap(), 13);
+    let deadline = std::time::Instant::now() + LONG;
+    while a.latest().version < 13 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a did not apply b's write"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(a.latest().clusters.contains_key("via-b"));
+    // A stale writer loses, with the version it lost to.
+    let stale = State::clone(&a.get(12).unwrap());
+    let mut next = stale.apply_changes(&add_cluster("late")).unwrap();
+    next.version = 13;
+    let d = stale.delta_to(&next);
+    assert!(matches!(
+        a.commit(12, next, d),
+        Err(StoreError::Conflict {
+            expected: 12,
+            current: 13
+        })
+    ));
+}
+
+#[test]
+fn an_unreachable_home_cluster_fails_opening_with_a_clear_error() {
+    // Nothing listens on port 1.
+    let mut cfg = KafkaConfig::from_url("kafka://127.0.0.1:1/kstore-nowhere", 10).unwrap();
+    cfg.open_timeout = Duration::from_secs(2);
+    let e = KafkaStore::open(cfg).unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("could not reach the home cluster 127.0.0.1:1"),
+        "{e}"
+    );
+}
