@@ -64,6 +64,8 @@ if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
     # A live migration of 200,000 keyed records (moved after 20 %) on the two real clusters:
     # exits non-zero when a record is lost, duplicated or out of order (about 10 s).
     cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2
+    # The Kafka-log store against the file store (3 replicas, 150 watchers; a few seconds).
+    cargo bench -p switchyard-config --bench kafka_store --locked -- --quick
 fi
 
 step "all tests passed"

@@ -13,6 +13,12 @@
 //!   compaction keeps only the newest snapshot. `next_offset` is the offset after the proposal
 //!   that made V: state V plus every record from `next_offset` on is the whole configuration.
 //!
+//! Why these keys: if proposals shared a key, compaction could remove a proposal that a replica
+//! starting from an older snapshot still needs, and the replicas' histories would differ. With
+//! distinct keys the log grows by one small record per proposal (configuration changes are
+//! operator actions: thousands, not billions), every replica can always replay from the
+//! beginning, and the fixed snapshot key bounds the snapshots kept to about one.
+//!
 //! **Deciding compare-and-set.** A proposal whose `expected_version` equals the replica's
 //! current version, and whose delta goes from that version to the next, is applied and becomes
 //! version `current + 1`; any other proposal is rejected. The decision depends only on the
@@ -24,10 +30,11 @@
 //! **Writing.** The writer first checks its own latest version (a stale `expected` fails
 //! fast), then produces the proposal (`acks=all`, idempotent) and waits until its own
 //! consumer has read that record back; it returns `Ok` or `Conflict` according to what happened
-//! to *its* record. If the home cluster does not take the record within the write timeout,
-//! the write fails with [`StoreError::Unavailable`] and nothing was written. If the record was
-//! taken but not read back in time, the write also fails with `Unavailable` and its outcome is
-//! unknown until read: the caller must re-read before retrying (a blind retry at the same
+//! to *its* record. If the home cluster does not acknowledge the record within the write
+//! timeout, or the replica does not read it back within the write timeout after that, the write
+//! fails with [`StoreError::Unavailable`] (so within twice the write timeout). Its outcome is
+//! then unknown — a record whose acknowledgement was lost may still be in the log and take
+//! effect in log order — so the caller must re-read before retrying (a blind retry at the same
 //! `expected_version` is rejected as a conflict if the first one went through).
 //!
 //! **Reads.** A replica acknowledges a version only after applying it, so its [`Store::latest`]
@@ -44,6 +51,9 @@
 //! the newest snapshot by scanning backwards from the end of the log in growing windows, starts
 //! from it and replays only what follows; without one it replays from the beginning. History
 //! older than the snapshot a replica started from is not retained on that replica.
+//!
+//! **Migrations.** The migration coordinator keeps its own log in a data directory, so with this
+//! store it runs only on a replica given one (`--data-dir`); see [`crate::server::StoreConfig`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -448,7 +458,7 @@ impl KafkaStore {
         match futures::executor::block_on(delivery) {
             Ok(Ok(d)) => Ok(d.offset),
             Ok(Err((e, _))) => Err(unavailable(format!(
-                "the home cluster {} did not accept the change within {:?}: {e}; nothing was written",
+                "the home cluster {} did not acknowledge the change within {:?}: {e}; it was most likely not written — re-read the configuration before retrying",
                 self.cfg.bootstrap, self.cfg.write_timeout
             ))),
             Err(_) => Err(unavailable("the log producer shut down")),
