@@ -589,3 +589,50 @@ fn an_unreachable_home_cluster_fails_opening_with_a_clear_error() {
         "{e}"
     );
 }
+
+#[test]
+fn writes_fail_unavailable_in_bounded_time_while_reads_keep_working() {
+    // The log goes away under a running replica (its topic is deleted; the test cluster does
+    // not auto-create topics): every produce is retried until the write timeout.
+    let topic = fresh("kstore-gone");
+    let mut cfg = KafkaConfig::from_url(&store_url(&topic), 10).unwrap();
+    cfg.write_timeout = Duration::from_secs(2);
+    let (st, _) = KafkaStore::open(cfg).expect("open");
+    assert_eq!(commit_cluster(&st, "before").unwrap(), 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", kafka().0)
+            .create()
+            .unwrap();
+        for r in within(
+            STEP,
+            "delete topic",
+            a.delete_topics(&[topic.as_str()], &AdminOptions::new()),
+        )
+        .await
+        .unwrap()
+        {
+            r.expect("topic deleted");
+        }
+    });
+    let started = std::time::Instant::now();
+    let e = commit_cluster(&st, "refused").unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert!(e.to_string().contains("re-read the configuration"), "{e}");
+    // Bounded: twice the write timeout plus slack for a loaded machine, not forever.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Reads are served from the last applied state.
+    assert_eq!(st.latest().version, 1);
+    assert!(st.latest().clusters.contains_key("before"));
+    assert_eq!(st.history(0, 10).len(), 1);
+    let status = tonic::Status::from(switchyard_config::ServiceError::from(e));
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+}
