@@ -405,6 +405,30 @@ async fn killed_replica_loses_no_acknowledged_version_and_catches_up() {
     .expect("SDK connects");
     sdk.wait_for_version(v0, LONG).await.expect("SDK has v0");
 
+    // Watch load: 20 watch streams on every replica, each tracking the newest version it has.
+    let mut watch_load = Vec::new();
+    for r in [&r0, &r1, &r2] {
+        let ch = within(STEP, "connect", client::connect(&r.endpoint, None))
+            .await
+            .expect("connect");
+        for _ in 0..20 {
+            let mut meta = client::metadata(ch.clone(), BearerToken::default());
+            let mut s = watch(&mut meta, 0).await;
+            let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let seen2 = seen.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(ev)) = s.message().await {
+                    let v = match ev.event {
+                        Some(Event::Delta(d)) => d.to_version,
+                        Some(Event::Snapshot(sn)) => sn.version,
+                        None => continue,
+                    };
+                    seen2.fetch_max(v, Ordering::Relaxed);
+                }
+            });
+            watch_load.push((r.endpoint.clone(), seen));
+        }
+    }
     // Produce continuously; remember where each record went.
     let stop = Arc::new(AtomicBool::new(false));
     let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -462,6 +486,7 @@ async fn killed_replica_loses_no_acknowledged_version_and_catches_up() {
     })
     .await;
 
+    let r1_endpoint = r1.endpoint.clone();
     r1.kill().await;
     let after_kill = acked.lock().len();
     acked_at_least(after_kill + 10).await;
@@ -500,6 +525,20 @@ async fn killed_replica_loses_no_acknowledged_version_and_catches_up() {
     assert_eq!(h0, history(&r2.admin).await, "survivors disagree");
     assert_acked_present(&r0.admin, &acked).await;
     assert_acked_present(&r2.admin, &acked).await;
+
+    // Watchers on the survivors saw every version, also those written through other replicas.
+    for (_, seen) in watch_load.iter().filter(|(ep, _)| *ep != r1_endpoint) {
+        within(
+            LONG,
+            "watchers on survivors reach the last version",
+            async {
+                while seen.load(Ordering::Relaxed) < last {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        )
+        .await;
+    }
 
     // The killed replica restarts and catches up with the same history.
     let r1 = Replica::start(&url).await;
