@@ -49,6 +49,7 @@
 
 mod cache;
 mod consumer;
+mod enqueue;
 mod error;
 mod gate;
 mod metadata;
@@ -69,11 +70,11 @@ pub use consumer::{Consumer, ConsumerOptions};
 pub use error::{Error, ErrorKind, Result, SendError};
 pub use metadata::{ClusterTarget, Metadata, Route};
 pub use metrics::Metrics;
-pub use producer::{Producer, ProducerOptions, QUOTA_BLOCK_WAIT, SendCallback};
+pub use producer::{Producer, ProducerOptions, QUOTA_BLOCK_WAIT, SendCallback, SendRefCallback};
 /// The Prometheus client library of [`Metrics`], re-exported so that an application registers
 /// the SDK's metrics into a registry of the same version.
 pub use prometheus;
-pub use record::{Delivery, Message, Record};
+pub use record::{Delivery, DeliveryRef, Message, Record, RecordRef};
 pub use switchyard_proto::state::State;
 pub use throttle::{Limit, ThrottleStats, Throttled, TopicQuota};
 

@@ -34,19 +34,20 @@ use parking_lot::Mutex;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
+    DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
 };
 use rustc_hash::FxHashMap;
 use switchyard_proto::v1::ClientEndpoint;
 use tokio::sync::oneshot;
 
+use crate::enqueue::{Outgoing, TopicHandle, try_enqueue};
 use crate::error::{Error, SendError};
 use crate::gate::Gate;
 use crate::metadata::{Metadata, Route};
 use crate::metrics::{Direction, SendHandles};
-use crate::record::{Delivery, Record};
+use crate::record::{Delivery, DeliveryRef, Record, RecordRef};
 use crate::status::{Counted, StatusSource};
 use crate::throttle::{self, ThrottleCounters, ThrottleStats, WaitQueue};
 use crate::watch::Shared;
@@ -74,6 +75,11 @@ const DROP_REPORT_WAIT: Duration = Duration::from_secs(5);
 
 /// The completion of a [`Producer::send_with_callback`], boxed.
 pub type SendCallback = Box<dyn FnOnce(Result<Delivery, SendError>) + Send + 'static>;
+
+/// The completion of a [`Producer::send_with_callback_ref`], boxed: it gets the delivery
+/// borrowed for the duration of the call.
+pub type SendRefCallback =
+    Box<dyn for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static>;
 
 thread_local! {
     /// Set while a thread runs a send's callback from a delivery report: a callback send made
@@ -144,15 +150,15 @@ pub(crate) struct ProducerInner {
     rt: tokio::runtime::Handle,
 }
 
-struct ClusterProducer {
-    cluster: String,
+pub(crate) struct ClusterProducer {
+    pub(crate) cluster: String,
     fingerprint: u64,
     /// Always `Some` until dropped (taken by `Drop`).
     producer: Option<ThreadedProducer<Reports>>,
 }
 
 impl ClusterProducer {
-    fn kafka(&self) -> &ThreadedProducer<Reports> {
+    pub(crate) fn kafka(&self) -> &ThreadedProducer<Reports> {
         self.producer
             .as_ref()
             .expect("the client is only taken when dropped")
@@ -189,7 +195,7 @@ impl Drop for ClusterProducer {
 }
 
 /// The cluster clients' context: hands each delivery report to the send waiting for it.
-struct Reports;
+pub(crate) struct Reports;
 
 impl ClientContext for Reports {}
 
@@ -214,7 +220,7 @@ impl ProducerContext for Reports {
 }
 
 /// Whom a delivery report goes to.
-enum Report {
+pub(crate) enum Report {
     /// An awaited send ([`Producer::send`]).
     Future(oneshot::Sender<Result<(i32, i64), KafkaError>>),
     /// A callback send ([`Producer::send_with_callback`]).
@@ -224,20 +230,15 @@ enum Report {
 /// A callback send in flight: one count in its lane's gate, released when the report comes
 /// (or when dropped unreported, with [`Error::Closed`]). Holds no cluster client, so the
 /// report thread never drops one.
-struct CallbackSend {
-    flight: Arc<Flight>,
-    route: Arc<Route>,
-    version: u64,
-    /// Metric handles of the target, the registry (for errors) and when the send started.
-    metrics: Option<SendHandles>,
-    registry: crate::metrics::Metrics,
-    started: Instant,
+pub(crate) struct CallbackSend {
+    /// The target it was enqueued on (one reference count per send).
+    ctx: Arc<SendContext>,
     /// The record's key and payload were `Some` (librdkafka reports an empty one as absent).
     key_some: bool,
     payload_some: bool,
     /// Taken when run. (In a mutex only to make the report `Sync`, as rdkafka requires; it is
     /// only ever reached through `&mut`, which never locks.)
-    callback: Mutex<Option<SendCallback>>,
+    callback: Mutex<Option<SendRefCallback>>,
 }
 
 impl CallbackSend {
@@ -251,7 +252,7 @@ impl CallbackSend {
             Ok(m) => Ok((m.partition(), m.offset())),
             Err((e, m)) => {
                 let record = Record {
-                    topic: self.route.logical.clone(),
+                    topic: self.ctx.route.logical.clone(),
                     key: m
                         .key()
                         .map(Bytes::copy_from_slice)
@@ -276,7 +277,7 @@ impl CallbackSend {
                         RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
                     ) => Error::Closed,
                     e => Error::Kafka {
-                        cluster: self.route.cluster.name.clone(),
+                        cluster: self.ctx.route.cluster.name.clone(),
                         source: e.clone(),
                     },
                 };
@@ -287,32 +288,46 @@ impl CallbackSend {
             Ok(m) => m.payload().map_or(0, <[u8]>::len),
             Err(_) => 0,
         };
-        let r = self.flight.finish(&self.route, self.version, out, bytes);
-        match &r {
-            Ok(_) => {
-                if let Some(m) = &self.metrics {
-                    m.sent.inc();
-                    m.bytes.inc_by(bytes as u64);
-                    m.latency.observe(self.started.elapsed().as_secs_f64());
+        let ctx = self.ctx.clone();
+        match ctx.flight.count(out, bytes) {
+            Ok((partition, offset)) => {
+                if let (Some(h), Ok(m)) = (&ctx.metrics, result) {
+                    h.sent.inc();
+                    h.bytes.inc_by(bytes as u64);
+                    // From the enqueue, as librdkafka timed it (no clock read per send here).
+                    if let Some(latency) = crate::enqueue::latency(m) {
+                        h.latency.observe(latency.as_secs_f64());
+                    }
                 }
+                // The gate is left first (as `send` does), so a switch never waits for a
+                // callback; the names are borrowed from the route, which `ctx` keeps alive.
+                drop(self);
+                callback(Ok(DeliveryRef {
+                    topic: &ctx.route.logical,
+                    cluster: &ctx.route.cluster.name,
+                    physical_topic: &ctx.route.physical,
+                    partition,
+                    offset,
+                    version: ctx.version,
+                }));
             }
             Err(e) => {
-                self.registry
-                    .send_error(&self.route.logical, &self.route.cluster.name, &e.error)
+                ctx.registry
+                    .send_error(&ctx.route.logical, &ctx.route.cluster.name, &e.error);
+                drop(self);
+                callback(Err(e));
             }
         }
-        drop(self);
-        callback(r);
     }
 }
 
 impl Drop for CallbackSend {
     fn drop(&mut self) {
-        self.flight.gate.leave();
+        self.ctx.flight.gate.leave();
         if let Some(callback) = self.callback.get_mut().take() {
             callback(Err(SendError {
                 error: Error::Closed,
-                record: Record::new(self.route.logical.clone()),
+                record: Record::new(self.ctx.route.logical.clone()),
             }));
         }
     }
@@ -330,6 +345,21 @@ struct Flight {
 }
 
 impl Flight {
+    /// Counts a send's outcome.
+    #[allow(clippy::result_large_err)]
+    fn count<T>(&self, out: Result<T, SendError>, bytes: usize) -> Result<T, SendError> {
+        match &out {
+            Ok(_) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        out
+    }
+
     /// Counts a send's outcome and makes its result (the same `Result` as `send` returns).
     #[allow(clippy::result_large_err)]
     fn finish(
@@ -339,24 +369,14 @@ impl Flight {
         out: Result<(i32, i64), SendError>,
         bytes: usize,
     ) -> Result<Delivery, SendError> {
-        match out {
-            Ok((partition, offset)) => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-                Ok(Delivery {
-                    topic: route.logical.clone(),
-                    cluster: route.cluster.name.clone(),
-                    physical_topic: route.physical.clone(),
-                    partition,
-                    offset,
-                    version,
-                })
-            }
-            Err(e) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
-        }
+        self.count(out, bytes).map(|(partition, offset)| Delivery {
+            topic: route.logical.clone(),
+            cluster: route.cluster.name.clone(),
+            physical_topic: route.physical.clone(),
+            partition,
+            offset,
+            version,
+        })
     }
 }
 
@@ -404,7 +424,7 @@ enum Waiter {
     /// An awaited send, answered by the switcher.
     Future(oneshot::Sender<Handoff>),
     /// A callback send: the switcher enqueues it itself (or runs the callback with the error).
-    Callback(SendCallback),
+    Callback(SendRefCallback),
 }
 
 /// A send waiting in a closed lane.
@@ -451,8 +471,54 @@ struct Target {
     version: u64,
     route: Option<Arc<Route>>,
     client: Option<Arc<ClusterProducer>>,
+    /// The route's physical topic on `client` (set exactly when both are).
+    topic: Option<Arc<TopicHandle>>,
     /// Metric handles of (logical topic, this target's cluster).
     metrics: Option<SendHandles>,
+    /// What callback sends enqueued on this target report with (set exactly when `route` is).
+    ctx: Option<Arc<SendContext>>,
+}
+
+impl Target {
+    fn new(
+        version: u64,
+        route: Option<Arc<Route>>,
+        client: Option<(Arc<ClusterProducer>, Arc<TopicHandle>)>,
+        metrics: Option<SendHandles>,
+        flight: &Arc<Flight>,
+        registry: &crate::metrics::Metrics,
+    ) -> Self {
+        let ctx = route.as_ref().map(|r| {
+            Arc::new(SendContext {
+                flight: flight.clone(),
+                route: r.clone(),
+                version,
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+            })
+        });
+        let (client, topic) = client.unzip();
+        Self {
+            version,
+            route,
+            client,
+            topic,
+            metrics,
+            ctx,
+        }
+    }
+}
+
+/// What a callback send's delivery report needs from the target it was enqueued on: built once
+/// per target and shared by its sends, so a send costs one reference count, not one per part.
+/// Holds no cluster client (see [`CallbackSend`]).
+pub(crate) struct SendContext {
+    flight: Arc<Flight>,
+    route: Arc<Route>,
+    version: u64,
+    /// Metric handles of (logical topic, cluster), and the registry (for errors).
+    metrics: Option<SendHandles>,
+    registry: crate::metrics::Metrics,
 }
 
 fn same_target(a: Option<&Arc<Route>>, b: Option<&Arc<Route>>) -> bool {
@@ -517,15 +583,14 @@ impl Producer {
             if lane.flight.gate.try_enter() {
                 let in_flight = InFlight(&lane.flight.gate);
                 let target = lane.target.load_full();
-                let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref())
-                else {
+                let Some(topic) = target.topic.as_ref() else {
                     let error = Error::UnknownTopic {
                         topic: record.topic.clone(),
                         version: target.version,
                     };
                     return self.inner.failed(error, record);
                 };
-                match enqueue(client, route, &record).await {
+                match enqueue(topic, &record).await {
                     Ok(fut) => break (in_flight, target, fut, record),
                     Err(error) => return self.inner.failed(error, record),
                 }
@@ -616,43 +681,96 @@ impl Producer {
     where
         F: FnOnce(Result<Delivery, SendError>) + Send + 'static,
     {
-        let lane = match self.inner.lane(&record.topic) {
-            Ok(l) => l,
-            Err(error) => return Err((SendError { error, record }, Box::new(callback))),
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), &v[..]))
+            .collect();
+        let view = RecordRef {
+            topic: &record.topic,
+            key: record.key.as_deref(),
+            payload: record.payload.as_deref(),
+            headers: &headers,
         };
-        if let Err(error) = self.admit_blocking(&lane, &record) {
-            return Err((SendError { error, record }, Box::new(callback)));
+        match self.send_with_callback_ref(view, move |r| callback(r.map(|d| d.to_delivery()))) {
+            Ok(()) => Ok(()),
+            Err((e, cb)) => {
+                drop(headers);
+                // The caller's own record comes back, not the copy made of it.
+                let e = SendError {
+                    error: e.error,
+                    record,
+                };
+                let cb: SendCallback = Box::new(move |r| match r {
+                    Ok(d) => cb(Ok(d.view())),
+                    Err(e) => cb(Err(e)),
+                });
+                Err((e, cb))
+            }
+        }
+    }
+
+    /// [`Producer::send_with_callback`] for a borrowed record, with a borrowed delivery: the
+    /// SDK copies the record only if it must keep it (held during a route switch, or handed
+    /// back failed), and `callback` sees the delivery's names borrowed from the producer for
+    /// the duration of the call ([`DeliveryRef::to_delivery`] makes an owned copy). Same
+    /// guarantees, errors and blocking as [`Producer::send_with_callback`]; a record handed
+    /// back in an error is an owned copy of `record`.
+    #[allow(clippy::result_large_err)]
+    pub fn send_with_callback_ref<F>(
+        &self,
+        record: RecordRef<'_>,
+        callback: F,
+    ) -> Result<(), (SendError, SendRefCallback)>
+    where
+        F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
+    {
+        let fail = |error: Error, callback: F| -> Result<(), (SendError, SendRefCallback)> {
+            Err((
+                SendError {
+                    error,
+                    record: record.to_record(),
+                },
+                Box::new(callback),
+            ))
+        };
+        let lane = match self.inner.lane(record.topic) {
+            Ok(l) => l,
+            Err(error) => return fail(error, callback),
+        };
+        if let Err(error) = self.admit_blocking(&lane, record.topic, quota_bytes(&record)) {
+            return fail(error, callback);
         }
         loop {
             if lane.flight.gate.try_enter() {
                 let target = lane.target.load();
-                let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref())
-                else {
+                let (Some(ctx), Some(topic)) = (target.ctx.as_ref(), target.topic.as_ref()) else {
                     lane.flight.gate.leave();
                     let error = Error::UnknownTopic {
-                        topic: record.topic.clone(),
+                        topic: record.topic.to_owned(),
                         version: target.version,
                     };
-                    return Err((SendError { error, record }, Box::new(callback)));
+                    return fail(error, callback);
                 };
                 let report = Box::new(Report::Callback(CallbackSend {
-                    flight: lane.flight.clone(),
-                    route: route.clone(),
-                    version: target.version,
-                    metrics: target.metrics.clone(),
-                    registry: self.inner.shared.metrics.clone(),
-                    started: Instant::now(),
+                    ctx: ctx.clone(),
                     key_some: record.key.is_some(),
                     payload_some: record.payload.is_some(),
                     callback: Mutex::new(Some(Box::new(callback))),
                 }));
                 // On failure the report comes back: its callback goes back to the caller, and
                 // dropping it leaves the gate.
-                return match enqueue_blocking(client, route, &record, report) {
+                return match enqueue_blocking(topic, &record, report) {
                     Ok(()) => Ok(()),
                     Err((error, report)) => {
                         let cb = disarm(*report);
-                        Err((SendError { error, record }, cb))
+                        Err((
+                            SendError {
+                                error,
+                                record: record.to_record(),
+                            },
+                            cb,
+                        ))
                     }
                 };
             }
@@ -662,7 +780,7 @@ impl Producer {
                 continue;
             }
             held.push_back(Held {
-                record,
+                record: record.to_record(),
                 waiter: Some(Waiter::Callback(Box::new(callback))),
             });
             return Ok(());
@@ -670,13 +788,12 @@ impl Producer {
     }
 
     /// The quota admission of a callback send, blocking the thread when it must wait.
-    fn admit_blocking(&self, lane: &Lane, record: &Record) -> Result<(), Error> {
+    fn admit_blocking(&self, lane: &Lane, topic: &str, bytes: u64) -> Result<(), Error> {
         let inner = &*self.inner;
-        let bytes = quota_bytes(record);
         let msg_taken = match throttle::admit_produce_now(
             &*inner.shared,
             &lane.quota_wait,
-            &record.topic,
+            topic,
             bytes,
             &inner.throttle,
         ) {
@@ -685,8 +802,7 @@ impl Producer {
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InvalidArgument(format!(
-                "a send to {:?} must wait for quota capacity, and send_with_callback cannot block a Tokio runtime thread; use Producer::send in async code",
-                record.topic
+                "a send to {topic:?} must wait for quota capacity, and send_with_callback cannot block a Tokio runtime thread; use Producer::send in async code"
             )));
         }
         inner.rt.block_on(async {
@@ -695,7 +811,7 @@ impl Producer {
                 throttle::admit_produce_waiting(
                     &*inner.shared,
                     &lane.quota_wait,
-                    &record.topic,
+                    topic,
                     bytes,
                     &inner.throttle,
                     msg_taken,
@@ -704,8 +820,7 @@ impl Producer {
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Timeout(format!(
-                    "no quota capacity for a send to {:?} within {QUOTA_BLOCK_WAIT:?}",
-                    record.topic
+                    "no quota capacity for a send to {topic:?} within {QUOTA_BLOCK_WAIT:?}"
                 )))
             })
         })
@@ -795,41 +910,14 @@ impl Producer {
 
 /// What a record weighs against a `produce_bytes_per_sec` quota: key, payload, header names and
 /// values.
-fn quota_bytes(r: &Record) -> u64 {
-    let h: usize = r.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    (r.key.as_ref().map_or(0, |k| k.len()) + r.payload.as_ref().map_or(0, |p| p.len()) + h) as u64
-}
-
-/// One attempt to hand `record` to the client's queue; on failure the report comes back.
-#[allow(clippy::result_large_err)]
-fn try_enqueue(
-    client: &ClusterProducer,
-    route: &Route,
-    record: &Record,
-    report: Box<Report>,
-) -> Result<(), (KafkaError, Box<Report>)> {
-    let mut br: BaseRecord<'_, [u8], [u8], Box<Report>> =
-        BaseRecord::with_opaque_to(&route.physical, report);
-    if let Some(k) = &record.key {
-        br = br.key(&k[..]);
-    }
-    if let Some(p) = &record.payload {
-        br = br.payload(&p[..]);
-    }
-    if !record.headers.is_empty() {
-        let mut h = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            h = h.insert(Header {
-                key: k,
-                value: Some(&v[..]),
-            });
-        }
-        br = br.headers(h);
-    }
-    client
-        .kafka()
-        .send(br)
-        .map_err(|(e, br)| (e, br.delivery_opaque))
+fn quota_bytes(r: &impl Outgoing) -> u64 {
+    let h: usize = (0..r.header_count())
+        .map(|i| {
+            let (k, v) = r.header(i);
+            k.len() + v.len()
+        })
+        .sum();
+    (r.key().map_or(0, <[u8]>::len) + r.payload().map_or(0, <[u8]>::len) + h) as u64
 }
 
 fn is_queue_full(e: &KafkaError) -> bool {
@@ -855,37 +943,33 @@ fn queue_full_timeout(client: &ClusterProducer) -> Error {
 
 /// Hands `record` to the client's queue for an awaited send (waiting while the local queue is
 /// full); returns its report's receiver.
-async fn enqueue(
-    client: &ClusterProducer,
-    route: &Route,
-    record: &Record,
-) -> Result<ReportRx, Error> {
+async fn enqueue(topic: &TopicHandle, record: &Record) -> Result<ReportRx, Error> {
     let (tx, rx) = oneshot::channel();
-    match try_enqueue(client, route, record, Box::new(Report::Future(tx))) {
+    match try_enqueue(topic, record, Box::new(Report::Future(tx))) {
         Ok(()) => Ok(rx),
         // The waiting path lives in its own (boxed) future so every send's future stays small.
         Err((e, report)) if is_queue_full(&e) => {
-            Box::pin(enqueue_when_full(client, route, record, report)).await?;
+            Box::pin(enqueue_when_full(topic, record, report)).await?;
             Ok(rx)
         }
-        Err((source, _)) => Err(kafka_error(client, source)),
+        Err((source, _)) => Err(kafka_error(&topic.client, source)),
     }
 }
 
 /// Retries an awaited send's enqueue while the client's local queue is full, up to
 /// [`QUEUE_FULL_WAIT`]. On failure the report is dropped (its receiver sees it closed).
 async fn enqueue_when_full(
-    client: &ClusterProducer,
-    route: &Route,
+    topic: &TopicHandle,
     record: &Record,
     mut report: Box<Report>,
 ) -> Result<(), Error> {
+    let client = &*topic.client;
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
-        match try_enqueue(client, route, record, report) {
+        match try_enqueue(topic, record, report) {
             Ok(()) => return Ok(()),
             Err((e, back)) if is_queue_full(&e) => {
                 if started.elapsed() > QUEUE_FULL_WAIT {
@@ -900,7 +984,7 @@ async fn enqueue_when_full(
 
 /// A report that will not be enqueued: takes a callback send's callback out, unrun (its caller
 /// gets the error instead), and drops the rest, leaving the gate.
-fn disarm(report: Report) -> SendCallback {
+fn disarm(report: Report) -> SendRefCallback {
     match report {
         Report::Callback(mut s) => s.callback.get_mut().take(),
         Report::Future(_) => None,
@@ -912,12 +996,12 @@ fn disarm(report: Report) -> SendCallback {
 /// on a delivery-report thread fails at once. On failure the report comes back.
 #[allow(clippy::result_large_err)]
 fn enqueue_blocking(
-    client: &ClusterProducer,
-    route: &Route,
-    record: &Record,
+    topic: &TopicHandle,
+    record: &RecordRef<'_>,
     report: Box<Report>,
 ) -> Result<(), (Error, Box<Report>)> {
-    let mut report = match try_enqueue(client, route, record, report) {
+    let client = &*topic.client;
+    let mut report = match try_enqueue(topic, record, report) {
         Ok(()) => return Ok(()),
         Err((e, back)) if is_queue_full(&e) && !ON_REPORT_THREAD.get() => back,
         Err((source, back)) => return Err((kafka_error(client, source), back)),
@@ -927,7 +1011,7 @@ fn enqueue_blocking(
     loop {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
-        match try_enqueue(client, route, record, report) {
+        match try_enqueue(topic, record, report) {
             Ok(()) => return Ok(()),
             Err((e, back)) if is_queue_full(&e) => {
                 if started.elapsed() > QUEUE_FULL_WAIT {
@@ -974,7 +1058,7 @@ async fn warm_up(client: Arc<ClusterProducer>, physical: String) {
 
 /// Starts the sends held while `lane` was closed on its (new) target, in arrival order, then
 /// opens the gate. New sends queue behind the held ones until the queue is empty.
-async fn release_held(lane: &Lane, registry: &crate::metrics::Metrics) {
+async fn release_held(lane: &Lane) {
     let target = lane.target.load_full();
     loop {
         let batch = {
@@ -991,9 +1075,7 @@ async fn release_held(lane: &Lane, registry: &crate::metrics::Metrics) {
                 Some(Waiter::Future(reply)) => {
                     start_held_future(lane, &target, record, reply).await
                 }
-                Some(Waiter::Callback(cb)) => {
-                    start_held_callback(lane, &target, record, cb, registry).await
-                }
+                Some(Waiter::Callback(cb)) => start_held_callback(lane, &target, record, cb).await,
                 None => {}
             }
         }
@@ -1011,10 +1093,10 @@ async fn start_held_future(
         // The caller gave up on this send before it was started.
         return;
     }
-    let out = match (target.route.as_ref(), target.client.as_ref()) {
-        (Some(route), Some(client)) => {
+    let out = match target.topic.as_ref() {
+        Some(topic) => {
             lane.flight.gate.enter_closed();
-            match enqueue(client, route, &record).await {
+            match enqueue(topic, &record).await {
                 Ok(rx) => Ok((rx, target.clone(), record)),
                 Err(error) => {
                     lane.flight.gate.leave();
@@ -1022,7 +1104,7 @@ async fn start_held_future(
                 }
             }
         }
-        _ => Err(SendError {
+        None => Err(SendError {
             error: Error::UnknownTopic {
                 topic: lane.logical.clone(),
                 version: target.version,
@@ -1039,14 +1121,8 @@ async fn start_held_future(
 
 /// Starts a held callback send on `target`; if it cannot start, runs its callback with the
 /// error.
-async fn start_held_callback(
-    lane: &Lane,
-    target: &Target,
-    record: Record,
-    cb: SendCallback,
-    registry: &crate::metrics::Metrics,
-) {
-    let (Some(route), Some(client)) = (target.route.as_ref(), target.client.as_ref()) else {
+async fn start_held_callback(lane: &Lane, target: &Target, record: Record, cb: SendRefCallback) {
+    let (Some(ctx), Some(topic)) = (target.ctx.as_ref(), target.topic.as_ref()) else {
         let error = Error::UnknownTopic {
             topic: lane.logical.clone(),
             version: target.version,
@@ -1056,12 +1132,7 @@ async fn start_held_callback(
     };
     lane.flight.gate.enter_closed();
     let mut report = Box::new(Report::Callback(CallbackSend {
-        flight: lane.flight.clone(),
-        route: route.clone(),
-        version: target.version,
-        metrics: target.metrics.clone(),
-        registry: registry.clone(),
-        started: Instant::now(),
+        ctx: ctx.clone(),
         key_some: record.key.is_some(),
         payload_some: record.payload.is_some(),
         callback: Mutex::new(Some(cb)),
@@ -1069,7 +1140,7 @@ async fn start_held_callback(
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     let error = loop {
-        match try_enqueue(client, route, &record, report) {
+        match try_enqueue(topic, &record, report) {
             Ok(()) => return,
             Err((e, back)) if is_queue_full(&e) && started.elapsed() <= QUEUE_FULL_WAIT => {
                 report = back;
@@ -1079,9 +1150,9 @@ async fn start_held_callback(
             Err((e, back)) => {
                 report = back;
                 break if is_queue_full(&e) {
-                    queue_full_timeout(client)
+                    queue_full_timeout(&topic.client)
                 } else {
-                    kafka_error(client, e)
+                    kafka_error(&topic.client, e)
                 };
             }
         }
@@ -1142,6 +1213,7 @@ impl ProducerInner {
             });
         };
         let (client, created) = self.client_for(&route)?;
+        let handle = Arc::new(TopicHandle::new(client.clone(), &route.physical)?);
         if created {
             // In the background: the first sends wait in the client's queue (in order) for
             // the producer id, which the warm-up makes arrive sooner.
@@ -1149,15 +1221,18 @@ impl ProducerInner {
             self.rt
                 .spawn(warm_up(client.clone(), route.physical.clone()));
         }
+        let flight = Arc::new(Flight::default());
         let lane = Arc::new(Lane {
             logical: topic.to_string(),
-            flight: Arc::new(Flight::default()),
-            target: ArcSwap::from_pointee(Target {
-                version: md.version,
-                metrics: Some(self.shared.metrics.send_handles(topic, &route.cluster.name)),
-                route: Some(route),
-                client: Some(client),
-            }),
+            flight: flight.clone(),
+            target: ArcSwap::from_pointee(Target::new(
+                md.version,
+                Some(route.clone()),
+                Some((client, handle)),
+                Some(self.shared.metrics.send_handles(topic, &route.cluster.name)),
+                &flight,
+                &self.shared.metrics,
+            )),
             quota_wait: WaitQueue::default(),
             held: Mutex::new(VecDeque::new()),
             hold: Mutex::new(Hold::default()),
@@ -1344,14 +1419,23 @@ impl ProducerInner {
             }
             if same_target(cur.route.as_ref(), desired.as_ref()) {
                 // Same destination: record the version for deliveries without holding sends.
-                lane.target.store(Arc::new(Target {
-                    version: md.version,
-                    ..(*cur).clone()
-                }));
+                lane.target.store(Arc::new(Target::new(
+                    md.version,
+                    cur.route.clone(),
+                    cur.client.clone().zip(cur.topic.clone()),
+                    cur.metrics.clone(),
+                    &lane.flight,
+                    &self.shared.metrics,
+                )));
                 continue;
             }
-            let client = match desired.as_ref().map(|r| self.client_for(r)).transpose() {
-                Ok(c) => c.map(|(c, _)| c),
+            let made = desired.as_ref().map(|r| {
+                let (c, _) = self.client_for(r)?;
+                let t = TopicHandle::new(c.clone(), &r.physical)?;
+                Ok::<_, Error>((c, Arc::new(t)))
+            });
+            let client = match made.transpose() {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
                     continue;
@@ -1377,8 +1461,8 @@ impl ProducerInner {
                 }
                 // Warm the new client (connection, metadata, producer id) while sends still flow
                 // to the old one, so the cutover pause is short.
-                if let (Some(c), Some(r)) = (client.clone(), desired.as_ref()) {
-                    warm_up(c, r.physical.clone()).await;
+                if let (Some((c, _)), Some(r)) = (client.as_ref(), desired.as_ref()) {
+                    warm_up(c.clone(), r.physical.clone()).await;
                 }
                 // Holds new sends and waits for in-flight ones: the flush.
                 lane.flight.gate.close_and_drain().await;
@@ -1388,13 +1472,15 @@ impl ProducerInner {
                     .route
                     .as_ref()
                     .map(|r| format!("{}/{}", r.cluster.name, r.physical));
-                lane.target.store(Arc::new(Target {
+                lane.target.store(Arc::new(Target::new(
                     version,
-                    route: desired.clone(),
+                    desired.clone(),
                     client,
                     metrics,
-                }));
-                release_held(&lane, &registry).await;
+                    &lane.flight,
+                    &registry,
+                )));
+                release_held(&lane).await;
                 tracing::info!(
                     topic = %lane.logical,
                     from = from.as_deref().unwrap_or("-"),

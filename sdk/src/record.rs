@@ -40,6 +40,79 @@ impl Record {
     }
 }
 
+/// A record to send, borrowed from the caller: what [`crate::Producer::send_with_callback_ref`]
+/// takes. The SDK copies it only when it must keep it (a send held during a route switch, or a
+/// failed record handed back); otherwise the Kafka client's own copy is the only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Logical topic.
+    pub topic: &'a str,
+    /// Key; records with equal keys keep their order (same partition count and partitioner).
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub payload: Option<&'a [u8]>,
+    /// Headers (name, value), in order.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl<'a> RecordRef<'a> {
+    /// A record for `topic` without key, payload or headers.
+    pub fn new(topic: &'a str) -> Self {
+        Self {
+            topic,
+            key: None,
+            payload: None,
+            headers: &[],
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            topic: self.topic.to_owned(),
+            key: self.key.map(Bytes::copy_from_slice),
+            payload: self.payload.map(Bytes::copy_from_slice),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Bytes::copy_from_slice(v)))
+                .collect(),
+        }
+    }
+}
+
+/// Where a record was written, borrowed from the producer for the duration of a
+/// [`crate::Producer::send_with_callback_ref`] callback (no copy of the names per record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRef<'a> {
+    /// Logical topic.
+    pub topic: &'a str,
+    /// Cluster it went to.
+    pub cluster: &'a str,
+    /// Physical topic on that cluster.
+    pub physical_topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Configuration version that routed it.
+    pub version: u64,
+}
+
+impl DeliveryRef<'_> {
+    /// An owned copy.
+    pub fn to_delivery(&self) -> Delivery {
+        Delivery {
+            topic: self.topic.to_owned(),
+            cluster: self.cluster.to_owned(),
+            physical_topic: self.physical_topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            version: self.version,
+        }
+    }
+}
+
 /// Where a record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -55,6 +128,20 @@ pub struct Delivery {
     pub offset: i64,
     /// Configuration version that routed it.
     pub version: u64,
+}
+
+impl Delivery {
+    /// A borrowed view of it.
+    pub fn view(&self) -> DeliveryRef<'_> {
+        DeliveryRef {
+            topic: &self.topic,
+            cluster: &self.cluster,
+            physical_topic: &self.physical_topic,
+            partition: self.partition,
+            offset: self.offset,
+            version: self.version,
+        }
+    }
 }
 
 /// A record read from a logical topic.

@@ -12,8 +12,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use switchyard::{Delivery, Producer, Record, SendError};
+use switchyard::{Delivery, DeliveryRef, Producer, RecordRef, SendError};
 use tokio::sync::oneshot;
 
 use crate::boundary::{
@@ -85,11 +84,11 @@ impl switchyard_delivery {
         }
     }
 
-    fn delivered(d: &Delivery) -> Self {
+    fn delivered(d: &DeliveryRef<'_>) -> Self {
         let mut out = Self::empty();
-        copy_name(&mut out.topic, &d.topic);
-        copy_name(&mut out.cluster, &d.cluster);
-        copy_name(&mut out.physical_topic, &d.physical_topic);
+        copy_name(&mut out.topic, d.topic);
+        copy_name(&mut out.cluster, d.cluster);
+        copy_name(&mut out.physical_topic, d.physical_topic);
         out.partition = d.partition;
         out.offset = d.offset;
         out.config_version = d.version;
@@ -193,7 +192,7 @@ struct Completion {
 }
 
 impl Completion {
-    fn complete(mut self, r: Result<Delivery, SendError>) {
+    fn complete(mut self, r: Result<DeliveryRef<'_>, SendError>) {
         match self.notify.take() {
             Some(Notify::Callback(cb, ud)) => {
                 let (rc, d) = match &r {
@@ -223,7 +222,7 @@ impl Completion {
                 in_callback(|| unsafe { cb(ud.0, rc, &d) });
             }
             Some(Notify::Waiter(tx)) => {
-                let _ = tx.send(r);
+                let _ = tx.send(r.map(|d| d.to_delivery()));
             }
             Some(Notify::Nobody) | None => {}
         }
@@ -280,16 +279,16 @@ pub unsafe extern "C" fn switchyard_producer_new(
     })
 }
 
-/// Copies `n` headers from C.
+/// Borrows `n` headers from C (valid during the call).
 ///
 /// # Safety
 ///
 /// `headers` is NULL or points to `n` readable `switchyard_header`s whose pointers satisfy
-/// their documented contract.
-unsafe fn arg_headers(
+/// their documented contract, for `'a`.
+unsafe fn arg_headers<'a>(
     headers: *const switchyard_header,
     n: usize,
-) -> Result<Vec<(String, Bytes)>, Failure> {
+) -> Result<Vec<(&'a str, &'a [u8])>, Failure> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -307,10 +306,7 @@ unsafe fn arg_headers(
         let name = unsafe { arg_str(h.name, &format!("headers[{i}].name")) }?;
         // SAFETY: as above.
         let value = unsafe { arg_bytes(h.value, h.value_len, &format!("headers[{i}].value")) }?;
-        out.push((
-            name.to_owned(),
-            value.map(Bytes::copy_from_slice).unwrap_or_default(),
-        ));
+        out.push((name, value.unwrap_or_default()));
     }
     Ok(out)
 }
@@ -368,18 +364,20 @@ unsafe fn start_send(
             ),
         ));
     }
-    let record = Record {
-        topic: topic.to_owned(),
-        key: key.map(Bytes::copy_from_slice),
-        payload: payload.map(Bytes::copy_from_slice),
-        headers,
+    // Borrowed: the Kafka client copies key, payload and headers; the SDK copies the record
+    // only if it must keep it (held during a route switch) or hands it back failed.
+    let record = RecordRef {
+        topic,
+        key,
+        payload,
+        headers: &headers,
     };
     p.inflight.start();
     let done = Completion {
         notify: Some(notify),
         inflight: p.inflight.clone(),
     };
-    if let Err((e, callback)) = sdk.send_with_callback(record, move |r| done.complete(r)) {
+    if let Err((e, callback)) = sdk.send_with_callback_ref(record, move |r| done.complete(r)) {
         if inline_errors {
             callback(Err(e));
         } else {
@@ -556,7 +554,7 @@ pub unsafe extern "C" fn switchyard_producer_send_sync(
             )
         })?;
         let (d, res) = match &r {
-            Ok(d) => (switchyard_delivery::delivered(d), Ok(())),
+            Ok(d) => (switchyard_delivery::delivered(&d.view()), Ok(())),
             Err(e) => (
                 switchyard_delivery::failed(&e.record.topic),
                 Err(Failure::from(e)),
