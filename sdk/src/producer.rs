@@ -1246,6 +1246,16 @@ impl ProducerInner {
         Ok(lane)
     }
 
+    /// The client for `route`'s cluster and the route's topic handle on it.
+    fn target_client(
+        &self,
+        route: &Route,
+    ) -> Result<(Arc<ClusterProducer>, Arc<TopicHandle>), Error> {
+        let (c, _) = self.client_for(route)?;
+        let t = TopicHandle::new(c.clone(), &route.physical)?;
+        Ok((c, Arc::new(t)))
+    }
+
     /// The client for `route`'s cluster, and whether it was created by this call.
     fn client_for(&self, route: &Route) -> Result<(Arc<ClusterProducer>, bool), Error> {
         let key = (route.cluster.name.clone(), route.cluster.fingerprint);
@@ -1379,8 +1389,8 @@ impl ProducerInner {
             if hold != holding {
                 // Start or end an aborted migration's hold (with a route switch or without).
                 let version = md.version;
-                let client = match desired.as_ref().map(|r| self.client_for(r)).transpose() {
-                    Ok(c) => c.map(|(c, _)| c),
+                let client = match desired.as_ref().map(|r| self.target_client(r)).transpose() {
+                    Ok(c) => c,
                     Err(e) => {
                         tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
                         continue;
@@ -1399,17 +1409,19 @@ impl ProducerInner {
                             lane.flight.gate.close_and_drain().await;
                             lane.hold.lock().since = Some(Instant::now());
                         }
-                        lane.target.store(Arc::new(Target {
+                        lane.target.store(Arc::new(Target::new(
                             version,
-                            route: desired.clone(),
+                            desired.clone(),
                             client,
                             metrics,
-                        }));
+                            &lane.flight,
+                            &registry,
+                        )));
                         if hold {
                             tracing::info!(topic = %lane.logical, version, "holding sends while an aborted migration's records are copied back");
                         } else {
                             lane.hold.lock().since = None;
-                            release_held(&lane, &registry).await;
+                            release_held(&lane).await;
                             tracing::info!(topic = %lane.logical, version, "released held sends");
                         }
                     }
@@ -1429,12 +1441,7 @@ impl ProducerInner {
                 )));
                 continue;
             }
-            let made = desired.as_ref().map(|r| {
-                let (c, _) = self.client_for(r)?;
-                let t = TopicHandle::new(c.clone(), &r.physical)?;
-                Ok::<_, Error>((c, Arc::new(t)))
-            });
-            let client = match made.transpose() {
+            let client = match desired.as_ref().map(|r| self.target_client(r)).transpose() {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
@@ -1451,12 +1458,14 @@ impl ProducerInner {
             switches.push(async move {
                 if holding {
                     // Held (closed, nothing in flight): only the route changes.
-                    lane.target.store(Arc::new(Target {
+                    lane.target.store(Arc::new(Target::new(
                         version,
-                        route: desired.clone(),
+                        desired.clone(),
                         client,
                         metrics,
-                    }));
+                        &lane.flight,
+                        &registry,
+                    )));
                     return;
                 }
                 // Warm the new client (connection, metadata, producer id) while sends still flow
