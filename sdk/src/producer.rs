@@ -153,6 +153,8 @@ pub(crate) struct ProducerInner {
 pub(crate) struct ClusterProducer {
     pub(crate) cluster: String,
     fingerprint: u64,
+    /// For an idempotent client: whether it has its producer id (see [`Reports`]).
+    pid_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Always `Some` until dropped (taken by `Drop`).
     producer: Option<ThreadedProducer<Reports>>,
 }
@@ -194,10 +196,37 @@ impl Drop for ClusterProducer {
     }
 }
 
-/// The cluster clients' context: hands each delivery report to the send waiting for it.
-pub(crate) struct Reports;
+/// The cluster clients' context: hands each delivery report to the send waiting for it, and
+/// watches the idempotent producer's state in the client's statistics.
+pub(crate) struct Reports {
+    /// Whether the idempotent producer has its producer id (librdkafka's `eos.idemp_state` is
+    /// `Assigned`): until then its first records wait in the queue. Updated on every
+    /// statistics report ([`PID_STATS_INTERVAL_MS`]).
+    pid_assigned: Arc<std::sync::atomic::AtomicBool>,
+}
 
-impl ClientContext for Reports {}
+/// How often an idempotent cluster client reports its statistics (read only for its
+/// producer-id state; a few hundred bytes for one topic).
+const PID_STATS_INTERVAL_MS: &str = "100";
+
+impl ClientContext for Reports {
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(state) = idemp_state(statistics) {
+            self.pid_assigned
+                .store(state == b"Assigned", Ordering::Release);
+        }
+    }
+}
+
+/// The value of `"idemp_state": "…"` in librdkafka's statistics JSON.
+fn idemp_state(json: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"idemp_state\"";
+    let at = json.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &json[at..];
+    let open = rest.iter().position(|b| *b == b'"')? + 1;
+    let len = rest[open..].iter().position(|b| *b == b'"')?;
+    Some(&rest[open..open + len])
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = Box<Report>;
@@ -1040,21 +1069,35 @@ async fn delivered(target: &Target, rx: ReportRx) -> Result<(i32, i64), Error> {
 }
 
 /// Makes a new client ready to send without the idempotent producer's first-send pause:
-/// fetches the topic's metadata twice. The idempotent producer requests its producer id when
-/// a metadata response arrives and a usable broker connection is up, otherwise only on a
-/// 500 ms retry timer. Measured on Kafka 4.1 (`sdk/examples/pidprobe.rs`): a new client's
-/// first send takes ~505 ms without this, 6–7 ms after it (the warm-up itself ~55 ms).
+/// fetches the topic's metadata twice, then waits (at most [`PID_WAIT`]) until the client
+/// has its producer id. The idempotent producer requests it when a metadata response arrives
+/// and a usable broker connection is up, otherwise only on a 500 ms retry timer. Measured on
+/// Kafka 4.1 (`sdk/examples/pidprobe.rs`): a new client's first send takes ~505 ms without the
+/// metadata fetches, 6–7 ms after them (the warm-up itself ~55 ms); under CPU contention the
+/// id still arrived late now and then (one 0.5 s cutover pause in the migration benchmark),
+/// hence the wait: a route switch closes its lane only after the warm-up.
 async fn warm_up(client: Arc<ClusterProducer>, physical: String) {
     let _ = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         for _ in 0..2 {
             let _ = client
                 .kafka()
                 .client()
                 .fetch_metadata(Some(&physical), Duration::from_secs(5));
         }
+        if let Some(assigned) = &client.pid_assigned {
+            while !assigned.load(Ordering::Acquire) && started.elapsed() < PID_WAIT {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            tracing::debug!(cluster = %client.cluster, ready = assigned.load(Ordering::Acquire), elapsed = ?started.elapsed(), "producer client warmed up");
+        }
     })
     .await;
 }
+
+/// Longest a route switch waits for a new idempotent client's producer id before it closes
+/// the lane anyway (the first records then wait in the client's queue).
+const PID_WAIT: Duration = Duration::from_secs(3);
 
 /// Starts the sends held while `lane` was closed on its (new) target, in arrival order, then
 /// opens the gate. New sends queue behind the held ones until the queue is empty.
@@ -1289,16 +1332,25 @@ impl ProducerInner {
                 cfg.set(k, v);
             }
         }
-        let producer: ThreadedProducer<Reports> =
-            cfg.create_with_context(Reports)
-                .map_err(|source| Error::Kafka {
-                    cluster: route.cluster.name.clone(),
-                    source,
-                })?;
+        // An idempotent client reports statistics, so a switch can wait for its producer id.
+        let idempotent = cfg.get("enable.idempotence") == Some("true");
+        if idempotent {
+            cfg.set("statistics.interval.ms", PID_STATS_INTERVAL_MS);
+        }
+        let pid_assigned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let producer: ThreadedProducer<Reports> = cfg
+            .create_with_context(Reports {
+                pid_assigned: pid_assigned.clone(),
+            })
+            .map_err(|source| Error::Kafka {
+                cluster: route.cluster.name.clone(),
+                source,
+            })?;
         tracing::info!(cluster = %route.cluster.name, "created producer client");
         let c = Arc::new(ClusterProducer {
             cluster: route.cluster.name.clone(),
             fingerprint: route.cluster.fingerprint,
+            pid_assigned: idempotent.then_some(pid_assigned),
             producer: Some(producer),
         });
         clients.insert(key, c.clone());
@@ -1561,5 +1613,21 @@ impl StatusSource for ProducerInner {
             ));
         }
         (out, Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idemp_state;
+
+    #[test]
+    fn the_producer_id_state_is_read_from_librdkafka_statistics() {
+        // As librdkafka 2.x prints it (rdkafka.c, rd_kafka_stats_emit_all).
+        let json = br#"{"name":"p#producer-1","type":"producer","eos": { "idemp_state": "Assigned", "idemp_stateage": 12, "txn_state": "Init"}}"#;
+        assert_eq!(idemp_state(json), Some(&b"Assigned"[..]));
+        let json = br#"{"eos": {"idemp_state":"WaitPID","idemp_stateage":3}}"#;
+        assert_eq!(idemp_state(json), Some(&b"WaitPID"[..]));
+        assert_eq!(idemp_state(br#"{"name":"c","type":"consumer"}"#), None);
+        assert_eq!(idemp_state(br#"{"eos": {"idemp_state": "#), None);
     }
 }
