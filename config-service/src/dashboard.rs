@@ -480,6 +480,7 @@ async fn api_history(
                 before_version: q.before.unwrap_or(0),
                 limit,
                 include_diff: true,
+                include_secrets: false,
             })
             .await
         {

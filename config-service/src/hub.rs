@@ -4,16 +4,26 @@
 //! snapshot of the latest version is likewise encoded at most once. Watchers read from a bounded
 //! broadcast ring: one that falls behind the ring is not waited for — it skips ahead to a full
 //! snapshot of the latest version.
+//!
+//! Watchers see one of three [`View`]s of each version (see [`crate::auth::Caller`]): the full
+//! configuration (admin token), the full configuration without secret properties (no token, a
+//! server without client tokens), or one app's scoped configuration (a client token, see
+//! [`switchyard_proto::scope`]). Version numbers are the global ones in every view. A view's
+//! event for a version turns that view's previous version into its next one exactly (it may be
+//! empty: the version still advances) and is computed and encoded once per (view, version),
+//! shared by every watcher of that view.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures::Stream;
 use parking_lot::Mutex;
 use switchyard_proto::EncodedWatchEvent;
+use switchyard_proto::state::State;
 use switchyard_proto::v1::{Delta, WatchEvent, watch_event::Event};
+use switchyard_proto::{scope, secrets};
 use tokio::sync::{broadcast, watch};
 use tonic::Status;
 
@@ -24,6 +34,40 @@ use crate::store::Store;
 const RECENT: usize = 256;
 /// Broadcast ring size per hub: how far a watcher may fall behind before it skips ahead.
 const RING: usize = 128;
+/// Versions of each scoped view kept computed.
+const VIEW_KEEP: usize = 8;
+
+/// Which part of the configuration a watcher sees.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum View {
+    /// Everything, secrets included.
+    Full,
+    /// Everything but secret properties.
+    Open,
+    /// One app's scoped view, with its clusters' secrets.
+    App(String),
+}
+
+impl From<&crate::auth::Caller> for View {
+    fn from(c: &crate::auth::Caller) -> Self {
+        match c {
+            crate::auth::Caller::Admin => View::Full,
+            crate::auth::Caller::Anonymous => View::Open,
+            crate::auth::Caller::App(a) => View::App(a.clone()),
+        }
+    }
+}
+
+impl View {
+    /// This view of `s`.
+    pub fn of(&self, s: &State) -> State {
+        match self {
+            View::Full => s.clone(),
+            View::Open => secrets::strip_state(s),
+            View::App(app) => scope::scoped(s, app),
+        }
+    }
+}
 
 /// One published version.
 #[derive(Debug)]
@@ -36,6 +80,41 @@ pub struct Published {
     pub event: EncodedWatchEvent,
     /// When the store acknowledged the commit.
     pub acked: Instant,
+    /// The whole configuration at `version`.
+    pub state: Arc<State>,
+    delta: Delta,
+    /// `event` without secret properties, encoded on first use.
+    open: OnceLock<EncodedWatchEvent>,
+}
+
+impl Published {
+    /// The delta event without secret properties ([`View::Open`]).
+    fn open_event(&self) -> EncodedWatchEvent {
+        self.open
+            .get_or_init(|| {
+                if !self.delta.upsert_clusters.iter().any(secrets::has_secrets) {
+                    return self.event.clone();
+                }
+                let mut d = self.delta.clone();
+                for c in &mut d.upsert_clusters {
+                    secrets::strip_cluster(c);
+                }
+                EncodedWatchEvent::new(&WatchEvent {
+                    event: Some(Event::Delta(d)),
+                })
+            })
+            .clone()
+    }
+}
+
+/// One version of one view, computed once.
+#[derive(Debug, Default)]
+struct ViewVersion {
+    version: u64,
+    state: OnceLock<Arc<State>>,
+    snapshot: OnceLock<EncodedWatchEvent>,
+    /// The delta event from the previous published version (`None`: that version is gone).
+    delta: OnceLock<Option<EncodedWatchEvent>>,
 }
 
 /// Publishes versions to watch streams.
@@ -44,6 +123,7 @@ pub struct Hub {
     tx: broadcast::Sender<Arc<Published>>,
     recent: Mutex<VecDeque<Arc<Published>>>,
     full: Mutex<Option<(u64, EncodedWatchEvent)>>,
+    views: Mutex<HashMap<View, VecDeque<Arc<ViewVersion>>>>,
     watchers: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
     metrics: Option<HubMetrics>,
@@ -57,6 +137,7 @@ impl Hub {
             tx,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             full: Mutex::new(None),
+            views: Mutex::new(HashMap::new()),
             watchers: Arc::new(AtomicUsize::new(0)),
             shutdown,
             metrics: None,
@@ -69,21 +150,25 @@ impl Hub {
         self
     }
 
-    /// Publishes a committed version. Callers publish in version order.
-    pub fn publish(&self, delta: Delta) {
-        self.publish_acked(delta, Instant::now());
+    /// Publishes committed version `state` (`delta` leads to it from the version before).
+    /// Callers publish in version order.
+    pub fn publish(&self, delta: Delta, state: Arc<State>) {
+        self.publish_acked(delta, state, Instant::now());
     }
 
     /// Publishes a version the store acknowledged at `acked` (push latency is measured from
     /// there). Callers publish in version order.
-    pub fn publish_acked(&self, delta: Delta, acked: Instant) {
+    pub fn publish_acked(&self, delta: Delta, state: Arc<State>, acked: Instant) {
         let p = Arc::new(Published {
             from: delta.from_version,
             version: delta.to_version,
             event: EncodedWatchEvent::new(&WatchEvent {
-                event: Some(Event::Delta(delta)),
+                event: Some(Event::Delta(delta.clone())),
             }),
             acked,
+            state,
+            delta,
+            open: OnceLock::new(),
         });
         if let Some(m) = &self.metrics {
             m.version_published();
@@ -137,10 +222,118 @@ impl Hub {
         (latest.version, ev)
     }
 
-    fn recent_since(&self, known: u64, latest: u64) -> Option<VecDeque<EncodedWatchEvent>> {
+    /// The cached entry for (`view`, `version`), created empty if missing.
+    fn view_version(&self, view: &View, version: u64) -> Arc<ViewVersion> {
+        let mut views = self.views.lock();
+        let q = views.entry(view.clone()).or_default();
+        if let Some(v) = q.iter().find(|v| v.version == version) {
+            return v.clone();
+        }
+        let v = Arc::new(ViewVersion {
+            version,
+            ..Default::default()
+        });
+        q.push_back(v.clone());
+        if q.len() > VIEW_KEEP
+            && let Some(oldest) = q
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, v)| v.version)
+                .map(|(i, _)| i)
+        {
+            q.remove(oldest);
+        }
+        v
+    }
+
+    /// `view` of the whole configuration `s`, computed once per (view, version).
+    pub fn view_state(&self, view: &View, s: &Arc<State>) -> Arc<State> {
+        if *view == View::Full {
+            return s.clone();
+        }
+        let vv = self.view_version(view, s.version);
+        vv.state
+            .get_or_init(|| Arc::new(off_async(|| view.of(s))))
+            .clone()
+    }
+
+    /// The encoded snapshot of `view` at the store's latest version.
+    pub fn view_full(&self, view: &View, store: &dyn Store) -> (u64, EncodedWatchEvent) {
+        if *view == View::Full {
+            return self.full(store);
+        }
+        let latest = store.latest();
+        let st = self.view_state(view, &latest);
+        let vv = self.view_version(view, latest.version);
+        let ev = vv
+            .snapshot
+            .get_or_init(|| {
+                off_async(|| {
+                    EncodedWatchEvent::new(&WatchEvent {
+                        event: Some(Event::Snapshot(st.to_snapshot())),
+                    })
+                })
+            })
+            .clone();
+        (latest.version, ev)
+    }
+
+    /// The whole configuration at `version`: from the recent ring, else the store.
+    fn global_state(&self, version: u64, store: &dyn Store) -> Option<Arc<State>> {
+        let recent = self
+            .recent
+            .lock()
+            .iter()
+            .find(|p| p.version == version)
+            .map(|p| p.state.clone());
+        recent.or_else(|| match store.get(version) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(version, error = %e, "previous version gone; sending a snapshot");
+                None
+            }
+        })
+    }
+
+    /// The event that takes a watcher of `view` from `p.from` to `p.version`; `None` when
+    /// the previous version is no longer available (send a snapshot instead).
+    fn view_event(
+        &self,
+        view: &View,
+        p: &Published,
+        store: &dyn Store,
+    ) -> Option<EncodedWatchEvent> {
+        match view {
+            View::Full => Some(p.event.clone()),
+            View::Open => Some(p.open_event()),
+            View::App(_) => {
+                let vv = self.view_version(view, p.version);
+                vv.delta
+                    .get_or_init(|| {
+                        let prev = self.global_state(p.from, store)?;
+                        let a = self.view_state(view, &prev);
+                        let b = self.view_state(view, &p.state);
+                        Some(off_async(|| {
+                            EncodedWatchEvent::new(&WatchEvent {
+                                event: Some(Event::Delta(a.delta_to(&b))),
+                            })
+                        }))
+                    })
+                    .clone()
+            }
+        }
+    }
+
+    fn recent_since(
+        &self,
+        known: u64,
+        latest: u64,
+        view: &View,
+    ) -> Option<VecDeque<EncodedWatchEvent>> {
         let r = self.recent.lock();
         let first = r.iter().position(|p| p.from == known)?;
         let evs: VecDeque<_> = r.iter().skip(first).cloned().collect();
+        drop(r);
         // Contiguous up to `latest`?
         let mut v = known;
         for p in &evs {
@@ -149,14 +342,25 @@ impl Hub {
             }
             v = p.version;
         }
-        (v == latest).then(|| evs.into_iter().map(|p| p.event.clone()).collect())
+        if v != latest {
+            return None;
+        }
+        match view {
+            View::Full => Some(evs.into_iter().map(|p| p.event.clone()).collect()),
+            View::Open => Some(evs.into_iter().map(|p| p.open_event()).collect()),
+            // A scoped watcher that resumes gets a scoped snapshot: what it holds may predate
+            // its current scope.
+            View::App(_) => None,
+        }
     }
 
-    /// A watch stream for a client that has `known` (0 = nothing: it always gets a snapshot).
+    /// A watch stream of `view` for a client that has `known` (0 = nothing: it always gets a
+    /// snapshot).
     pub fn stream(
         self: &Arc<Self>,
         store: Arc<dyn Store>,
         known: u64,
+        view: View,
     ) -> impl Stream<Item = Result<EncodedWatchEvent, Status>> + Send + 'static {
         // Subscribe before reading the latest version so nothing published in between is missed.
         let rx = self.tx.subscribe();
@@ -164,18 +368,19 @@ impl Hub {
         let (initial, sent) = if known == latest && known != 0 {
             (VecDeque::new(), latest)
         } else if let Some(evs) = (known > 0 && known < latest)
-            .then(|| self.recent_since(known, latest))
+            .then(|| self.recent_since(known, latest, &view))
             .flatten()
         {
             (evs, latest)
         } else {
-            let (v, ev) = self.full(&*store);
+            let (v, ev) = self.view_full(&view, &*store);
             (VecDeque::from([ev]), v)
         };
         self.watchers.fetch_add(1, Ordering::Relaxed);
         let st = WatchState {
             hub: self.clone(),
             store,
+            view,
             rx,
             initial,
             sent,
@@ -205,16 +410,18 @@ impl Hub {
                             if let Some(m) = &st.hub.metrics {
                                 m.pushed(p.acked);
                             }
-                            if p.from == st.sent {
+                            if p.from == st.sent
+                                && let Some(ev) = st.hub.view_event(&st.view, &p, &*st.store)
+                            {
                                 st.sent = p.version;
-                                return Some((Ok(p.event.clone()), st));
+                                return Some((Ok(ev), st));
                             }
-                            let (v, ev) = st.hub.full(&*st.store);
+                            let (v, ev) = st.hub.view_full(&st.view, &*st.store);
                             st.sent = v;
                             return Some((Ok(ev), st));
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let (v, ev) = st.hub.full(&*st.store);
+                            let (v, ev) = st.hub.view_full(&st.view, &*st.store);
                             if v > st.sent {
                                 st.sent = v;
                                 return Some((Ok(ev), st));
@@ -228,9 +435,23 @@ impl Hub {
     }
 }
 
+/// Runs CPU-heavy `f` (scoping or encoding a large configuration) off the async worker's
+/// cooperative path when the runtime allows.
+fn off_async<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .unwrap_or(false);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 struct WatchState {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
+    view: View,
     rx: broadcast::Receiver<Arc<Published>>,
     initial: VecDeque<EncodedWatchEvent>,
     sent: u64,

@@ -15,6 +15,7 @@ pub mod output;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tokens;
 
 pub use error::ServiceError;
 pub use server::{RunningServer, ServerConfig, StoreConfig, start};

@@ -68,6 +68,10 @@ enum Cmd {
         /// A past version instead of the current one.
         #[arg(long)]
         version: Option<u64>,
+        /// Show secret property values (sasl.password, ...) instead of `<redacted>`; needs the
+        /// admin token (SWITCHYARD_TOKEN) and a server that has one.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// Versions with author, comment and what changed.
     History {
@@ -77,6 +81,9 @@ enum Cmd {
         /// Show field-level changes.
         #[arg(long)]
         diff: bool,
+        /// Show secret values in the diffs instead of `<redacted>` (needs the admin token).
+        #[arg(long, requires = "diff")]
+        show_secrets: bool,
         /// Output format.
         #[arg(short = 'o', long, default_value = "table")]
         output: Format,
@@ -149,6 +156,11 @@ enum Cmd {
         #[arg(short = 'o', long, default_value = "table")]
         output: Format,
     },
+    /// Client tokens for applications (`serve --client-tokens FILE`).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// SDK clients currently reporting, with their applied versions.
     Clients {
         /// Only this app.
@@ -157,6 +169,17 @@ enum Cmd {
         /// Output format.
         #[arg(short = 'o', long, default_value = "table")]
         output: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Mint a random client token for an app: prints the token (once; it is stored nowhere)
+    /// and the line to add to the client-tokens file (it holds only the token's SHA-256).
+    New {
+        /// The application the token acts for.
+        #[arg(long)]
+        app: String,
     },
 }
 
@@ -180,6 +203,12 @@ struct ServeArgs {
     /// File holding the admin bearer token (required on non-loopback addresses).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Per-app client tokens: lines `APP SHA256-HEX` (`switchyard token new --app A` prints
+    /// one). With it the metadata API needs a client token (or the admin token) and serves each
+    /// app only its own view; without it the metadata API is open (loopback only) and serves
+    /// no secret property. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    client_tokens: Option<PathBuf>,
     /// PEM certificate chain for TLS.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -243,6 +272,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Cmd::Serve(args) = cli.cmd {
         return serve(args).await;
     }
+    if let Cmd::Token {
+        cmd: TokenCmd::New { app },
+    } = &cli.cmd
+    {
+        let m = switchyard_config::tokens::mint(app)?;
+        println!("token: {}", m.token);
+        println!("add to the client-tokens file (then send the service SIGHUP):");
+        println!("{}", m.line);
+        return Ok(());
+    }
     let ca = match &cli.ca_cert {
         Some(p) => {
             Some(std::fs::read(p).with_context(|| format!("could not read {}", p.display()))?)
@@ -257,7 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut admin = client::admin(channel.clone(), token.clone());
     let mut meta = client::metadata(channel, token);
     match cli.cmd {
-        Cmd::Serve(_) => unreachable!("handled above"),
+        Cmd::Serve(_) | Cmd::Token { .. } => unreachable!("handled above"),
         Cmd::Apply {
             file,
             dry_run,
@@ -272,8 +311,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 DesiredState::load(&file)?
             };
             let target = desired.to_state()?;
-            let current =
-                State::from_snapshot(meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner());
+            // The whole current configuration, secrets redacted: a redacted secret differs from
+            // any real value, so a cluster whose secret the file sets or removes is upserted.
+            let current = State::from_snapshot(
+                admin
+                    .get_version(GetVersionRequest {
+                        version: 0,
+                        include_secrets: false,
+                    })
+                    .await?
+                    .into_inner(),
+            );
             if target.clusters.is_empty()
                 && target.topics.is_empty()
                 && !(current.clusters.is_empty() && current.topics.is_empty())
@@ -319,13 +367,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what,
             output: fmt,
             version,
+            show_secrets,
         } => {
-            let snap = match version {
-                Some(v) => admin
-                    .get_version(GetVersionRequest { version: v })
+            let snap = match (version, show_secrets) {
+                (None, false) => meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner(),
+                (v, include_secrets) => admin
+                    .get_version(GetVersionRequest {
+                        version: v.unwrap_or(0),
+                        include_secrets,
+                    })
                     .await?
                     .into_inner(),
-                None => meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner(),
+            };
+            // The admin token's view of the metadata API carries secrets: never print them
+            // unless asked.
+            let snap = if show_secrets {
+                snap
+            } else {
+                switchyard_proto::secrets::redact_snapshot(snap)
             };
             let state = State::from_snapshot(snap);
             let desired = DesiredState::from_state(&state);
@@ -352,6 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::History {
             limit,
             diff,
+            show_secrets,
             output: fmt,
         } => {
             let h = admin
@@ -359,6 +419,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     before_version: 0,
                     limit,
                     include_diff: diff,
+                    include_secrets: show_secrets,
                 })
                 .await?
                 .into_inner();
@@ -649,6 +710,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         client_lease: Duration::from_secs(args.client_lease_secs),
         shutdown_grace: Duration::from_secs(10),
         admin_listen: args.admin_listen,
+        client_tokens: args.client_tokens,
         migrations: switchyard_config::migration::MigrationConfig {
             client_grace: Duration::from_secs(args.migration_client_grace_secs),
             ..Default::default()
@@ -662,6 +724,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {}", server.local_addr());
     if let Some(a) = server.admin_addr() {
         println!("admin http://{a}/ (dashboard, /metrics)");
+    }
+    #[cfg(unix)]
+    if let Some(tokens) = server.client_tokens().cloned() {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup =
+            signal(SignalKind::hangup()).context("could not install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tokens.reload() {
+                    Ok(n) => {
+                        tracing::info!(apps = n, path = %tokens.path().display(), "reloaded client tokens")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "client tokens file rejected; the previous tokens stay in force")
+                    }
+                }
+            }
+        });
     }
     let stop = server.shutdown_handle();
     tokio::spawn(async move {

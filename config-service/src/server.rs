@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use crate::auth::AdminAuth;
+use crate::auth::{AdminAuth, MetadataAuth};
 use crate::clients::Clients;
 use crate::dashboard::{self, AdminHttp};
 use crate::hub::Hub;
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::migration::{Coordinator, MigrationConfig, Persist};
 use crate::service::ConfigService;
 use crate::store::{FileStore, KafkaConfig, KafkaStore, MemoryStore, Store};
+use crate::tokens::ClientTokens;
 
 pub use switchyard_proto::client::MAX_MESSAGE_BYTES;
 
@@ -67,6 +68,9 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// How the migration coordinator runs.
     pub migrations: MigrationConfig,
+    /// Per-app client tokens file (see [`crate::tokens`]). Without it the MetadataService is
+    /// open, which is allowed on a loopback address only, and serves no secret property.
+    pub client_tokens: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             admin_listen: None,
             migrations: MigrationConfig::default(),
+            client_tokens: None,
         }
     }
 }
@@ -95,6 +100,7 @@ pub struct RunningServer {
     admin: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     metrics: Arc<Metrics>,
     grace: Duration,
+    client_tokens: Option<Arc<ClientTokens>>,
 }
 
 impl RunningServer {
@@ -111,6 +117,11 @@ impl RunningServer {
     /// The service's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The client tokens in force, if any ([`ClientTokens::reload`] re-reads their file).
+    pub fn client_tokens(&self) -> Option<&Arc<ClientTokens>> {
+        self.client_tokens.as_ref()
     }
 
     /// The service (for in-process inspection).
@@ -177,6 +188,16 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             cfg.listen
         );
     }
+    if !cfg.listen.ip().is_loopback() && cfg.client_tokens.is_none() {
+        bail!(
+            "refusing to serve the metadata API on non-loopback address {} without client tokens; pass --client-tokens or listen on 127.0.0.1",
+            cfg.listen
+        );
+    }
+    let client_tokens = match &cfg.client_tokens {
+        Some(p) => Some(ClientTokens::open(p).context("invalid --client-tokens file")?),
+        None => None,
+    };
     if let Some(a) = cfg.admin_listen
         && !dashboard::open_allowed(a)
         && cfg.admin_token.is_none()
@@ -236,7 +257,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let hub = Arc::new(Hub::new(shutdown_rx.clone()).with_metrics(metrics.hub_metrics()));
     let clients = Arc::new(Clients::new(cfg.client_lease));
-    let service = ConfigService::new(store, hub, clients);
+    let service =
+        ConfigService::new(store, hub, clients).with_secrets_on_request(cfg.admin_token.is_some());
     service.spawn_publisher(shutdown_rx.clone());
     // One coordinator per configuration: with a replicated store only the replica given a
     // directory for its log runs one; the others answer migration requests with
@@ -284,11 +306,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = tonic::service::interceptor::InterceptedService::new(
         admin,
-        AdminAuth::new(cfg.admin_token.as_deref()),
+        AdminAuth::new(cfg.admin_token.as_deref()).with_client_tokens(client_tokens.clone()),
     );
     let metadata = MetadataServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let metadata = tonic::service::interceptor::InterceptedService::new(
+        metadata,
+        MetadataAuth::new(cfg.admin_token.as_deref(), client_tokens.clone()),
+    );
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -323,7 +349,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             })
             .await
     });
-    tracing::info!(%addr, tls = cfg.tls.is_some(), auth = cfg.admin_token.is_some(), "config service listening");
+    tracing::info!(%addr, tls = cfg.tls.is_some(), auth = cfg.admin_token.is_some(), client_tokens = client_tokens.is_some(), "config service listening");
 
     let admin = match admin_listener {
         Some(l) => {
@@ -357,5 +383,6 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         admin,
         metrics,
         grace: cfg.shutdown_grace,
+        client_tokens,
     })
 }

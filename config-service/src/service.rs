@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use futures::Stream;
 use switchyard_proto::EncodedWatchEvent;
+use switchyard_proto::secrets;
 use switchyard_proto::shared_watch::metadata_service_server::MetadataService;
 use switchyard_proto::state::{State, Touched};
 use switchyard_proto::v1::admin_service_server::AdminService;
@@ -19,9 +20,10 @@ use switchyard_proto::v1::{
 use switchyard_proto::validate::{self, Errors, ValidationError};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::clients::{Clients, unix_ms};
 use crate::error::ServiceError;
-use crate::hub::Hub;
+use crate::hub::{Hub, View};
 use crate::migration::Coordinator;
 use crate::store::Store;
 
@@ -42,6 +44,8 @@ pub struct ConfigService {
     /// The store reports every applied version (a replicated log): versions are published
     /// from there ([`ConfigService::spawn_publisher`]), not after this process's commits.
     external: bool,
+    /// An admin token guards the AdminService, so it may return secret values on request.
+    secrets_on_request: bool,
 }
 
 impl std::fmt::Debug for ConfigService {
@@ -63,6 +67,7 @@ impl ConfigService {
             clients,
             write: Arc::new(tokio::sync::Mutex::new(())),
             migrations: Arc::default(),
+            secrets_on_request: false,
         }
     }
 
@@ -92,7 +97,14 @@ impl ConfigService {
                         for d in ds {
                             if d.from_version >= last && d.to_version <= now {
                                 last = d.to_version;
-                                hub.publish((*d).clone());
+                                match store.get(d.to_version) {
+                                    Ok(state) => hub.publish((*d).clone(), state),
+                                    Err(e) => tracing::warn!(
+                                        version = d.to_version,
+                                        error = %e,
+                                        "an applied version is no longer retained; not published"
+                                    ),
+                                }
                             }
                         }
                     }
@@ -109,6 +121,22 @@ impl ConfigService {
                 }
             }
         });
+    }
+
+    /// Lets admin requests ask for secret property values (`include_secrets`). Set it only
+    /// when an admin token guards the AdminService: without one, such requests are refused.
+    pub fn with_secrets_on_request(mut self, allowed: bool) -> Self {
+        self.secrets_on_request = allowed;
+        self
+    }
+
+    fn check_include_secrets(&self, include: bool) -> Result<(), Status> {
+        if include && !self.secrets_on_request {
+            return Err(Status::permission_denied(
+                "secret values are returned only by a server with an admin token (serve --admin-token-file)",
+            ));
+        }
+        Ok(())
     }
 
     /// Installs (or, at shutdown, removes) the migration coordinator.
@@ -174,10 +202,10 @@ impl ConfigService {
             )
         })
         .await??;
-        if let Some((d, acked)) = delta
+        if let Some((d, state, acked)) = delta
             && !self.external
         {
-            self.hub.publish_acked(d, acked);
+            self.hub.publish_acked(d, state, acked);
         }
         Ok(resp)
     }
@@ -225,15 +253,16 @@ impl ConfigService {
             commit(&*store, &cur, next, None, req.dry_run, req.author, comment)
         })
         .await??;
-        if let Some((d, acked)) = delta
+        if let Some((d, state, acked)) = delta
             && !self.external
         {
-            self.hub.publish_acked(d, acked);
+            self.hub.publish_acked(d, state, acked);
         }
         Ok(resp)
     }
 
-    /// History, newest first.
+    /// History, newest first. Secret values in diffs are redacted unless `include_secrets`
+    /// (the handler checks the caller may ask).
     pub async fn history(
         &self,
         req: GetHistoryRequest,
@@ -251,7 +280,11 @@ impl ConfigService {
             if let Some(oldest) = items.last() {
                 let mut state = (*store.get(oldest.delta.from_version)?).clone();
                 for item in items.iter().rev() {
-                    let diff = state.diff_delta(&item.delta);
+                    let diff = if req.include_secrets {
+                        state.diff_delta_revealing(&item.delta)
+                    } else {
+                        state.diff_delta(&item.delta)
+                    };
                     let count =
                         |a: DiffAction| diff.iter().filter(|d| d.action == a as i32).count() as u32;
                     entries.push(HistoryEntry {
@@ -280,6 +313,9 @@ impl ConfigService {
     }
 }
 
+/// A committed version to publish: its delta, the stored state and when the store acked it.
+type Committed = (switchyard_proto::v1::Delta, Arc<State>, Instant);
+
 /// Diffs `cur` → `next` and, unless a dry run or a no-op, stores `next` as the next version.
 fn commit(
     store: &dyn Store,
@@ -289,13 +325,7 @@ fn commit(
     dry_run: bool,
     author: String,
     comment: String,
-) -> Result<
-    (
-        ApplyResponse,
-        Option<(switchyard_proto::v1::Delta, Instant)>,
-    ),
-    ServiceError,
-> {
+) -> Result<(ApplyResponse, Option<Committed>), ServiceError> {
     let diff = match touched {
         Some(t) => cur.diff_touched(&next, t),
         None => cur.diff(&next),
@@ -323,6 +353,7 @@ fn commit(
         None => cur.delta_to(&next),
     };
     let stored = store.commit(cur.version, next, delta.clone())?;
+    let state = stored.clone();
     let acked = Instant::now();
     tracing::info!(
         version = stored.version,
@@ -336,7 +367,7 @@ fn commit(
             applied: true,
             diff,
         },
-        Some((delta, acked)),
+        Some((delta, state, acked)),
     ))
 }
 
@@ -346,9 +377,13 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<EncodedWatchEvent, Status>> 
 impl MetadataService for ConfigService {
     async fn get_snapshot(
         &self,
-        _req: Request<GetSnapshotRequest>,
+        req: Request<GetSnapshotRequest>,
     ) -> Result<Response<Snapshot>, Status> {
-        Ok(Response::new(self.store.latest().to_snapshot()))
+        let view = View::from(&caller(&req));
+        let latest = self.store.latest();
+        Ok(Response::new(
+            self.hub.view_state(&view, &latest).to_snapshot(),
+        ))
     }
 
     type WatchStream = WatchStream;
@@ -357,12 +392,16 @@ impl MetadataService for ConfigService {
         &self,
         req: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = caller(&req);
         let req = req.into_inner();
         if !req.app.is_empty() {
             validate::check_name("app", &req.app)
                 .map_err(|e| ServiceError::Invalid(ValidationError(vec![e])))?;
         }
-        let stream = self.hub.stream(self.store.clone(), req.known_version);
+        check_app(&caller, &req.app, "watch")?;
+        let stream = self
+            .hub
+            .stream(self.store.clone(), req.known_version, View::from(&caller));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -370,10 +409,12 @@ impl MetadataService for ConfigService {
         &self,
         req: Request<ReportStatusRequest>,
     ) -> Result<Response<ReportStatusResponse>, Status> {
+        let caller = caller(&req);
         let status = req
             .into_inner()
             .status
             .ok_or_else(|| ServiceError::Invalid(ValidationError::one("status", "is required")))?;
+        check_app(&caller, &status.app, "report status")?;
         self.clients.report(status).map_err(ServiceError::from)?;
         Ok(Response::new(ReportStatusResponse {
             lease_seconds: self
@@ -384,6 +425,26 @@ impl MetadataService for ConfigService {
                 .unwrap_or(u32::MAX),
             current_version: self.store.latest().version,
         }))
+    }
+}
+
+/// Who sent `req` (set by [`crate::auth::MetadataAuth`]; a service used without it is open).
+fn caller<T>(req: &Request<T>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
+}
+
+/// A client token acts for its own app only.
+fn check_app(caller: &Caller, app: &str, what: &str) -> Result<(), Status> {
+    match caller {
+        Caller::App(own) if own != app && !(app.is_empty() && what == "watch") => {
+            Err(Status::permission_denied(format!(
+                "the client token is for app {own:?}; it cannot {what} as app {app:?}"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -430,6 +491,7 @@ impl AdminService for ConfigService {
         &self,
         req: Request<GetHistoryRequest>,
     ) -> Result<Response<GetHistoryResponse>, Status> {
+        self.check_include_secrets(req.get_ref().include_secrets)?;
         Ok(Response::new(self.history(req.into_inner()).await?))
     }
 
@@ -458,7 +520,9 @@ impl AdminService for ConfigService {
         &self,
         req: Request<GetVersionRequest>,
     ) -> Result<Response<Snapshot>, Status> {
-        let v = req.into_inner().version;
+        let req = req.into_inner();
+        self.check_include_secrets(req.include_secrets)?;
+        let v = req.version;
         let store = self.store.clone();
         let s = tokio::task::spawn_blocking(move || {
             if v == 0 {
@@ -470,6 +534,11 @@ impl AdminService for ConfigService {
         .await
         .map_err(ServiceError::from)?
         .map_err(ServiceError::from)?;
-        Ok(Response::new(s.to_snapshot()))
+        let snap = s.to_snapshot();
+        Ok(Response::new(if req.include_secrets {
+            snap
+        } else {
+            secrets::redact_snapshot(snap)
+        }))
     }
 }

@@ -400,7 +400,10 @@ async fn dry_run_returns_the_diff_and_identical_reapply_is_a_noop() {
 async fn get_version(t: &TestServer, v: u64) -> Snapshot {
     t.admin
         .clone()
-        .get_version(GetVersionRequest { version: v })
+        .get_version(GetVersionRequest {
+            version: v,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -517,6 +520,7 @@ async fn rollback_and_history() {
             before_version: 0,
             limit: 0,
             include_diff: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -555,6 +559,7 @@ async fn rollback_and_history() {
             before_version: 3,
             limit: 1,
             include_diff: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -659,6 +664,24 @@ async fn non_loopback_listen_requires_a_token() {
 
     let cfg = ServerConfig {
         admin_token: Some(TOKEN.into()),
+        ..cfg
+    };
+    // The admin token is not enough: the metadata API would be open to the network.
+    let e = within(STEP, "start", switchyard_config::start(cfg.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("metadata API on non-loopback address")
+            && format!("{e:#}").contains("--client-tokens"),
+        "{e:#}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("client-tokens");
+    let minted = switchyard_config::tokens::mint("checkout").unwrap();
+    std::fs::write(&tokens, format!("{}\n", minted.line)).unwrap();
+    let cfg = ServerConfig {
+        client_tokens: Some(tokens),
         ..cfg
     };
     let s = within(STEP, "start", switchyard_config::start(cfg))
@@ -1076,7 +1099,10 @@ async fn history_and_rollback_respect_retention() {
 
     for v in [3, 13] {
         let e = admin
-            .get_version(GetVersionRequest { version: v })
+            .get_version(GetVersionRequest {
+                version: v,
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "version {v}: {e:?}");

@@ -38,5 +38,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod client;
 pub mod desired;
+pub mod scope;
+pub mod secrets;
 pub mod state;
 pub mod validate;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::secrets;
 use crate::v1::{
     Change, ClientProfile, Cluster, ClusterState, Delta, DiffAction, DiffEntry, FieldChange, Quota,
     QuotaKey, QuotaPolicy, Snapshot, Topic, change::Op,
@@ -433,8 +434,16 @@ impl State {
         Ok(())
     }
 
-    /// The field-level diff that `d` makes to `self`, without copying the whole state.
+    /// The field-level diff that `d` makes to `self`, without copying the whole state. Secret
+    /// property values are redacted (see [`crate::secrets`]).
     pub fn diff_delta(&self, d: &Delta) -> Vec<DiffEntry> {
+        let mut out = self.diff_delta_revealing(d);
+        secrets::redact_diff(&mut out);
+        out
+    }
+
+    /// [`State::diff_delta`] with secret values shown (for an admin who asked for them).
+    pub fn diff_delta_revealing(&self, d: &Delta) -> Vec<DiffEntry> {
         fn sub<K: Ord + Clone, V: Clone>(
             m: &BTreeMap<K, V>,
             keys: impl Iterator<Item = K>,
@@ -496,11 +505,19 @@ impl State {
             .iter()
             .map(|p| (p.app.clone(), p.clone()))
             .collect();
-        old.diff(&new)
+        old.diff_revealing(&new)
     }
 
-    /// A human-readable, field-level diff from `self` to `next`.
+    /// A human-readable, field-level diff from `self` to `next`. Secret property values are
+    /// redacted (see [`crate::secrets`]): a changed secret shows as changed, without its value.
     pub fn diff(&self, next: &State) -> Vec<DiffEntry> {
+        let mut out = self.diff_revealing(next);
+        secrets::redact_diff(&mut out);
+        out
+    }
+
+    /// [`State::diff`] with secret values shown.
+    fn diff_revealing(&self, next: &State) -> Vec<DiffEntry> {
         let mut out = Vec::new();
         diff_maps(
             &mut out,

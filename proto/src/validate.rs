@@ -312,7 +312,27 @@ fn check_properties(
     for (k, v) in sorted {
         let f = format!("{field}[{k:?}]");
         errs.check(check_property_key(&f, k));
-        errs.check(check_value(&f, v));
+        if crate::secrets::is_secret_key(k) {
+            // Never echo a secret value in an error message.
+            if check_value(&f, v).is_err() {
+                errs.push(
+                    &f,
+                    format!(
+                        "secret value is longer than {MAX_VALUE_LEN} bytes or contains a control character"
+                    ),
+                );
+            } else if v == crate::secrets::REDACTED {
+                errs.push(
+                    &f,
+                    format!(
+                        "is the placeholder {} from redacted output, not the secret; export with `switchyard get --show-secrets` or set the real value",
+                        crate::secrets::REDACTED
+                    ),
+                );
+            }
+        } else {
+            errs.check(check_value(&f, v));
+        }
         if forbidden_keys.contains(&k.as_str())
             || forbidden_prefixes.iter().any(|p| k.starts_with(p))
         {

@@ -352,7 +352,12 @@ async fn main() {
         pct(&mut lat, 0.5),
         pct(&mut lat, 0.99)
     );
-    let _ = admin.get_version(GetVersionRequest { version: 0 }).await;
+    let _ = admin
+        .get_version(GetVersionRequest {
+            version: 0,
+            include_secrets: false,
+        })
+        .await;
     drop(sy);
     svc.shutdown().await.unwrap();
 }

@@ -745,7 +745,10 @@ async fn admin(endpoint: &str) -> Result<AdminClient> {
 
 async fn current_version(adm: &mut AdminClient) -> Result<u64> {
     Ok(adm
-        .get_version(GetVersionRequest { version: 0 })
+        .get_version(GetVersionRequest {
+            version: 0,
+            include_secrets: false,
+        })
         .await
         .map_err(|s| anyhow!("get version: {}", s.message()))?
         .into_inner()

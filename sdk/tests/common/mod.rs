@@ -199,7 +199,10 @@ pub async fn apply(admin: &mut Admin, changes: Vec<Change>) -> u64 {
 
 pub async fn current_version(admin: &mut Admin) -> u64 {
     admin
-        .get_version(switchyard_proto::v1::GetVersionRequest { version: 0 })
+        .get_version(switchyard_proto::v1::GetVersionRequest {
+            version: 0,
+            include_secrets: false,
+        })
         .await
         .expect("get version")
         .into_inner()
