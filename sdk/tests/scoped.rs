@@ -161,8 +161,7 @@ async fn an_app_token_produces_and_consumes_through_its_scoped_view() {
         .initial_timeout(Duration::from_secs(2))
         .connect()
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::NoConfig);
     assert!(
         err.to_string()
