@@ -30,6 +30,33 @@ pub enum Caller {
     Anonymous,
 }
 
+/// Lets a client token's watch stream end once the token is revoked: set next to
+/// [`Caller::App`] by [`MetadataAuth`]. Holds the token's SHA-256, not the token.
+#[derive(Clone)]
+pub struct Revocable {
+    tokens: Arc<ClientTokens>,
+    hash: [u8; 32],
+    app: String,
+}
+
+impl std::fmt::Debug for Revocable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocable").field("app", &self.app).finish()
+    }
+}
+
+impl Revocable {
+    /// Changes on every reload of the client tokens.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tokens.reloads()
+    }
+
+    /// True while the token still acts for the same app.
+    pub fn still_valid(&self) -> bool {
+        self.tokens.app_of_hash(&self.hash).as_deref() == Some(self.app.as_str())
+    }
+}
+
 /// The bearer token of a request: `Ok(None)` without an `authorization` header.
 fn bearer(md: &MetadataMap) -> Result<Option<&str>, Status> {
     let Some(value) = md.get("authorization") else {
@@ -140,23 +167,36 @@ impl MetadataAuth {
 
     /// Who sends a request with this metadata.
     pub fn caller(&self, md: &MetadataMap) -> Result<Caller, Status> {
+        self.resolve(md).map(|(c, _)| c)
+    }
+
+    fn resolve(&self, md: &MetadataMap) -> Result<(Caller, Option<Revocable>), Status> {
         let Some(got) = bearer(md)? else {
             return match &self.clients {
                 Some(_) => Err(Status::unauthenticated(
                     "the metadata API needs a client token: send `authorization: Bearer <token>` (SDK: `.token(..)`; mint one with `switchyard token new --app APP`)",
                 )),
-                None => Ok(Caller::Anonymous),
+                None => Ok((Caller::Anonymous, None)),
             };
         };
         if is_admin(self.admin.as_ref(), got) {
-            return Ok(Caller::Admin);
+            return Ok((Caller::Admin, None));
         }
         match &self.clients {
-            Some(c) => c.app_of(got).map(Caller::App).ok_or_else(|| {
-                Status::permission_denied(
-                    "the token is neither a client token nor the admin token of this server",
-                )
-            }),
+            Some(c) => {
+                let hash = crate::tokens::hash_token(got);
+                let app = c.app_of_hash(&hash).ok_or_else(|| {
+                    Status::permission_denied(
+                        "the token is neither a client token nor the admin token of this server",
+                    )
+                })?;
+                let rev = Revocable {
+                    tokens: c.clone(),
+                    hash,
+                    app: app.clone(),
+                };
+                Ok((Caller::App(app), Some(rev)))
+            }
             None => Err(Status::permission_denied(
                 "the token is not valid: this server has no client tokens (and the token is not its admin token)",
             )),
@@ -166,8 +206,11 @@ impl MetadataAuth {
 
 impl Interceptor for MetadataAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let caller = self.caller(req.metadata())?;
+        let (caller, rev) = self.resolve(req.metadata())?;
         req.extensions_mut().insert(caller);
+        if let Some(r) = rev {
+            req.extensions_mut().insert(r);
+        }
         Ok(req)
     }
 }

@@ -355,12 +355,14 @@ impl Hub {
     }
 
     /// A watch stream of `view` for a client that has `known` (0 = nothing: it always gets a
-    /// snapshot).
+    /// snapshot). With `revocable`, the stream ends with `PERMISSION_DENIED` once a reload of
+    /// the client tokens no longer maps the caller's token to its app.
     pub fn stream(
         self: &Arc<Self>,
         store: Arc<dyn Store>,
         known: u64,
         view: View,
+        revocable: Option<crate::auth::Revocable>,
     ) -> impl Stream<Item = Result<EncodedWatchEvent, Status>> + Send + 'static {
         // Subscribe before reading the latest version so nothing published in between is missed.
         let rx = self.tx.subscribe();
@@ -377,10 +379,14 @@ impl Hub {
             (VecDeque::from([ev]), v)
         };
         self.watchers.fetch_add(1, Ordering::Relaxed);
+        let reloads = revocable.as_ref().map(|r| r.reloads());
         let st = WatchState {
             hub: self.clone(),
             store,
             view,
+            revocable,
+            reloads,
+            ended: false,
             rx,
             initial,
             sent,
@@ -388,6 +394,9 @@ impl Hub {
             _guard: WatcherGuard(self.watchers.clone()),
         };
         futures::stream::unfold(st, |mut st| async move {
+            if st.ended {
+                return None;
+            }
             if let Some(ev) = st.initial.pop_front() {
                 return Some((Ok(ev), st));
             }
@@ -400,6 +409,17 @@ impl Hub {
                     r = st.shutdown.changed() => {
                         if r.is_err() || *st.shutdown.borrow() {
                             return None;
+                        }
+                    }
+                    _ = reloaded(&mut st.reloads) => {
+                        if st.revocable.as_ref().is_some_and(|r| !r.still_valid()) {
+                            st.ended = true;
+                            return Some((
+                                Err(Status::permission_denied(
+                                    "the client token was revoked (the client tokens were reloaded)",
+                                )),
+                                st,
+                            ));
                         }
                     }
                     r = st.rx.recv() => match r {
@@ -435,6 +455,20 @@ impl Hub {
     }
 }
 
+/// Resolves when the client tokens are reloaded; never without a receiver (or once the
+/// tokens are gone).
+async fn reloaded(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Runs CPU-heavy `f` (scoping or encoding a large configuration) off the async worker's
 /// cooperative path when the runtime allows.
 fn off_async<T>(f: impl FnOnce() -> T) -> T {
@@ -452,6 +486,9 @@ struct WatchState {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     view: View,
+    revocable: Option<crate::auth::Revocable>,
+    reloads: Option<watch::Receiver<u64>>,
+    ended: bool,
     rx: broadcast::Receiver<Arc<Published>>,
     initial: VecDeque<EncodedWatchEvent>,
     sent: u64,

@@ -393,15 +393,19 @@ impl MetadataService for ConfigService {
         req: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = caller(&req);
+        let revocable = req.extensions().get::<crate::auth::Revocable>().cloned();
         let req = req.into_inner();
         if !req.app.is_empty() {
             validate::check_name("app", &req.app)
                 .map_err(|e| ServiceError::Invalid(ValidationError(vec![e])))?;
         }
         check_app(&caller, &req.app, "watch")?;
-        let stream = self
-            .hub
-            .stream(self.store.clone(), req.known_version, View::from(&caller));
+        let stream = self.hub.stream(
+            self.store.clone(),
+            req.known_version,
+            View::from(&caller),
+            revocable,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -190,10 +190,14 @@ impl TokenTable {
     /// The app whose token this is. Compares the token's hash with every entry in constant
     /// time.
     pub fn app_of(&self, token: &str) -> Option<&str> {
-        let h = hash_token(token);
+        self.app_of_hash(&hash_token(token))
+    }
+
+    /// The app whose token has SHA-256 `h`, compared with every entry in constant time.
+    pub fn app_of_hash(&self, h: &[u8; 32]) -> Option<&str> {
         let mut found = None;
         for e in &self.entries {
-            if bool::from(e.hash.ct_eq(&h)) {
+            if bool::from(e.hash.ct_eq(h)) {
                 found = Some(e.app.as_str());
             }
         }
@@ -211,6 +215,8 @@ impl TokenTable {
 pub struct ClientTokens {
     path: PathBuf,
     table: ArcSwap<TokenTable>,
+    /// Bumped by every successful reload.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl ClientTokens {
@@ -220,6 +226,7 @@ impl ClientTokens {
         Ok(Arc::new(Self {
             path: path.to_path_buf(),
             table: ArcSwap::from_pointee(table),
+            generation: tokio::sync::watch::channel(0).0,
         }))
     }
 
@@ -229,12 +236,23 @@ impl ClientTokens {
         let t = TokenTable::load(&self.path)?;
         let n = t.entries.len();
         self.table.store(Arc::new(t));
+        self.generation.send_modify(|g| *g += 1);
         Ok(n)
     }
 
     /// The app whose token this is.
     pub fn app_of(&self, token: &str) -> Option<String> {
         self.table.load().app_of(token).map(str::to_string)
+    }
+
+    /// The app whose token has SHA-256 `hash` (compared in constant time).
+    pub fn app_of_hash(&self, hash: &[u8; 32]) -> Option<String> {
+        self.table.load().app_of_hash(hash).map(str::to_string)
+    }
+
+    /// Changes on every successful reload.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The file.

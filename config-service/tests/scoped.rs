@@ -515,10 +515,25 @@ async fn bad_client_token_files_are_refused_and_reload_swaps_tokens() {
 
     // Reload: a new token for a replaces the old one; a broken file keeps the tokens in force.
     let e = env().await;
+    let mut wa = watch_as(&mut e.meta(Some(&e.a.token)), "a", 0)
+        .await
+        .unwrap();
+    let mut wb = watch_as(&mut e.meta(Some(&e.b.token)), "b", 0)
+        .await
+        .unwrap();
+    let (mut ha, mut hb) = (State::default(), State::default());
+    follow(&mut wa, &mut ha).await;
+    follow(&mut wb, &mut hb).await;
     let a2 = tokens::mint("a").unwrap();
     write_tokens(&e.tokens_file, &[&a2.line, &e.b.line]);
     let tokens = e.t.server.client_tokens().unwrap();
     assert_eq!(tokens.reload().unwrap(), 2);
+    // a's open stream ends: its token is revoked. b's token is unchanged: b keeps watching.
+    let end = within(STEP, "revoked stream ends", wa.message()).await;
+    assert_status(end, Code::PermissionDenied, "the client token was revoked");
+    e.t.apply(vec![up_topic(topic("b-pay", "north", 5))]).await;
+    follow(&mut wb, &mut hb).await;
+    assert_eq!(hb.topics["b-pay"].partitions, 5);
     assert_status(
         e.meta(Some(&e.a.token))
             .get_snapshot(GetSnapshotRequest {})
