@@ -34,8 +34,10 @@ use crate::store::Store;
 const RECENT: usize = 256;
 /// Broadcast ring size per hub: how far a watcher may fall behind before it skips ahead.
 const RING: usize = 128;
-/// Versions of each scoped view kept computed.
-const VIEW_KEEP: usize = 8;
+/// Versions of each view kept computed (a watcher needs its previous and its next version).
+const VIEW_KEEP: usize = 3;
+/// Whole configurations of the latest versions kept to compute the views' deltas.
+const STATES_KEEP: usize = 4;
 
 /// Which part of the configuration a watcher sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -80,8 +82,6 @@ pub struct Published {
     pub event: EncodedWatchEvent,
     /// When the store acknowledged the commit.
     pub acked: Instant,
-    /// The whole configuration at `version`.
-    pub state: Arc<State>,
     delta: Delta,
     /// `event` without secret properties, encoded on first use.
     open: OnceLock<EncodedWatchEvent>,
@@ -124,6 +124,8 @@ pub struct Hub {
     recent: Mutex<VecDeque<Arc<Published>>>,
     full: Mutex<Option<(u64, EncodedWatchEvent)>>,
     views: Mutex<HashMap<View, VecDeque<Arc<ViewVersion>>>>,
+    /// The whole configuration of the latest few published versions.
+    states: Mutex<VecDeque<Arc<State>>>,
     watchers: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
     metrics: Option<HubMetrics>,
@@ -138,6 +140,7 @@ impl Hub {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             full: Mutex::new(None),
             views: Mutex::new(HashMap::new()),
+            states: Mutex::new(VecDeque::with_capacity(STATES_KEEP)),
             watchers: Arc::new(AtomicUsize::new(0)),
             shutdown,
             metrics: None,
@@ -166,10 +169,16 @@ impl Hub {
                 event: Some(Event::Delta(delta.clone())),
             }),
             acked,
-            state,
             delta,
             open: OnceLock::new(),
         });
+        {
+            let mut st = self.states.lock();
+            if st.len() == STATES_KEEP {
+                st.pop_front();
+            }
+            st.push_back(state);
+        }
         if let Some(m) = &self.metrics {
             m.version_published();
         }
@@ -278,14 +287,14 @@ impl Hub {
         (latest.version, ev)
     }
 
-    /// The whole configuration at `version`: from the recent ring, else the store.
+    /// The whole configuration at `version`: kept from publishing, else from the store.
     fn global_state(&self, version: u64, store: &dyn Store) -> Option<Arc<State>> {
         let recent = self
-            .recent
+            .states
             .lock()
             .iter()
-            .find(|p| p.version == version)
-            .map(|p| p.state.clone());
+            .find(|s| s.version == version)
+            .cloned();
         recent.or_else(|| match store.get(version) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -311,8 +320,9 @@ impl Hub {
                 vv.delta
                     .get_or_init(|| {
                         let prev = self.global_state(p.from, store)?;
+                        let next = self.global_state(p.version, store)?;
                         let a = self.view_state(view, &prev);
-                        let b = self.view_state(view, &p.state);
+                        let b = self.view_state(view, &next);
                         Some(off_async(|| {
                             EncodedWatchEvent::new(&WatchEvent {
                                 event: Some(Event::Delta(a.delta_to(&b))),
@@ -501,5 +511,107 @@ struct WatcherGuard(Arc<AtomicUsize>);
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use switchyard_proto::v1::{ClientProfile, Cluster, Topic};
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn cluster(name: &str) -> Cluster {
+        Cluster {
+            name: name.into(),
+            bootstrap: vec!["127.0.0.1:9092".into()],
+            properties: [("sasl.password".to_string(), format!("pw-{name}"))].into(),
+            state: 1,
+            ..Default::default()
+        }
+    }
+
+    fn topic(name: &str, cluster: &str) -> Topic {
+        Topic {
+            name: name.into(),
+            cluster: cluster.into(),
+            physical: name.into(),
+            partitions: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Commits `next` (content only) as the next version and publishes it.
+    fn commit(hub: &Hub, store: &MemoryStore, next: &State) {
+        let cur = store.latest();
+        let mut next = next.clone();
+        next.version = cur.version + 1;
+        let d = cur.delta_to(&next);
+        let stored = store.commit(cur.version, next, d.clone()).unwrap();
+        hub.publish(d, stored);
+    }
+
+    #[tokio::test]
+    async fn watchers_of_one_app_share_each_scoped_event() {
+        let (_tx, rx) = watch::channel(false);
+        let hub = Arc::new(Hub::new(rx));
+        let store = Arc::new(MemoryStore::default());
+        let mut s = State::default();
+        for c in ["east", "west"] {
+            s.clusters.insert(c.into(), cluster(c));
+        }
+        s.topics.insert("a1".into(), topic("a1", "east"));
+        s.topics.insert("b1".into(), topic("b1", "west"));
+        s.profiles.insert(
+            "a".into(),
+            ClientProfile {
+                app: "a".into(),
+                allowed_topics: vec!["a1".into()],
+                ..Default::default()
+            },
+        );
+        commit(&hub, &store, &s);
+
+        let view = View::App("a".into());
+        let mut streams: Vec<_> = (0..50)
+            .map(|_| Box::pin(hub.stream(store.clone(), 0, view.clone(), None)))
+            .collect();
+        let mut first = Vec::new();
+        for st in &mut streams {
+            first.push(st.next().await.unwrap().unwrap());
+        }
+        // One encoding shared by every watcher (the same bytes, not equal copies).
+        assert!(
+            first
+                .iter()
+                .all(|e| e.bytes().as_ptr() == first[0].bytes().as_ptr())
+        );
+
+        // Re-route a1 to west: one scoped delta, exact, shared.
+        s.topics.insert("a1".into(), topic("a1", "west"));
+        commit(&hub, &store, &s);
+        let mut second = Vec::new();
+        for st in &mut streams {
+            second.push(st.next().await.unwrap().unwrap());
+        }
+        assert!(
+            second
+                .iter()
+                .all(|e| e.bytes().as_ptr() == second[0].bytes().as_ptr())
+        );
+        let Some(Event::Snapshot(snap)) = first[0].decode_event().unwrap().event else {
+            panic!("first event is a snapshot");
+        };
+        let Some(Event::Delta(d)) = second[0].decode_event().unwrap().event else {
+            panic!("second event is a delta");
+        };
+        let held = State::from_snapshot(snap).apply_delta(&d).unwrap();
+        assert_eq!(held, scope::scoped(&store.latest(), "a"));
+        assert_eq!(
+            held.clusters.keys().collect::<Vec<_>>(),
+            ["west"],
+            "east left a's view, west entered it"
+        );
     }
 }

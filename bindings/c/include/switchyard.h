@@ -241,7 +241,8 @@ extern "C" {
  *
  * - `endpoints`: one or more comma-separated URLs (`http://host:port`, `https://host:port`),
  *   tried in turn.
- * - `token`: bearer token for the service, or NULL.
+ * - `token`: the app's client token (`switchyard token new --app APP`; the service then
+ *   serves this app's scoped configuration), or NULL for a service without client tokens.
  * - `cache_path`: file for the last-known-good snapshot, or NULL for the default
  *   (`$SWITCHYARD_CACHE_DIR/<app>.snapshot`, else `$HOME/.cache/switchyard/<app>.snapshot`).
  * - `out`: receives the client; set to NULL on failure.

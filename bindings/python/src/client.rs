@@ -75,7 +75,8 @@ impl Switchyard {
     /// :class:`NoConfigError`). The GIL is released while waiting.
     ///
     /// Args:
-    ///     token: bearer token for the service.
+    ///     token: the app's client token (``switchyard token new --app APP``; the service then
+    ///         serves this app's scoped configuration); None for a service without client tokens.
     ///     cache_path: file for the last-known-good snapshot (default
     ///         ``$SWITCHYARD_CACHE_DIR/<app>.snapshot`` or ``~/.cache/switchyard/<app>.snapshot``).
     ///     no_cache: keep no last-known-good cache.
