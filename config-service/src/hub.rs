@@ -257,7 +257,7 @@ impl Hub {
 
     /// `view` of the whole configuration `s`, computed once per (view, version).
     pub fn view_state(&self, view: &View, s: &Arc<State>) -> Arc<State> {
-        if *view == View::Full {
+        if *view == View::Full || (*view == View::Open && !any_secrets(s)) {
             return s.clone();
         }
         let vv = self.view_version(view, s.version);
@@ -268,10 +268,10 @@ impl Hub {
 
     /// The encoded snapshot of `view` at the store's latest version.
     pub fn view_full(&self, view: &View, store: &dyn Store) -> (u64, EncodedWatchEvent) {
-        if *view == View::Full {
+        let latest = store.latest();
+        if *view == View::Full || (*view == View::Open && !any_secrets(&latest)) {
             return self.full(store);
         }
-        let latest = store.latest();
         let st = self.view_state(view, &latest);
         let vv = self.view_version(view, latest.version);
         let ev = vv
@@ -463,6 +463,11 @@ impl Hub {
             }
         })
     }
+}
+
+/// True when some cluster of `s` has a secret property.
+fn any_secrets(s: &State) -> bool {
+    s.clusters.values().any(secrets::has_secrets)
 }
 
 /// Resolves when the client tokens are reloaded; never without a receiver (or once the

@@ -198,6 +198,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(p) => Some(ClientTokens::open(p).context("invalid --client-tokens file")?),
         None => None,
     };
+    if let (Some(t), Some(admin)) = (&client_tokens, &cfg.admin_token)
+        && let Some(app) = t.app_of(admin)
+    {
+        bail!(
+            "the client tokens file {} gives app {app:?} the admin token; admin and client tokens must differ",
+            t.path().display()
+        );
+    }
     if let Some(a) = cfg.admin_listen
         && !dashboard::open_allowed(a)
         && cfg.admin_token.is_none()

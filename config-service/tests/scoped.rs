@@ -513,6 +513,29 @@ async fn bad_client_token_files_are_refused_and_reload_swaps_tokens() {
         "{err:#}"
     );
 
+    // The admin token may not double as a client token.
+    let same = dir.path().join("same");
+    std::fs::write(
+        &same,
+        format!("ops {}\n", tokens::hex(&tokens::hash_token(ADMIN))),
+    )
+    .unwrap();
+    let err = within(
+        STEP,
+        "start",
+        switchyard_config::start(ServerConfig {
+            admin_token: Some(ADMIN.into()),
+            client_tokens: Some(same),
+            ..memory_config()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("gives app \"ops\" the admin token"),
+        "{err:#}"
+    );
+
     // Reload: a new token for a replaces the old one; a broken file keeps the tokens in force.
     let e = env().await;
     let mut wa = watch_as(&mut e.meta(Some(&e.a.token)), "a", 0)
