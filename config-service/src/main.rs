@@ -370,7 +370,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             show_secrets,
         } => {
             let snap = match (version, show_secrets) {
-                (None, false) => meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner(),
+                // The whole configuration with secrets as `<redacted>` placeholders (so applying
+                // this output back is refused rather than deleting them); a client token is
+                // refused by the admin API and gets its app's view from the metadata API.
+                (None, false) => match admin
+                    .get_version(GetVersionRequest {
+                        version: 0,
+                        include_secrets: false,
+                    })
+                    .await
+                {
+                    Ok(s) => s.into_inner(),
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                        ) =>
+                    {
+                        meta.get_snapshot(GetSnapshotRequest {}).await?.into_inner()
+                    }
+                    Err(e) => return Err(e.into()),
+                },
                 (v, include_secrets) => admin
                     .get_version(GetVersionRequest {
                         version: v.unwrap_or(0),
