@@ -153,15 +153,16 @@ impl Hub {
         self
     }
 
-    /// Publishes committed version `state` (`delta` leads to it from the version before).
-    /// Callers publish in version order.
-    pub fn publish(&self, delta: Delta, state: Arc<State>) {
+    /// Publishes the version `delta` leads to. `state` is the whole configuration at that
+    /// version when the caller has it at hand (scoped views need it; without it the hub reads
+    /// it from the store). Callers publish in version order.
+    pub fn publish(&self, delta: Delta, state: Option<Arc<State>>) {
         self.publish_acked(delta, state, Instant::now());
     }
 
     /// Publishes a version the store acknowledged at `acked` (push latency is measured from
     /// there). Callers publish in version order.
-    pub fn publish_acked(&self, delta: Delta, state: Arc<State>, acked: Instant) {
+    pub fn publish_acked(&self, delta: Delta, state: Option<Arc<State>>, acked: Instant) {
         let p = Arc::new(Published {
             from: delta.from_version,
             version: delta.to_version,
@@ -172,7 +173,7 @@ impl Hub {
             delta,
             open: OnceLock::new(),
         });
-        {
+        if let Some(state) = state {
             let mut st = self.states.lock();
             if st.len() == STATES_KEEP {
                 st.pop_front();
@@ -554,7 +555,7 @@ mod tests {
         next.version = cur.version + 1;
         let d = cur.delta_to(&next);
         let stored = store.commit(cur.version, next, d.clone()).unwrap();
-        hub.publish(d, stored);
+        hub.publish(d, Some(stored));
     }
 
     #[tokio::test]

@@ -97,14 +97,11 @@ impl ConfigService {
                         for d in ds {
                             if d.from_version >= last && d.to_version <= now {
                                 last = d.to_version;
-                                match store.get(d.to_version) {
-                                    Ok(state) => hub.publish((*d).clone(), state),
-                                    Err(e) => tracing::warn!(
-                                        version = d.to_version,
-                                        error = %e,
-                                        "an applied version is no longer retained; not published"
-                                    ),
-                                }
+                                // The latest state is at hand; the hub finds older ones in
+                                // the store when a scoped view needs them.
+                                let latest = store.latest();
+                                let state = (latest.version == d.to_version).then_some(latest);
+                                hub.publish((*d).clone(), state);
                             }
                         }
                     }
@@ -205,7 +202,7 @@ impl ConfigService {
         if let Some((d, state, acked)) = delta
             && !self.external
         {
-            self.hub.publish_acked(d, state, acked);
+            self.hub.publish_acked(d, Some(state), acked);
         }
         Ok(resp)
     }
@@ -256,7 +253,7 @@ impl ConfigService {
         if let Some((d, state, acked)) = delta
             && !self.external
         {
-            self.hub.publish_acked(d, state, acked);
+            self.hub.publish_acked(d, Some(state), acked);
         }
         Ok(resp)
     }

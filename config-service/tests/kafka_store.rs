@@ -59,7 +59,10 @@ async fn apply_retrying(admin: &Admin, changes: Vec<Change>) -> Result<u64, toni
         let v = within(
             STEP,
             "GetVersion",
-            a.get_version(GetVersionRequest { version: 0 }),
+            a.get_version(GetVersionRequest {
+                version: 0,
+                ..Default::default()
+            }),
         )
         .await?
         .into_inner()
@@ -98,6 +101,7 @@ async fn history(admin: &Admin) -> Vec<HistoryEntry> {
             before_version: 0,
             limit: 1000,
             include_diff: true,
+            ..Default::default()
         }),
     )
     .await
@@ -111,7 +115,10 @@ async fn version(admin: &Admin) -> u64 {
     within(
         STEP,
         "GetVersion",
-        a.get_version(GetVersionRequest { version: 0 }),
+        a.get_version(GetVersionRequest {
+            version: 0,
+            ..Default::default()
+        }),
     )
     .await
     .expect("GetVersion")
@@ -143,7 +150,10 @@ async fn assert_acked_present(admin: &Admin, acked: &[(u64, String)]) {
         let at = within(
             STEP,
             "GetVersion",
-            a.get_version(GetVersionRequest { version: *v }),
+            a.get_version(GetVersionRequest {
+                version: *v,
+                ..Default::default()
+            }),
         )
         .await
         .expect("acknowledged version is retained")
@@ -153,7 +163,10 @@ async fn assert_acked_present(admin: &Admin, acked: &[(u64, String)]) {
             && within(
                 STEP,
                 "GetVersion",
-                a.get_version(GetVersionRequest { version: *v - 1 }),
+                a.get_version(GetVersionRequest {
+                    version: *v - 1,
+                    ..Default::default()
+                }),
             )
             .await
             .expect("version before")

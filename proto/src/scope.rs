@@ -121,7 +121,7 @@ mod tests {
             migration_id: "m1".into(),
             cluster: "east".into(),
             physical: "orders".into(),
-            sealed_offsets: vec![],
+            ..Default::default()
         });
         s.topics.insert("orders".into(), orders);
         s.topics
