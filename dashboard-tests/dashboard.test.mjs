@@ -340,13 +340,24 @@ async function migrationsCheck(ctx, topicReady, topic) {
   const backId = (back.out.match(/^(mig-[0-9a-f]+) /m) || [])[1];
   if (!backId) throw new Error("move-topic printed: " + back.out);
   await p.waitForSelector(`[data-migration="${backId}"][data-phase="switch"]`, { timeout: STEP_MS });
-  const aborted = await cli(srv.endpoint, ["move-topic", "--abort", backId]);
-  // (The observer follows the topic's first card, which is now this one.)
+  const aborting = await cli(srv.endpoint, ["move-topic", "--abort", backId]);
+  // (The observer follows the topic's first card, which is now this one.) ABORTING: routed
+  // back, producers hold their sends until the destination's records are copied back; this
+  // service's coordinator waits for its clients (a start-up grace of an hour), so the operator
+  // forces it: the first --advance releases the producers, the second finishes the abort.
+  latency.aborting = await shown("aborting", aborting.returned);
+  const stepsOf = () => p.$$eval(`[data-migration="${backId}"] .stepper li`, (ls) => ls.map((l) => l.dataset.step + ":" + l.className).join(" "));
+  const abortingSteps = await stepsOf();
+  if (abortingSteps !== "prepare:done switch:done aborting:current aborted sealed:skipped drain:skipped complete:skipped") {
+    throw new Error("stepper of the aborting migration: " + abortingSteps);
+  }
+  await cli(srv.endpoint, ["move-topic", "--advance", backId]);
+  const aborted = await cli(srv.endpoint, ["move-topic", "--advance", backId]);
   latency.aborted = await shown("aborted", aborted.returned);
   await p.waitForSelector(`[data-migration="${backId}"][data-phase="aborted"]`, { timeout: STEP_MS });
-  const steps = await p.$$eval(`[data-migration="${backId}"] .stepper li`, (ls) => ls.map((l) => l.dataset.step + ":" + l.className));
-  if (steps.join(" ") !== "prepare:done switch:done aborted:current aborted sealed:skipped drain:skipped complete:skipped") {
-    throw new Error("stepper of the aborted migration: " + steps.join(" "));
+  const steps = await stepsOf();
+  if (steps !== "prepare:done switch:done aborted:current aborted sealed:skipped drain:skipped complete:skipped") {
+    throw new Error("stepper of the aborted migration: " + steps);
   }
   const order = await p.$$eval("#migration-list [data-migration]", (cs) => cs.map((c) => c.dataset.migration));
   if (order.join(" ") !== `${backId} ${id}`) throw new Error("cards not newest first: " + order.join(" "));
