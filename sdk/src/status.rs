@@ -148,7 +148,10 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Reports every `interval` until `shutdown`.
+/// Reports every `interval` (and right after a switch or a drain) until `shutdown`, to every
+/// configured endpoint: each config-service replica keeps its own client inventory, and the
+/// migration coordinator (on one of them) must see every client that lists it. One task per
+/// endpoint sends the newest report, so a dead replica delays none of the others.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     cfg: WatchConfig,
@@ -158,16 +161,24 @@ pub(crate) async fn run(
     let Ok(token) = BearerToken::new(cfg.token.as_deref()) else {
         return;
     };
+    let (reports, _) = watch::channel::<Option<ClientStatus>>(None);
+    let mut senders = Vec::new();
+    for ep in &cfg.endpoints {
+        senders.push(tokio::spawn(send_to(
+            ep.clone(),
+            cfg.ca_pem.clone(),
+            token.clone(),
+            reports.subscribe(),
+        )));
+    }
     let mut tracker = RateTracker::new();
-    let mut idx = 0usize;
-    let mut client = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let requested = tokio::select! {
             _ = tick.tick() => false,
             _ = shared.report_requested() => true,
-            _ = shutdown.wait_for(|v| *v) => return,
+            _ = shutdown.wait_for(|v| *v) => break,
         };
         if requested {
             // Let switches or drains finishing together go out in one report.
@@ -176,39 +187,52 @@ pub(crate) async fn run(
         if !shared.has_config() {
             continue;
         }
-        let status = tracker.status(&shared);
+        reports.send_replace(Some(tracker.status(&shared)));
+    }
+    for s in senders {
+        s.abort();
+    }
+}
+
+/// Sends each new report to `endpoint` (the newest one only, when it falls behind),
+/// reconnecting after a failure.
+async fn send_to(
+    endpoint: String,
+    ca_pem: Option<Vec<u8>>,
+    token: BearerToken,
+    mut reports: watch::Receiver<Option<ClientStatus>>,
+) {
+    let mut client = None;
+    while reports.changed().await.is_ok() {
+        let Some(status) = reports.borrow_and_update().clone() else {
+            continue;
+        };
         if client.is_none() {
-            let ep = &cfg.endpoints[idx % cfg.endpoints.len()];
-            match client::connect_with_timeout(ep, cfg.ca_pem.clone(), Duration::from_secs(3)).await
+            match client::connect_with_timeout(&endpoint, ca_pem.clone(), Duration::from_secs(3))
+                .await
             {
                 Ok(ch) => client = Some(client::metadata(ch, token.clone())),
                 Err(e) => {
-                    tracing::debug!(error = %e, "status report: cannot connect");
-                    idx = idx.wrapping_add(1);
+                    tracing::debug!(endpoint = %endpoint, error = %e, "status report: cannot connect");
                     continue;
                 }
             }
         }
-        if let Some(c) = client.as_mut() {
-            let r = tokio::time::timeout(
-                Duration::from_secs(5),
-                c.report_status(ReportStatusRequest {
-                    status: Some(status),
-                }),
-            )
-            .await;
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err(s)) => {
-                    tracing::debug!(error = %s.message(), "status report refused");
-                    client = None;
-                    idx = idx.wrapping_add(1);
-                }
-                Err(_) => {
-                    client = None;
-                    idx = idx.wrapping_add(1);
-                }
+        let Some(c) = client.as_mut() else { continue };
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            c.report_status(ReportStatusRequest {
+                status: Some(status),
+            }),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => {
+                tracing::debug!(endpoint = %endpoint, error = %s.message(), "status report refused");
+                client = None;
             }
+            Err(_) => client = None,
         }
     }
 }

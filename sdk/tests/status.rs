@@ -273,3 +273,50 @@ async fn record_reports(
         }
     }
 }
+
+/// Every config-service replica keeps its own client inventory (the migration coordinator runs
+/// on one of them), so a client reports to every endpoint it is given — also while one of them
+/// is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reports_to_every_endpoint_it_is_given() {
+    init_tracing();
+    let (east, _) = kafka();
+    let a = config_service(StoreConfig::Memory, "127.0.0.1:0".parse().unwrap()).await;
+    let b = config_service(StoreConfig::Memory, "127.0.0.1:0".parse().unwrap()).await;
+    // A third endpoint nobody listens on: reporting there fails and delays nothing.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let t = fresh("status-all");
+    create_topic(&east, &t, 1).await;
+    let mut adm_a = admin(a.local_addr()).await;
+    let mut adm_b = admin(b.local_addr()).await;
+    for adm in [&mut adm_a, &mut adm_b] {
+        apply(adm, vec![cluster("east", &east), topic(&t, "east", "", 1)]).await;
+    }
+    let sy = Switchyard::builder("status-all-app")
+        .endpoint(format!("http://{}", a.local_addr()))
+        .endpoint(format!("http://{dead_addr}"))
+        .endpoint(format!("http://{}", b.local_addr()))
+        .without_cache()
+        .status_interval(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let p = sy.producer();
+    p.send(Record::new(&t).key("k").payload("x")).await.unwrap();
+    let id = sy.client_id().to_string();
+    for (name, adm) in [("a", &adm_a), ("b", &adm_b)] {
+        let info = wait_for_client(adm, &id, &format!("replica {name} lists the client"), |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.producing.iter().any(|e| e.logical_topic == t))
+        })
+        .await;
+        assert_eq!(info.status.unwrap().app, "status-all-app");
+    }
+    drop(p);
+    drop(sy);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
