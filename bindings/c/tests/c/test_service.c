@@ -39,8 +39,12 @@ static int sent[THREADS];
 static atomic_int send_errors;
 static uint64_t version_before;
 
+/* Records delivered to the new cluster so far (the senders stop some time after the first). */
+static atomic_int delivered_west;
+
 static void on_delivery(void *user_data, switchyard_result rc, const switchyard_delivery *d) {
     slot *s = user_data;
+    if (rc == SWITCHYARD_OK && strcmp(d->cluster, "west") == 0) atomic_fetch_add(&delivered_west, 1);
     s->rc = rc;
     memcpy(s->cluster, d->cluster, sizeof s->cluster);
     s->partition = d->partition;
@@ -86,7 +90,11 @@ static void *sender(void *arg) {
             break;
         }
         sent[a->thread] = j + 1;
-        if (after < 0 && switchyard_client_config_version(client) > version_before) after = j;
+        /* Until the change has reached the client and its sends arrive on the new cluster (an
+         * event, not a time: the switch waits for the new cluster's client to be ready). */
+        if (after < 0 && switchyard_client_config_version(client) > version_before &&
+            atomic_load(&delivered_west) > 0)
+            after = j;
         if (after >= 0 && j - after >= AFTER_SWITCH) break;
         if (j % 20 == 19) sleep_ms(5);
     }
