@@ -12,9 +12,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchyard_config::client::{self, BearerToken};
 use switchyard_config::migration;
-use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
+use switchyard_proto::v1::MigrationPhase;
 use workload::*;
 
 const PARTITIONS: i32 = 6;
@@ -115,22 +114,8 @@ async fn scenario(kill_one: bool, nonempty_destination: bool) {
     }
     // Let the group settle and records flow on east, then move.
     loads[0].wait_for_ok(300, Duration::from_secs(30)).await;
-    let ch = client::connect(&format!("http://{addr}"), None)
-        .await
-        .unwrap();
-    let mut a = client::admin(ch, BearerToken::default());
     let moved_at = Instant::now();
-    let plan = a
-        .start_migration(StartMigrationRequest {
-            topic: t.clone(),
-            to_cluster: "west".into(),
-            author: "migration-test".into(),
-            allow_nonempty_destination: nonempty_destination,
-            ..Default::default()
-        })
-        .await
-        .expect("the migration starts")
-        .into_inner();
+    let plan = migrating::start_move(&mut adm, &t, "migration-test", nonempty_destination).await;
     assert_eq!(
         plan.created_destination, !nonempty_destination,
         "the destination is created unless it existed"
@@ -145,7 +130,7 @@ async fn scenario(kill_one: bool, nonempty_destination: bool) {
     }
     assert_eq!(plan.partitions, PARTITIONS);
     let mut lines = Vec::new();
-    let done = migration::wait(&mut a, &plan.id, Duration::from_secs(90), |m| {
+    let done = migration::wait(&mut adm, &plan.id, Duration::from_secs(90), |m| {
         lines.push(format!(
             "[{:.1?}] {}",
             moved_at.elapsed(),

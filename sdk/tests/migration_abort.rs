@@ -23,7 +23,6 @@ use switchyard_config::client::{self, BearerToken};
 use switchyard_config::migration;
 use switchyard_proto::v1::{
     ClientEndpoint, ClientStatus, MigrationPhase, MigrationRef, ReportStatusRequest,
-    StartMigrationRequest,
 };
 use workload::*;
 
@@ -117,36 +116,15 @@ async fn an_abort_under_load_copies_the_destination_back_and_keeps_every_record_
     }
     loads[0].wait_for_ok(300, Duration::from_secs(30)).await;
 
-    let ch = client::connect(&endpoint, None).await.unwrap();
-    let mut a = client::admin(ch, BearerToken::default());
-    let m = a
-        .start_migration(StartMigrationRequest {
-            topic: t.clone(),
-            to_cluster: "west".into(),
-            author: "abort-test".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("the migration starts")
-        .into_inner();
+    let m = migrating::start_move(&mut adm, &t, "abort-test", false).await;
     // Every SDK producer switches; the stuck one keeps the migration in SWITCH.
-    let switched = eventually(Duration::from_secs(30), "the SDK producers switch", || {
-        let mut a = a.clone();
-        let id = m.id.clone();
-        async move {
-            let l = a
-                .list_migrations(switchyard_proto::v1::ListMigrationsRequest {
-                    id,
-                    active_only: false,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            l.migrations
-                .into_iter()
-                .find(|m| m.producers_switched as usize == PRODUCERS)
-        }
-    })
+    let switched = migrating::migration_until(
+        &adm,
+        &m.id,
+        Duration::from_secs(30),
+        "the SDK producers switch",
+        |m| m.producers_switched as usize == PRODUCERS,
+    )
     .await;
     assert_eq!(
         MigrationPhase::try_from(switched.phase),
@@ -159,7 +137,7 @@ async fn an_abort_under_load_copies_the_destination_back_and_keeps_every_record_
         .wait_for_ok(before + 100, Duration::from_secs(30))
         .await;
     let aborted_at = Instant::now();
-    let m = a
+    let m = adm
         .abort_migration(MigrationRef {
             id: m.id.clone(),
             author: "abort-test".into(),
@@ -174,7 +152,7 @@ async fn an_abort_under_load_copies_the_destination_back_and_keeps_every_record_
         "{m:?}"
     );
     let mut lines = Vec::new();
-    let done = migration::wait(&mut a, &m.id, Duration::from_secs(60), |m| {
+    let done = migration::wait(&mut adm, &m.id, Duration::from_secs(60), |m| {
         lines.push(format!(
             "[{:.1?}] {}",
             aborted_at.elapsed(),

@@ -25,7 +25,7 @@ use common::*;
 use parking_lot::Mutex;
 use switchyard::Record;
 use switchyard_config::migration;
-use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
+use switchyard_proto::v1::MigrationPhase;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use workload::*;
 
@@ -185,16 +185,7 @@ async fn a_producer_process_killed_mid_switch_loses_no_acknowledged_record() {
     // published when StartMigration returns; its switch (hold, flush, swap, release) is then
     // under way.
     let started = Instant::now();
-    let m = adm
-        .start_migration(StartMigrationRequest {
-            topic: t.clone(),
-            to_cluster: "west".into(),
-            author: "fault-test".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("the migration starts")
-        .into_inner();
+    let m = migrating::start_move(&mut adm, &t, "fault-test", false).await;
     let switched = Instant::now();
     child.start_kill().expect("kill the producer process");
     let status = child.wait().await.unwrap();
@@ -371,34 +362,16 @@ async fn writes_reaching_the_source_after_the_seal_are_copied_and_received_once(
         })
     };
     load.wait_for_ok(300, Duration::from_secs(60)).await;
-    let m = adm
-        .start_migration(StartMigrationRequest {
-            topic: t.clone(),
-            to_cluster: "west".into(),
-            author: "fault-test".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("the migration starts")
-        .into_inner();
+    let m = migrating::start_move(&mut adm, &t, "fault-test", false).await;
     // Once late writes are counted, stop the cut-off producer (the migration is still in
     // DRAIN: the group keeps reading the source for its 3 s drain grace).
-    let seen = eventually(Duration::from_secs(60), "late writes are counted", || {
-        let mut adm = adm.clone();
-        let id = m.id.clone();
-        async move {
-            let l = adm
-                .list_migrations(switchyard_proto::v1::ListMigrationsRequest {
-                    id,
-                    active_only: false,
-                })
-                .await
-                .ok()?
-                .into_inner();
-            let x = l.migrations.into_iter().next()?;
-            (x.late_writes >= 20).then_some(x)
-        }
-    })
+    let seen = migrating::migration_until(
+        &adm,
+        &m.id,
+        Duration::from_secs(60),
+        "late writes are counted",
+        |x| x.late_writes >= 20,
+    )
     .await;
     assert_eq!(
         MigrationPhase::try_from(seen.phase),

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::{Consumer, ConsumerOptions, Switchyard};
+use switchyard_config::client::AdminClient;
 use switchyard_config::migration::MigrationConfig;
 use switchyard_config::{RunningServer, ServerConfig, StoreConfig};
+use switchyard_proto::v1::{ListMigrationsRequest, Migration, StartMigrationRequest};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::workload::parse_payload;
+use crate::workload::{eventually, parse_payload};
 
 /// An in-memory config service whose coordinator advances from the start (every client here
 /// reports before a migration starts) and whose client leases last `client_lease`.
@@ -29,6 +31,56 @@ pub async fn service(client_lease: Duration) -> RunningServer {
     })
     .await
     .expect("config service starts")
+}
+
+/// Starts moving `topic` to the tests' second cluster, `west` (StartMigration); returns the
+/// migration as started.
+pub async fn start_move(
+    adm: &mut AdminClient,
+    topic: &str,
+    author: &str,
+    allow_nonempty_destination: bool,
+) -> Migration {
+    adm.start_migration(StartMigrationRequest {
+        topic: topic.to_string(),
+        to_cluster: "west".into(),
+        author: author.into(),
+        allow_nonempty_destination,
+        ..Default::default()
+    })
+    .await
+    .expect("the migration starts")
+    .into_inner()
+}
+
+/// Polls migration `id` (ListMigrations) until `pred` holds, and returns it; panics with `what`
+/// after `timeout`.
+pub async fn migration_until(
+    adm: &AdminClient,
+    id: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&Migration) -> bool,
+) -> Migration {
+    let pred = &pred;
+    eventually(timeout, what, || {
+        let mut adm = adm.clone();
+        let id = id.to_string();
+        async move {
+            adm.list_migrations(ListMigrationsRequest {
+                id,
+                active_only: false,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .migrations
+            .into_iter()
+            .next()
+            .filter(|m| pred(m))
+        }
+    })
+    .await
 }
 
 /// An SDK client of `endpoint` reporting its status every 200 ms.
