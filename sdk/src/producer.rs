@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures::FutureExt;
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -1438,50 +1437,8 @@ impl ProducerInner {
             let cur = lane.target.load_full();
             let hold = self.wants_hold(&md, &lane);
             let holding = lane.hold.lock().since.is_some();
-            if hold != holding {
-                // Start or end an aborted migration's hold (with a route switch or without).
-                let version = md.version;
-                let client = match desired.as_ref().map(|r| self.target_client(r)).transpose() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(topic = %lane.logical, error = %e, "cannot create the client for the new route; keeping the old one");
-                        continue;
-                    }
-                };
-                let metrics = desired.as_ref().map(|r| {
-                    self.shared
-                        .metrics
-                        .send_handles(&lane.logical, &r.cluster.name)
-                });
-                let registry = self.shared.metrics.clone();
-                switches.push(
-                    async move {
-                        if hold {
-                            // Flush what is in flight (to wherever it goes), then hold.
-                            lane.flight.gate.close_and_drain().await;
-                            lane.hold.lock().since = Some(Instant::now());
-                        }
-                        lane.target.store(Arc::new(Target::new(
-                            version,
-                            desired.clone(),
-                            client,
-                            metrics,
-                            &lane.flight,
-                            &registry,
-                        )));
-                        if hold {
-                            tracing::info!(topic = %lane.logical, version, "holding sends while an aborted migration's records are copied back");
-                        } else {
-                            lane.hold.lock().since = None;
-                            release_held(&lane).await;
-                            tracing::info!(topic = %lane.logical, version, "released held sends");
-                        }
-                    }
-                    .boxed(),
-                );
-                continue;
-            }
-            if same_target(cur.route.as_ref(), desired.as_ref()) {
+            let moved = !same_target(cur.route.as_ref(), desired.as_ref());
+            if !moved && hold == holding {
                 // Same destination: record the version for deliveries without holding sends.
                 lane.target.store(Arc::new(Target::new(
                     md.version,
@@ -1493,6 +1450,7 @@ impl ProducerInner {
                 )));
                 continue;
             }
+            // A route switch, and/or an aborted migration's hold starting or ending.
             let client = match desired.as_ref().map(|r| self.target_client(r)).transpose() {
                 Ok(c) => c,
                 Err(e) => {
@@ -1508,25 +1466,16 @@ impl ProducerInner {
             });
             let registry = self.shared.metrics.clone();
             switches.push(async move {
-                if holding {
-                    // Held (closed, nothing in flight): only the route changes.
-                    lane.target.store(Arc::new(Target::new(
-                        version,
-                        desired.clone(),
-                        client,
-                        metrics,
-                        &lane.flight,
-                        &registry,
-                    )));
-                    return;
+                // A held lane is closed with nothing in flight already.
+                if !holding {
+                    if !hold && let (Some((c, _)), Some(r)) = (client.as_ref(), desired.as_ref()) {
+                        // Warm the new client (connection, metadata, producer id) while sends
+                        // still flow to the old one, so the cutover pause is short.
+                        warm_up(c.clone(), r.physical.clone()).await;
+                    }
+                    // Holds new sends and waits for in-flight ones: the flush.
+                    lane.flight.gate.close_and_drain().await;
                 }
-                // Warm the new client (connection, metadata, producer id) while sends still flow
-                // to the old one, so the cutover pause is short.
-                if let (Some((c, _)), Some(r)) = (client.as_ref(), desired.as_ref()) {
-                    warm_up(c.clone(), r.physical.clone()).await;
-                }
-                // Holds new sends and waits for in-flight ones: the flush.
-                lane.flight.gate.close_and_drain().await;
                 let from = lane
                     .target
                     .load()
@@ -1541,16 +1490,28 @@ impl ProducerInner {
                     &lane.flight,
                     &registry,
                 )));
-                release_held(&lane).await;
-                tracing::info!(
-                    topic = %lane.logical,
-                    from = from.as_deref().unwrap_or("-"),
-                    to = desired.as_ref().map(|r| format!("{}/{}", r.cluster.name, r.physical)).as_deref().unwrap_or("-"),
-                    version,
-                    "switched route"
-                );
-            }
-            .boxed());
+                if hold {
+                    if !holding {
+                        lane.hold.lock().since = Some(Instant::now());
+                        tracing::info!(topic = %lane.logical, version, "holding sends while an aborted migration's records are copied back");
+                    }
+                } else {
+                    lane.hold.lock().since = None;
+                    release_held(&lane).await;
+                    if holding {
+                        tracing::info!(topic = %lane.logical, version, "released held sends");
+                    }
+                }
+                if moved {
+                    tracing::info!(
+                        topic = %lane.logical,
+                        from = from.as_deref().unwrap_or("-"),
+                        to = desired.as_ref().map(|r| format!("{}/{}", r.cluster.name, r.physical)).as_deref().unwrap_or("-"),
+                        version,
+                        "switched route"
+                    );
+                }
+            });
         }
         let n = switches.len() as u64;
         futures::future::join_all(switches).await;
