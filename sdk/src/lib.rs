@@ -56,6 +56,7 @@ mod metadata;
 pub mod metrics;
 mod producer;
 mod record;
+mod reports;
 mod status;
 pub mod throttle;
 mod watch;
@@ -75,6 +76,7 @@ pub use producer::{Producer, ProducerOptions, QUOTA_BLOCK_WAIT, SendCallback, Se
 /// the SDK's metrics into a registry of the same version.
 pub use prometheus;
 pub use record::{Delivery, DeliveryRef, Message, Record, RecordRef};
+pub use reports::WantReports;
 pub use switchyard_proto::state::State;
 pub use throttle::{Limit, ThrottleStats, Throttled, TopicQuota};
 

@@ -12,8 +12,10 @@
 //!
 //! Two send paths share all of this: [`Producer::send`] (a future per record) and
 //! [`Producer::send_with_callback`] (no future: the calling thread enqueues the record itself
-//! and the cluster client's delivery-report thread runs a callback). Each cluster client is one
-//! rdkafka `ThreadedProducer` whose delivery handler completes either kind; a callback send
+//! and the callback runs where the delivery report is served: on the application's thread in
+//! [`Producer::poll`], else on the client's report thread — see [`crate::reports`]). Each
+//! cluster client is one rdkafka `BaseProducer` whose delivery handler completes either kind; a
+//! callback send
 //! counts in its lane's gate from enqueue until its report, exactly like an awaited send, so a
 //! switch waits for both, and sends of either kind that arrive while a lane is closed wait in
 //! the same hold queue, in arrival order.
@@ -35,7 +37,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{
-    DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
+    BaseProducer, DeliveryResult, Producer as _, ProducerContext, PurgeConfig,
 };
 use rustc_hash::FxHashMap;
 use switchyard_proto::v1::ClientEndpoint;
@@ -47,6 +49,7 @@ use crate::gate::Gate;
 use crate::metadata::{Metadata, Route};
 use crate::metrics::{Direction, SendHandles};
 use crate::record::{Delivery, DeliveryRef, Record, RecordRef};
+use crate::reports::{ReportDuty, Served, WantReports};
 use crate::status::{Counted, StatusSource};
 use crate::throttle::{self, ThrottleCounters, ThrottleStats, WaitQueue};
 use crate::watch::Shared;
@@ -140,6 +143,10 @@ pub(crate) struct ProducerInner {
     /// newest one, which the router's pass may not have seen it for.
     rerun: Arc<tokio::sync::Notify>,
     clients: Mutex<HashMap<(String, u64), Arc<ClusterProducer>>>,
+    /// The same clients, for [`Producer::poll`] (replaced whenever `clients` changes).
+    client_list: ArcSwap<Vec<Arc<ClusterProducer>>>,
+    /// Whether the application serves the reports ([`Producer::poll`]).
+    duty: Arc<ReportDuty>,
     /// Clients no lane uses, and since when.
     idle: Mutex<HashMap<(String, u64), Instant>>,
     route_changes: AtomicU64,
@@ -155,14 +162,16 @@ pub(crate) struct ClusterProducer {
     /// For an idempotent client: whether it has its producer id (see [`Reports`]).
     pid_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Always `Some` until dropped (taken by `Drop`).
-    producer: Option<ThreadedProducer<Reports>>,
+    producer: Option<Served>,
 }
 
 impl ClusterProducer {
-    pub(crate) fn kafka(&self) -> &ThreadedProducer<Reports> {
-        self.producer
+    pub(crate) fn kafka(&self) -> &BaseProducer<Reports> {
+        &self
+            .producer
             .as_ref()
             .expect("the client is only taken when dropped")
+            .producer
     }
 }
 
@@ -171,10 +180,12 @@ impl Drop for ClusterProducer {
     /// send gets its callback ([`Error::Closed`]). Awaited sends keep their client alive (their
     /// future holds it), so only callback sends can be in flight here.
     fn drop(&mut self) {
-        let Some(p) = self.producer.take() else {
+        let Some(mut served) = self.producer.take() else {
             return;
         };
         let close = move || {
+            served.stop();
+            let p = &served.producer;
             if p.in_flight_count() > 0 {
                 p.purge(PurgeConfig::default().queue().inflight());
                 let deadline = Instant::now() + DROP_REPORT_WAIT;
@@ -182,7 +193,7 @@ impl Drop for ClusterProducer {
                     p.poll(Duration::from_millis(10));
                 }
             }
-            drop(p);
+            drop(served);
         };
         if ON_REPORT_THREAD.get() {
             // Dropping a client joins its report thread, which may be this one.
@@ -231,6 +242,7 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = Box<Report>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, report: Box<Report>) {
+        crate::reports::count_served();
         match *report {
             Report::Future(tx) => {
                 let _ = tx.send(match result {
@@ -570,6 +582,8 @@ impl Producer {
             create_mu: Mutex::new(()),
             rerun: Arc::new(tokio::sync::Notify::new()),
             clients: Mutex::new(HashMap::new()),
+            client_list: ArcSwap::from_pointee(Vec::new()),
+            duty: Arc::new(ReportDuty::default()),
             idle: Mutex::new(HashMap::new()),
             route_changes: AtomicU64::new(0),
             throttle: ThrottleCounters::with_metrics(shared.metrics.clone(), Direction::Produce),
@@ -852,6 +866,57 @@ impl Producer {
                 )))
             })
         })
+    }
+
+    /// Serves the delivery reports that have arrived, on the calling thread: runs the
+    /// callbacks of [`Producer::send_with_callback`] / [`Producer::send_with_callback_ref`]
+    /// sends (and completes awaited sends) right here, as `rd_kafka_poll` does for a
+    /// librdkafka program. Waits up to `timeout` for a first report when none has arrived.
+    /// Returns how many reports were served.
+    ///
+    /// Optional: without it every cluster client's report thread serves its reports. An
+    /// application that sends from one thread and polls there (e.g. after each send, or every
+    /// few hundred) saves that thread hand-off per record; while it keeps polling the report
+    /// threads stay idle, and within about 10 ms of its last poll they take over again (see
+    /// [`crate::reports`]). Reports of one client are served by one thread at a time, in order.
+    ///
+    /// Do not call it from a callback it runs (that poll serves nothing).
+    pub fn poll(&self, timeout: Duration) -> usize {
+        let inner = &*self.inner;
+        inner.duty.polled();
+        let clients = inner.client_list.load();
+        let mut served = 0;
+        for c in clients.iter() {
+            if let Some(p) = &c.producer {
+                served += p.poll_now(Duration::ZERO);
+            }
+        }
+        if served > 0 || timeout.is_zero() || clients.is_empty() {
+            return served;
+        }
+        let deadline = Instant::now() + timeout;
+        let slice = (timeout / clients.len() as u32)
+            .clamp(Duration::from_micros(100), crate::reports::GRACE);
+        while served == 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            inner.duty.polled();
+            for c in clients.iter() {
+                if let Some(p) = &c.producer {
+                    served += p.poll_now(slice.min(deadline - now));
+                }
+            }
+        }
+        served
+    }
+
+    /// Makes the cluster clients' report threads serve reports now even though the
+    /// application polls ([`Producer::poll`]), until the guard is dropped: for a thread that
+    /// waits for reports and does not poll meanwhile (a flush, a send waiting for room).
+    pub fn want_reports(&self) -> WantReports {
+        self.inner.duty.want()
     }
 
     /// Waits until every record handed to any cluster client has been delivered or failed.
@@ -1337,13 +1402,22 @@ impl ProducerInner {
             cfg.set("statistics.interval.ms", PID_STATS_INTERVAL_MS);
         }
         let pid_assigned = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let producer: ThreadedProducer<Reports> = cfg
+        let producer: BaseProducer<Reports> = cfg
             .create_with_context(Reports {
                 pid_assigned: pid_assigned.clone(),
             })
             .map_err(|source| Error::Kafka {
                 cluster: route.cluster.name.clone(),
                 source,
+            })?;
+        let producer =
+            Served::start(producer, self.duty.clone(), &route.cluster.name).map_err(|e| {
+                Error::Kafka {
+                    cluster: route.cluster.name.clone(),
+                    source: KafkaError::ClientCreation(format!(
+                        "cannot start a report thread: {e}"
+                    )),
+                }
             })?;
         tracing::info!(cluster = %route.cluster.name, "created producer client");
         let c = Arc::new(ClusterProducer {
@@ -1353,6 +1427,8 @@ impl ProducerInner {
             producer: Some(producer),
         });
         clients.insert(key, c.clone());
+        self.client_list
+            .store(Arc::new(clients.values().cloned().collect()));
         Ok((c, true))
     }
 }
@@ -1547,6 +1623,8 @@ impl ProducerInner {
         for k in unused {
             idle.remove(&k);
             if let Some(c) = clients.remove(&k) {
+                self.client_list
+                    .store(Arc::new(clients.values().cloned().collect()));
                 tracing::info!(cluster = %c.cluster, "closing unused producer client");
                 tokio::task::spawn_blocking(move || {
                     let _ = c.kafka().flush(Duration::from_secs(30));

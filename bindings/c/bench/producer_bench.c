@@ -155,6 +155,7 @@ static double sy_run(const char *config, const char *topic, long n, const char *
         sy_check("send", switchyard_producer_send(p, topic, (const uint8_t *)key, (size_t)klen,
                                                   (const uint8_t *)payload, PAYLOAD, sy_dr,
                                                   NULL));
+        sy_check("poll", switchyard_producer_poll(p, 0, NULL));
     }
     sy_check("flush", switchyard_producer_flush(p, -1));
     double secs = now_s() - t0;

@@ -47,7 +47,7 @@
  * many sends await delivery blocks until an eighth of them have completed (for at most 30 s,
  * then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
  */
-#define SWITCHYARD_MAX_IN_FLIGHT 8192
+#define SWITCHYARD_MAX_IN_FLIGHT 65536
 
 /**
  * The outcome of a call. `SWITCHYARD_OK` is 0; every other value is a failure whose message is
@@ -712,6 +712,32 @@ enum switchyard_result switchyard_producer_send_sync(const struct switchyard_pro
  */
 enum switchyard_result switchyard_producer_flush(const struct switchyard_producer *producer,
                                                  int32_t timeout_ms);
+
+/**
+ * Serves the delivery reports that have arrived, on the calling thread: runs their callbacks
+ * right here, as `rd_kafka_poll` does for librdkafka. Waits up to `timeout_ms` milliseconds
+ * for a first one when none has arrived (0: do not wait; < 0: wait without limit, until one
+ * has). `served` (may be NULL) receives how many reports it served: callbacks run, and
+ * `switchyard_producer_send_sync` calls (on other threads) completed.
+ *
+ * Optional. Without it a switchyard thread runs the callbacks. A program that sends from one
+ * thread and calls this there (after each send, or every few hundred sends) saves the hand-off
+ * of every report to another thread, like a librdkafka program that calls `rd_kafka_poll`:
+ * while it keeps polling the switchyard threads leave the reports to it, and within about
+ * 10 ms after its last poll they take over again, so a program that stops polling loses no
+ * callback. Callbacks keep their order per cluster whoever runs them.
+ *
+ * Thread safety: may be called from any number of threads at once (each report is served
+ * once); inside a delivery callback it runs nothing and returns at once (with `timeout_ms` 0)
+ * or fails with `SWITCHYARD_INVALID_ARGUMENT` (it would wait for itself).
+ *
+ * # Safety
+ *
+ * `producer` must be NULL or a live producer; `served` NULL or writable.
+ */
+enum switchyard_result switchyard_producer_poll(const struct switchyard_producer *producer,
+                                                int32_t timeout_ms,
+                                                size_t *served);
 
 /**
  * Sends started through this producer whose callback has not returned yet (0 when `producer`

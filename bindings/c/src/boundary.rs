@@ -58,6 +58,11 @@ pub(crate) fn in_callback<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// True inside a delivery callback.
+pub(crate) fn in_callback_now() -> bool {
+    IN_CALLBACK.get()
+}
+
 /// True inside a delivery callback or on a thread of a Switchyard runtime, where blocking
 /// would deadlock (a callback waiting for reports its own thread serves) or panic.
 pub(crate) fn on_runtime_thread() -> bool {

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::boundary::{
     arg_bytes, arg_out, arg_ref, arg_str, check_may_block, from_handle, guard, guard_value,
-    in_callback, into_handle, on_runtime_thread,
+    in_callback, in_callback_now, into_handle, on_runtime_thread,
 };
 use crate::client::{ClientInner, switchyard_client};
 use crate::error::{Failure, set_last_error, switchyard_result};
@@ -30,7 +30,7 @@ pub const SWITCHYARD_NAME_MAX: usize = 256;
 /// Sends one producer keeps in flight at most. `switchyard_producer_send` called while this
 /// many sends await delivery blocks until an eighth of them have completed (for at most 30 s,
 /// then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
-pub const SWITCHYARD_MAX_IN_FLIGHT: usize = 8_192;
+pub const SWITCHYARD_MAX_IN_FLIGHT: usize = 65_536;
 
 /// How long a send waits for room under [`SWITCHYARD_MAX_IN_FLIGHT`].
 const ROOM_WAIT: Duration = Duration::from_secs(30);
@@ -354,7 +354,11 @@ unsafe fn start_send(
         .ok_or_else(|| Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed"))?;
     if p.inflight.full()
         && !on_runtime_thread()
-        && !p.inflight.wait_room(Some(Instant::now() + ROOM_WAIT))
+        && !{
+            // This thread waits instead of polling: the report threads serve meanwhile.
+            let _want = sdk.want_reports();
+            p.inflight.wait_room(Some(Instant::now() + ROOM_WAIT))
+        }
     {
         return Err(Failure::new(
             switchyard_result::SWITCHYARD_TIMEOUT,
@@ -546,6 +550,10 @@ pub unsafe extern "C" fn switchyard_producer_send_sync(
                 true,
             )
         }?;
+        // SAFETY: checked for NULL by `start_send` above; liveness is the caller's contract.
+        let _want = unsafe { producer.as_ref() }
+            .and_then(|p| p.producer.as_ref())
+            .map(switchyard::Producer::want_reports);
         let r = rx.blocking_recv().map_err(|_| {
             Failure::new(
                 switchyard_result::SWITCHYARD_CLOSED,
@@ -591,6 +599,7 @@ pub unsafe extern "C" fn switchyard_producer_flush(
         let deadline = u64::try_from(timeout_ms)
             .ok()
             .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let _want = p.producer.as_ref().map(switchyard::Producer::want_reports);
         if p.inflight.wait_idle(deadline) {
             return Ok(());
         }
@@ -601,6 +610,61 @@ pub unsafe extern "C" fn switchyard_producer_flush(
                 p.inflight.current()
             ),
         ))
+    })
+}
+
+/// Serves the delivery reports that have arrived, on the calling thread: runs their callbacks
+/// right here, as `rd_kafka_poll` does for librdkafka. Waits up to `timeout_ms` milliseconds
+/// for a first one when none has arrived (0: do not wait; < 0: wait without limit, until one
+/// has). `served` (may be NULL) receives how many reports it served: callbacks run, and
+/// `switchyard_producer_send_sync` calls (on other threads) completed.
+///
+/// Optional. Without it a switchyard thread runs the callbacks. A program that sends from one
+/// thread and calls this there (after each send, or every few hundred sends) saves the hand-off
+/// of every report to another thread, like a librdkafka program that calls `rd_kafka_poll`:
+/// while it keeps polling the switchyard threads leave the reports to it, and within about
+/// 10 ms after its last poll they take over again, so a program that stops polling loses no
+/// callback. Callbacks keep their order per cluster whoever runs them.
+///
+/// Thread safety: may be called from any number of threads at once (each report is served
+/// once); inside a delivery callback it runs nothing and returns at once (with `timeout_ms` 0)
+/// or fails with `SWITCHYARD_INVALID_ARGUMENT` (it would wait for itself).
+///
+/// # Safety
+///
+/// `producer` must be NULL or a live producer; `served` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_poll(
+    producer: *const switchyard_producer,
+    timeout_ms: i32,
+    served: *mut usize,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL; liveness is the caller's contract.
+        let p = unsafe { arg_ref(producer, "producer") }?;
+        if timeout_ms != 0 {
+            check_may_block("switchyard_producer_poll")?;
+        }
+        let sdk = p.producer.as_ref().ok_or_else(|| {
+            Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed")
+        })?;
+        let n = if in_callback_now() {
+            0
+        } else if timeout_ms < 0 {
+            loop {
+                let n = sdk.poll(Duration::from_millis(100));
+                if n > 0 {
+                    break n;
+                }
+            }
+        } else {
+            sdk.poll(Duration::from_millis(timeout_ms.unsigned_abs().into()))
+        };
+        if !served.is_null() {
+            // SAFETY: not NULL and writable (the caller's contract).
+            unsafe { served.write(n) };
+        }
+        Ok(())
     })
 }
 
@@ -643,6 +707,7 @@ pub unsafe extern "C" fn switchyard_producer_free(producer: *mut switchyard_prod
         };
         let may_block = !on_runtime_thread();
         if may_block {
+            let _want = p.producer.as_ref().map(switchyard::Producer::want_reports);
             p.inflight.wait_idle(Some(Instant::now() + FREE_FLUSH));
         }
         let client = p.client.clone();

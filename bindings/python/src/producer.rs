@@ -262,6 +262,7 @@ impl Producer {
                 ));
             }
             let d = SLICE.min(deadline - now);
+            let _want = self.want_reports();
             py.detach(|| {
                 s.wait(d, |s| {
                     s.in_flight.load(Ordering::SeqCst) < low || s.has_done()
@@ -269,6 +270,15 @@ impl Producer {
             });
             py.check_signals()?;
         }
+    }
+
+    /// While alive, the SDK's report threads serve reports even though this producer's
+    /// `poll` calls serve them too: for a thread that waits detached from the interpreter.
+    fn want_reports(&self) -> Option<switchyard::WantReports> {
+        self.sdk
+            .lock()
+            .as_ref()
+            .map(switchyard::Producer::want_reports)
     }
 
     /// The SDK producer, or `ClosedError`.
@@ -318,6 +328,12 @@ impl Producer {
     /// Runs up to `max` queued delivery callbacks; returns how many ran. An exception raised
     /// by a callback propagates (the callbacks after it stay queued).
     fn serve(&self, py: Python<'_>, max: usize) -> PyResult<usize> {
+        // First take in the delivery reports that have arrived, right here (they only queue
+        // their results): while this thread keeps polling, the SDK's report threads leave the
+        // reports to it, which saves handing each one to another thread.
+        if let Some(sdk) = self.sdk.lock().as_ref() {
+            sdk.poll(Duration::ZERO);
+        }
         let mut n = 0;
         while n < max {
             let Some(Done { callback, result }) = self.state.done.lock().pop_front() else {
@@ -361,6 +377,7 @@ impl Producer {
                 None => SLICE,
             };
             let s = &*self.state;
+            let _want = self.want_reports();
             py.detach(|| s.wait(left, |s| s.has_done() || until(s)));
             py.check_signals()?;
         }
@@ -439,6 +456,7 @@ impl Producer {
                     None => SLICE,
                 };
                 let s = &*self.state;
+                let _want = self.want_reports();
                 py.detach(|| s.wait(left, State::has_done));
                 py.check_signals()?;
                 let n = self.serve(py, usize::MAX)?;
@@ -499,6 +517,7 @@ impl Producer {
                     }
                     None => SLICE,
                 };
+                let _want = self.want_reports();
                 let (r, back) = py.detach(move || (rx.recv_timeout(left), rx));
                 rx = back;
                 match r {

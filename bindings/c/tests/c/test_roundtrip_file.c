@@ -10,6 +10,7 @@
  * physical name = logical), SWITCHYARD_TEST_TOPIC_B (on "west"), SWITCHYARD_TEST_PHYSICAL_B,
  * SWITCHYARD_TEST_RUN (unique per run).
  */
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "check.h"
@@ -34,6 +35,7 @@ typedef struct {
 } slot;
 
 static slot slots[N + 1];
+static switchyard_producer *callback_producer;
 
 static void on_delivery(void *user_data, switchyard_result rc, const switchyard_delivery *d) {
     slot *s = user_data;
@@ -321,6 +323,99 @@ static int metrics_text_counts_the_sends(void) {
     return 0;
 }
 
+/* switchyard_producer_poll: callbacks run inside it on the calling thread (as many as it says),
+ * each exactly once; a program that stops polling still gets every callback (the switchyard
+ * threads take over); poll inside a callback runs nothing and must not wait; argument checks. */
+#define N_POLL 400
+
+static pthread_t poll_thread;
+static atomic_int poll_calls[N_POLL], poll_here, poll_elsewhere, poll_inner_rc;
+
+static void on_polled(void *user_data, switchyard_result rc, const switchyard_delivery *d) {
+    (void)d;
+    atomic_int *c = user_data;
+    if (rc == SWITCHYARD_OK) atomic_fetch_add(c, 1);
+    if (pthread_equal(pthread_self(), poll_thread)) {
+        atomic_fetch_add(&poll_here, 1);
+    } else {
+        atomic_fetch_add(&poll_elsewhere, 1);
+    }
+    if (c == &poll_calls[0]) {
+        /* Inside a callback: a poll that would wait is refused; one that would not, runs
+         * nothing. */
+        size_t served = 99;
+        switchyard_result a = switchyard_producer_poll(callback_producer, 10, &served);
+        switchyard_result b = switchyard_producer_poll(callback_producer, 0, &served);
+        atomic_store(&poll_inner_rc,
+                     a == SWITCHYARD_INVALID_ARGUMENT && b == SWITCHYARD_OK && served == 0 ? 1
+                                                                                           : 2);
+    }
+}
+
+static int poll_runs_callbacks_on_the_calling_thread(void) {
+    switchyard_client *client = NULL;
+    CHECK_RC(switchyard_client_from_file(config_file, "c-tests-poll", &client), SWITCHYARD_OK);
+    switchyard_producer *p = NULL;
+    CHECK_RC(switchyard_producer_new(client, &p), SWITCHYARD_OK);
+    callback_producer = p;
+    poll_thread = pthread_self();
+    const char payload[] = "poll-probe"; /* not of the form tag|index: no test counts it */
+    size_t served_total = 0;
+    /* Send and poll after every send, then poll until every callback ran: the polls serve
+     * the reports (after at most ~10 ms in which a switchyard thread may still serve some). */
+    for (int i = 0; i < N_POLL; i++) {
+        CHECK_RC(switchyard_producer_send(p, topic_a, (const uint8_t *)"p", 1,
+                                          (const uint8_t *)payload, strlen(payload), on_polled,
+                                          &poll_calls[i]),
+                 SWITCHYARD_OK);
+        size_t served = 0;
+        CHECK_RC(switchyard_producer_poll(p, 0, &served), SWITCHYARD_OK);
+        served_total += served;
+    }
+    time_t give_up = time(NULL) + 60;
+    while (atomic_load(&poll_here) + atomic_load(&poll_elsewhere) < N_POLL) {
+        CHECK_MSG(time(NULL) < give_up, "%d of %d callbacks after 60 s",
+                  atomic_load(&poll_here) + atomic_load(&poll_elsewhere), N_POLL);
+        size_t served = 0;
+        CHECK_RC(switchyard_producer_poll(p, 100, &served), SWITCHYARD_OK);
+        served_total += served;
+    }
+    CHECK_RC(switchyard_producer_flush(p, 60000), SWITCHYARD_OK);
+    for (int i = 0; i < N_POLL; i++) {
+        CHECK_MSG(atomic_load(&poll_calls[i]) == 1, "record %d: %d successful callbacks", i,
+                  atomic_load(&poll_calls[i]));
+    }
+    CHECK_MSG(served_total == (size_t)atomic_load(&poll_here),
+              "poll said %zu, %d callbacks ran on this thread", served_total,
+              atomic_load(&poll_here));
+    CHECK_MSG(atomic_load(&poll_here) > 0, "no callback ran in poll (%d elsewhere)",
+              atomic_load(&poll_elsewhere));
+    CHECK_MSG(atomic_load(&poll_inner_rc) == 1, "poll inside a callback: %d",
+              atomic_load(&poll_inner_rc));
+
+    /* Stop polling: the switchyard threads run the callbacks; flush waits for them. */
+    int before_here = atomic_load(&poll_here);
+    atomic_int later = 0;
+    for (int i = 0; i < 50; i++) {
+        CHECK_RC(switchyard_producer_send(p, topic_a, (const uint8_t *)"p", 1,
+                                          (const uint8_t *)payload, strlen(payload), on_polled,
+                                          &later),
+                 SWITCHYARD_OK);
+    }
+    CHECK_RC(switchyard_producer_flush(p, 60000), SWITCHYARD_OK);
+    CHECK_MSG(atomic_load(&later) == 50, "%d of 50 callbacks", atomic_load(&later));
+    CHECK(atomic_load(&poll_here) == before_here);
+
+    size_t served = 0;
+    CHECK_FAILS(switchyard_producer_poll(NULL, 0, &served), SWITCHYARD_NULL_POINTER, "producer");
+    CHECK_RC(switchyard_producer_poll(p, 0, NULL), SWITCHYARD_OK);
+    CHECK_RC(switchyard_producer_poll(p, 1, &served), SWITCHYARD_OK);
+    CHECK(served == 0);
+    switchyard_producer_free(p);
+    switchyard_client_free(client);
+    return 0;
+}
+
 int main(void) {
     config_file = require_env("SWITCHYARD_TEST_CONFIG_FILE");
     topic_a = require_env("SWITCHYARD_TEST_TOPIC_A");
@@ -332,5 +427,6 @@ int main(void) {
     RUN(consume_everything_back_and_commit);
     RUN(a_new_member_starts_after_the_commits);
     RUN(metrics_text_counts_the_sends);
+    RUN(poll_runs_callbacks_on_the_calling_thread);
     return check_failures;
 }

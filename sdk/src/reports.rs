@@ -1,0 +1,177 @@
+//! Who serves a cluster client's delivery reports (and statistics): the application, on its
+//! own thread, while it calls [`crate::Producer::poll`] — as a librdkafka program calls
+//! `rd_kafka_poll` after its sends — and otherwise one report thread per client.
+//!
+//! Serving reports on the sending thread is what a C or Python program that polls does, and it
+//! is much cheaper than handing each report to another thread: the record's memory is freed
+//! where it was allocated, still in cache, and no thread is woken per batch of reports. So
+//! a client's report thread stays out of the way while the application polls: it checks every
+//! [`GRACE`] whether the application polled since its last check, and serves reports itself
+//! only when it did not (an application that never polls, such as an async Rust service, is
+//! served exactly as by rdkafka's `ThreadedProducer`), or when a thread waits for reports it
+//! cannot serve itself ([`ReportDuty::want`]: a flush, a send waiting for room).
+//!
+//! A client's reports are served by one thread at a time (the `serving` lock), so callbacks of
+//! one client run one after another, in the order librdkafka reports them.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rdkafka::producer::BaseProducer;
+
+use crate::enqueue::MainQueue;
+use crate::producer::Reports;
+
+/// How often a report thread checks whether the application still polls; also the longest
+/// one poll of a report thread blocks. An application that stops polling has its reports
+/// served by the report threads within about this long.
+pub(crate) const GRACE: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// Delivery reports this thread has served (read around a poll to count them).
+    static SERVED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one report served on this thread.
+pub(crate) fn count_served() {
+    SERVED.set(SERVED.get().wrapping_add(1));
+}
+
+/// Shared by a producer's clients: whether its application polls, and who waits.
+#[derive(Debug, Default)]
+pub(crate) struct ReportDuty {
+    /// Bumped by every application poll.
+    polls: AtomicU64,
+    /// Threads waiting for reports they do not serve themselves.
+    wanted: AtomicUsize,
+    /// The clients' report threads, woken when a waiter arrives.
+    threads: Mutex<Vec<Thread>>,
+}
+
+/// While alive, the report threads serve reports even though the application polls.
+#[derive(Debug)]
+pub struct WantReports(Arc<ReportDuty>);
+
+impl Drop for WantReports {
+    fn drop(&mut self) {
+        self.0.wanted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ReportDuty {
+    /// Notes an application poll.
+    pub(crate) fn polled(&self) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes the report threads serve reports now, until the guard is dropped.
+    pub(crate) fn want(self: &Arc<Self>) -> WantReports {
+        self.wanted.fetch_add(1, Ordering::AcqRel);
+        for t in self.threads.lock().iter() {
+            t.unpark();
+        }
+        WantReports(self.clone())
+    }
+}
+
+/// A cluster client's librdkafka producer and the thread that serves its reports when the
+/// application does not.
+pub(crate) struct Served {
+    pub(crate) producer: Arc<BaseProducer<Reports>>,
+    /// Its event queue (`None` only if librdkafka could not hand it out: then always poll).
+    queue: Option<MainQueue>,
+    /// Held while serving this client's reports.
+    serving: Arc<Mutex<()>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    duty: Arc<ReportDuty>,
+}
+
+impl Served {
+    pub(crate) fn start(
+        producer: BaseProducer<Reports>,
+        duty: Arc<ReportDuty>,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let producer = Arc::new(producer);
+        let serving = Arc::new(Mutex::new(()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (producer, serving, stop, duty) = (
+                producer.clone(),
+                serving.clone(),
+                stop.clone(),
+                duty.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("sy-reports-{name}"))
+                .spawn(move || report_thread(&producer, &serving, &stop, &duty))?
+        };
+        duty.threads.lock().push(thread.thread().clone());
+        Ok(Self {
+            queue: MainQueue::new(producer.clone()),
+            producer,
+            serving,
+            stop,
+            thread: Some(thread),
+            duty,
+        })
+    }
+
+    /// Serves the reports that have arrived, on this thread, unless another thread is
+    /// serving this client's reports right now (then it does nothing). Returns how many.
+    pub(crate) fn poll_now(&self, timeout: Duration) -> usize {
+        if timeout.is_zero() && self.queue.as_ref().is_some_and(MainQueue::is_empty) {
+            return 0;
+        }
+        let Some(_g) = self.serving.try_lock() else {
+            return 0;
+        };
+        let before = SERVED.get();
+        self.producer.poll(timeout);
+        SERVED.get().wrapping_sub(before)
+    }
+
+    /// Stops and joins the report thread (not from the report thread itself).
+    pub(crate) fn stop(&mut self) {
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        self.stop.store(true, Ordering::Release);
+        let id = t.thread().id();
+        t.thread().unpark();
+        let _ = t.join();
+        self.duty.threads.lock().retain(|t| t.id() != id);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn report_thread(
+    producer: &BaseProducer<Reports>,
+    serving: &Mutex<()>,
+    stop: &AtomicBool,
+    duty: &ReportDuty,
+) {
+    let mut seen = duty.polls.load(Ordering::Relaxed);
+    while !stop.load(Ordering::Acquire) {
+        let polls = duty.polls.load(Ordering::Relaxed);
+        if polls != seen && duty.wanted.load(Ordering::Acquire) == 0 {
+            // The application polled since the last look: it serves the reports.
+            seen = polls;
+            std::thread::park_timeout(GRACE);
+            continue;
+        }
+        seen = polls;
+        let _g = serving.lock();
+        producer.poll(GRACE);
+    }
+}
