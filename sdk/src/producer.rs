@@ -1057,6 +1057,8 @@ async fn enqueue_when_full(
     mut report: Box<Report>,
 ) -> Result<(), Error> {
     let client = &*topic.client;
+    // Room comes as reports are served; this thread waits instead of polling.
+    let _want = client.producer.as_ref().map(Served::want);
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
@@ -1099,6 +1101,8 @@ fn enqueue_blocking(
         Err((e, back)) if is_queue_full(&e) && !ON_REPORT_THREAD.get() => back,
         Err((source, back)) => return Err((kafka_error(client, source), back)),
     };
+    // Room comes as reports are served; this thread waits instead of polling.
+    let _want = client.producer.as_ref().map(Served::want);
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
@@ -1244,6 +1248,8 @@ async fn start_held_callback(lane: &Lane, target: &Target, record: Record, cb: S
         payload_some: record.payload.is_some(),
         callback: Mutex::new(Some(cb)),
     }));
+    // Room comes as reports are served; this thread waits instead of polling.
+    let _want = topic.client.producer.as_ref().map(Served::want);
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     let error = loop {

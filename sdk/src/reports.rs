@@ -136,6 +136,11 @@ impl Served {
         SERVED.get().wrapping_sub(before)
     }
 
+    /// Makes the report threads serve now (see [`ReportDuty::want`]).
+    pub(crate) fn want(&self) -> WantReports {
+        self.duty.want()
+    }
+
     /// Stops and joins the report thread (not from the report thread itself).
     pub(crate) fn stop(&mut self) {
         let Some(t) = self.thread.take() else {

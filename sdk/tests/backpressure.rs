@@ -240,3 +240,96 @@ async fn callback_sends_wait_for_room_in_a_full_local_queue() {
     drop(sy);
     svc.shutdown().await.unwrap();
 }
+
+/// `Producer::poll` serves delivery reports on the calling thread: the callbacks run inside it
+/// (as many as it returns), each once, in send order. Once the thread stops polling, the
+/// client's report thread runs the callbacks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_runs_callbacks_on_the_calling_thread() {
+    let (east, _) = kafka();
+    let svc = config_service(StoreConfig::Memory, "127.0.0.1:0".parse().unwrap()).await;
+    let mut adm = admin(svc.local_addr()).await;
+    let t = fresh("cb-poll");
+    create_topic(&east, &t, 3).await;
+    apply(
+        &mut adm,
+        vec![cluster("east", &east), topic(&t, "east", "", 3)],
+    )
+    .await;
+    let sy = switchyard::Switchyard::builder("cb-poll")
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .without_cache()
+        .connect()
+        .await
+        .unwrap();
+    let producer = sy.producer();
+    let p = producer.clone();
+    let t2 = t.clone();
+    let (here, elsewhere, later, served) = tokio::task::spawn_blocking(move || {
+        let me = std::thread::current().id();
+        let (tx, rx) = mpsc::channel();
+        let send = |i: usize, tx: &mpsc::Sender<_>| {
+            let tx = tx.clone();
+            let r = Record::new(&t2).key("one-key").payload(format!("v{i}"));
+            p.send_with_callback(r, move |res| {
+                let _ = tx.send((i, std::thread::current().id() == me, res));
+            })
+            .map_err(|(e, _)| e)
+            .expect("send accepted");
+        };
+        let n = 300;
+        let mut served = 0;
+        for i in 0..n {
+            send(i, &tx);
+            served += p.poll(Duration::ZERO);
+        }
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + CALLBACK_WAIT;
+        while out.len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} callbacks",
+                out.len()
+            );
+            served += p.poll(Duration::from_millis(100));
+            out.extend(rx.try_iter());
+        }
+        // No polls from here on: the report thread serves.
+        let m = 50;
+        for i in n..n + m {
+            send(i, &tx);
+        }
+        let mut later = Vec::new();
+        while later.len() < m {
+            later.push(
+                rx.recv_timeout(CALLBACK_WAIT)
+                    .expect("callback without polls"),
+            );
+        }
+        let here: Vec<_> = out
+            .iter()
+            .filter(|(_, h, _)| *h)
+            .map(|(i, _, _)| *i)
+            .collect();
+        let elsewhere = out.len() - here.len();
+        let seqs: Vec<usize> = out.iter().map(|(i, _, _)| *i).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "callbacks out of send order: {seqs:?}"
+        );
+        assert!(out.iter().all(|(_, _, r)| r.is_ok()), "a send failed");
+        (here.len(), elsewhere, later, served)
+    })
+    .await
+    .expect("polling thread");
+    assert_eq!(served, here, "poll's count is the callbacks it ran");
+    assert!(here > 0, "no callback ran in poll ({elsewhere} elsewhere)");
+    assert!(
+        later.iter().all(|(_, h, r)| !*h && r.is_ok()),
+        "after the polls stopped, callbacks ran on the report thread"
+    );
+    assert_eq!(read_all(&east, &t).len(), 350);
+    drop(producer);
+    drop(sy);
+    svc.shutdown().await.unwrap();
+}

@@ -193,10 +193,12 @@ typedef struct switchyard_delivery {
  * during the call. On failure, `switchyard_last_error_message` called inside the callback
  * gives the reason.
  *
- * The callback never runs on the thread that sent. It runs on the delivery-report thread of
- * the Kafka client of the record's cluster (one such thread per cluster the producer writes
- * to: callbacks of records to one cluster run one at a time, in report order; callbacks of
- * records to different clusters may run at the same time), or, for a send that failed before
+ * The callback never runs inside `switchyard_producer_send`. It runs inside
+ * `switchyard_producer_poll` on the thread that calls it, or otherwise on the delivery-report
+ * thread of the Kafka client of the record's cluster (one such thread per cluster the
+ * producer writes to). Callbacks of records to one cluster run one at a time, in report order,
+ * whichever thread runs them; callbacks of records to different clusters may run at the same
+ * time. For a send that failed before
  * reaching Kafka (e.g. `SWITCHYARD_UNKNOWN_TOPIC`, a REJECT quota) or was cut off by
  * `switchyard_producer_free`, on one of the client's runtime threads or the freeing thread.
  * It must be thread-safe, should return quickly (the reports of its cluster wait for it), and

@@ -4,9 +4,11 @@
 //! Every send goes through the SDK's synchronous callback path
 //! (`switchyard::Producer::send_with_callback`) on the thread that calls
 //! `switchyard_producer_send`: routing, quota check and the enqueue on the cluster's Kafka
-//! client happen there, with no task or channel per record, and the delivery callback runs on
-//! that Kafka client's delivery-report thread. Records sent from one thread keep their order
-//! (per key/partition), also across a route change, exactly as the SDK keeps it.
+//! client happen there, with no task or channel per record, and the delivery callback runs
+//! inside `switchyard_producer_poll` on the application's thread when it polls (as with
+//! `rd_kafka_poll`), else on that Kafka client's delivery-report thread. Records sent from one
+//! thread keep their order (per key/partition), also across a route change, exactly as the SDK
+//! keeps it.
 
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
@@ -119,10 +121,12 @@ fn copy_name(dst: &mut [c_char; SWITCHYARD_NAME_MAX], s: &str) {
 /// during the call. On failure, `switchyard_last_error_message` called inside the callback
 /// gives the reason.
 ///
-/// The callback never runs on the thread that sent. It runs on the delivery-report thread of
-/// the Kafka client of the record's cluster (one such thread per cluster the producer writes
-/// to: callbacks of records to one cluster run one at a time, in report order; callbacks of
-/// records to different clusters may run at the same time), or, for a send that failed before
+/// The callback never runs inside `switchyard_producer_send`. It runs inside
+/// `switchyard_producer_poll` on the thread that calls it, or otherwise on the delivery-report
+/// thread of the Kafka client of the record's cluster (one such thread per cluster the
+/// producer writes to). Callbacks of records to one cluster run one at a time, in report order,
+/// whichever thread runs them; callbacks of records to different clusters may run at the same
+/// time. For a send that failed before
 /// reaching Kafka (e.g. `SWITCHYARD_UNKNOWN_TOPIC`, a REJECT quota) or was cut off by
 /// `switchyard_producer_free`, on one of the client's runtime threads or the freeing thread.
 /// It must be thread-safe, should return quickly (the reports of its cluster wait for it), and

@@ -5,9 +5,11 @@
 //! exactly as in Rust. `produce` and `send` use its synchronous callback path
 //! (`Producer::send_with_callback`) on the calling thread (GIL released for the call): the
 //! record is routed and handed to the cluster's Kafka client right there, so one thread's
-//! records keep their order per partition, and the result arrives on the Kafka client's
-//! delivery-report thread, which only queues it (no Python there): `poll`/`flush` run the
-//! Python callbacks on the caller's thread, and a blocked `send` is woken. `send_async`, which
+//! records keep their order per partition. The delivery report is taken in by `poll` on the
+//! caller's thread (which first serves the SDK's reports there, as `rd_kafka_poll` does), or,
+//! while no thread polls, by the Kafka client's delivery-report thread; either only queues the
+//! result (no Python there), `poll`/`flush` run the Python callbacks on the caller's thread,
+//! and a blocked `send` is woken. `send_async`, which
 //! must never block the event loop (the synchronous path may wait under a BLOCK quota), hands
 //! its sends to one dispatcher task per producer that awaits the SDK's async `send` (queue
 //! order = start order) and completes each asyncio future.
@@ -331,7 +333,8 @@ impl Producer {
         // First take in the delivery reports that have arrived, right here (they only queue
         // their results): while this thread keeps polling, the SDK's report threads leave the
         // reports to it, which saves handing each one to another thread.
-        if let Some(sdk) = self.sdk.lock().as_ref() {
+        let sdk = self.sdk.lock().clone();
+        if let Some(sdk) = sdk {
             sdk.poll(Duration::ZERO);
         }
         let mut n = 0;
