@@ -31,6 +31,9 @@ use crate::producer::Reports;
 /// served by the report threads within about this long.
 pub(crate) const GRACE: Duration = Duration::from_millis(10);
 
+/// Most events (batches of reports) one application poll serves after the first.
+const MAX_EVENTS_PER_POLL: usize = 1_000;
+
 thread_local! {
     /// Delivery reports this thread has served (read around a poll to count them).
     static SERVED: Cell<usize> = const { Cell::new(0) };
@@ -122,17 +125,27 @@ impl Served {
         })
     }
 
-    /// Serves the reports that have arrived, on this thread, unless another thread is
-    /// serving this client's reports right now (then it does nothing). Returns how many.
+    /// Serves the reports that have arrived (all of them, like `rd_kafka_poll`; waiting up to
+    /// `timeout` when there are none), on this thread, unless another thread is serving this
+    /// client's reports right now (then it does nothing). Returns how many.
     pub(crate) fn poll_now(&self, timeout: Duration) -> usize {
-        if timeout.is_zero() && self.queue.as_ref().is_some_and(MainQueue::is_empty) {
+        let empty = || self.queue.as_ref().is_some_and(MainQueue::is_empty);
+        if timeout.is_zero() && empty() {
             return 0;
         }
         let Some(_g) = self.serving.try_lock() else {
             return 0;
         };
         let before = SERVED.get();
+        // One rdkafka poll serves one event (a batch of reports); take in every event that is
+        // there (bounded, so one call cannot run forever under a flood of reports).
         self.producer.poll(timeout);
+        for _ in 0..MAX_EVENTS_PER_POLL {
+            if self.queue.is_none() || empty() {
+                break;
+            }
+            self.producer.poll(Duration::ZERO);
+        }
         SERVED.get().wrapping_sub(before)
     }
 

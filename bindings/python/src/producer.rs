@@ -34,7 +34,7 @@ use crate::types::Delivery;
 use crate::{args, errors, runtime};
 
 /// Default for `max_in_flight`.
-pub(crate) const DEFAULT_MAX_IN_FLIGHT: i64 = 8_192;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: i64 = 65_536;
 
 /// How long `produce` and `send` wait for room before raising `TimeoutError`.
 const ROOM_WAIT: Duration = Duration::from_secs(30);

@@ -98,7 +98,7 @@ class Switchyard:
     @staticmethod
     def from_file(path: Union[str, os.PathLike[str]], app: str) -> "Switchyard": ...
     def producer(
-        self, *, properties: Optional[Properties] = None, max_in_flight: int = 8192
+        self, *, properties: Optional[Properties] = None, max_in_flight: int = 65536
     ) -> "Producer": ...
     def consumer(
         self,
