@@ -1,6 +1,7 @@
 //! Python arguments checked and converted: a wrong type is a `TypeError`, a wrong value a
 //! `ValueError`, each naming the argument.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,17 +22,27 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 /// A `str` argument.
 pub(crate) fn string(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+    str_ref(obj, name).map(str::to_owned)
+}
+
+/// A `str` argument, borrowed (its UTF-8 form is cached in the `str` object, immutable and
+/// alive as long as `obj`).
+pub(crate) fn str_ref<'a>(obj: &'a Bound<'_, PyAny>, name: &str) -> PyResult<&'a str> {
     let s = obj
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{name} must be str, not {}", type_name(obj))))?;
     s.to_str()
-        .map(str::to_owned)
         .map_err(|_| PyValueError::new_err(format!("{name} is not valid UTF-8 (lone surrogate)")))
 }
 
 /// A non-empty `str` argument.
 pub(crate) fn name(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
-    let s = string(obj, what)?;
+    name_ref(obj, what).map(str::to_owned)
+}
+
+/// A non-empty `str` argument, borrowed (see [`str_ref`]).
+pub(crate) fn name_ref<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
+    let s = str_ref(obj, what)?;
     if s.is_empty() {
         return Err(PyValueError::new_err(format!("{what} must not be empty")));
     }
@@ -46,21 +57,33 @@ pub(crate) fn name(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
 /// A key, value or header value: `bytes`, `bytearray`, `memoryview` or `str` (UTF-8 encoded);
 /// `None` when absent.
 pub(crate) fn bytes(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Bytes>> {
+    Ok(bytes_ref(obj, name)?.map(|b| match b {
+        Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+        Cow::Owned(v) => Bytes::from(v),
+    }))
+}
+
+/// As [`bytes`], borrowing from `bytes` and `str` objects (immutable, alive as long as `obj`)
+/// and copying only `bytearray` and `memoryview` contents (which Python code may change).
+pub(crate) fn bytes_ref<'a>(
+    obj: Option<&'a Bound<'_, PyAny>>,
+    name: &str,
+) -> PyResult<Option<Cow<'a, [u8]>>> {
     let Some(obj) = obj else { return Ok(None) };
     if obj.is_none() {
         return Ok(None);
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Some(Bytes::copy_from_slice(b.as_bytes())));
+        return Ok(Some(Cow::Borrowed(b.as_bytes())));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         let s = s.to_str().map_err(|_| {
             PyValueError::new_err(format!("{name} is a str that is not valid UTF-8"))
         })?;
-        return Ok(Some(Bytes::copy_from_slice(s.as_bytes())));
+        return Ok(Some(Cow::Borrowed(s.as_bytes())));
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(Some(Bytes::from(b.to_vec())));
+        return Ok(Some(Cow::Owned(b.to_vec())));
     }
     if obj.cast::<PyMemoryView>().is_ok() {
         let b: Vec<u8> = obj
@@ -70,7 +93,7 @@ pub(crate) fn bytes(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Opti
             .map_err(|_| {
                 PyTypeError::new_err(format!("{name}: memoryview.tobytes() did not return bytes"))
             })?;
-        return Ok(Some(Bytes::from(b)));
+        return Ok(Some(Cow::Owned(b)));
     }
     Err(PyTypeError::new_err(format!(
         "{name} must be bytes, bytearray, memoryview, str or None, not {}",

@@ -14,6 +14,7 @@
 //! its sends to one dispatcher task per producer that awaits the SDK's async `send` (queue
 //! order = start order) and completes each asyncio future.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,16 +22,17 @@ use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use switchyard::{ProducerOptions, Record, SendError};
+use switchyard::{DeliveryRef, ProducerOptions, Record, RecordRef, SendError};
 use tokio::sync::mpsc;
 
 use crate::asyncio::{self, Outcome};
-use crate::types::Delivery;
+use crate::types::{Delivery, Names};
 use crate::{args, errors, runtime};
 
 /// Default for `max_in_flight`.
@@ -52,7 +54,7 @@ enum Notify {
     /// A Python callable, called by `poll`/`flush` on the Python thread.
     Callback(Py<PyAny>),
     /// A thread blocked in `send`.
-    Waiter(SyncSender<Result<switchyard::Delivery, SendError>>),
+    Waiter(SyncSender<Result<Delivery, SendError>>),
     /// An asyncio future and its loop.
     Future(Py<PyAny>, Py<PyAny>),
 }
@@ -65,7 +67,7 @@ struct Job {
 /// A completed send whose callback has not run yet.
 struct Done {
     callback: Py<PyAny>,
-    result: Result<switchyard::Delivery, SendError>,
+    result: Result<Delivery, SendError>,
 }
 
 /// Shared by the Python object and the dispatcher.
@@ -81,10 +83,35 @@ struct State {
     delivered: AtomicU64,
     failed: AtomicU64,
     max_in_flight: usize,
+    /// The names of the last delivery, shared with the next ones of the same route.
+    names: Mutex<Option<Arc<Names>>>,
 }
 
 impl State {
-    fn complete(&self, notify: Notify, r: Result<switchyard::Delivery, SendError>) {
+    /// Completes a send of the synchronous path (`send_with_callback_ref`).
+    fn complete_ref(&self, notify: Notify, r: Result<DeliveryRef<'_>, SendError>) {
+        let r = r.map(|d| {
+            let names = {
+                let mut last = self.names.lock();
+                match last.as_ref() {
+                    Some(n) if n.of(&d) => n.clone(),
+                    _ => {
+                        let n = Arc::new(Names {
+                            topic: d.topic.to_owned(),
+                            cluster: d.cluster.to_owned(),
+                            physical_topic: d.physical_topic.to_owned(),
+                        });
+                        *last = Some(n.clone());
+                        n
+                    }
+                }
+            };
+            Delivery::from_ref(names, &d)
+        });
+        self.complete(notify, r);
+    }
+
+    fn complete(&self, notify: Notify, r: Result<Delivery, SendError>) {
         if r.is_ok() {
             self.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -100,7 +127,7 @@ impl State {
                 let _ = tx.send(r);
             }
             Notify::Future(ev, fut) => asyncio::complete(ev, fut, |py| match r {
-                Ok(d) => match Py::new(py, Delivery::from_sdk(d)) {
+                Ok(d) => match Py::new(py, d) {
                     Ok(d) => Outcome::Value(d.into_any()),
                     Err(e) => Outcome::Error(e),
                 },
@@ -159,7 +186,7 @@ async fn dispatch(
                         let state = state.clone();
                         pending.push(async move {
                             let r = p.send(record).await;
-                            state.complete(notify, r);
+                            state.complete(notify, r.map(Delivery::from_sdk));
                         });
                     }
                 }
@@ -226,6 +253,7 @@ impl Producer {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             max_in_flight,
+            names: Mutex::new(None),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         rt.spawn(dispatch(sdk.clone(), rx, state.clone()));
@@ -294,10 +322,23 @@ impl Producer {
     /// Starts a send whose slot is taken on the SDK's synchronous path, on this thread (GIL
     /// released: it may wait for quota capacity or queue room). A send refused at once
     /// completes right here, with its error.
-    fn start(&self, py: Python<'_>, sdk: &switchyard::Producer, record: Record, notify: Notify) {
+    fn start(&self, py: Python<'_>, sdk: &switchyard::Producer, args: &Args<'_>, notify: Notify) {
         let state = self.state.clone();
+        let headers: Vec<(&str, &[u8])> = args
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), &v[..]))
+            .collect();
+        let record = RecordRef {
+            topic: args.topic,
+            key: args.key.as_deref(),
+            payload: args.value.as_deref(),
+            headers: &headers,
+        };
+        // Borrowed while detached: `bytes` and `str` contents are immutable, and the caller's
+        // arguments keep them alive; the Kafka client copies them.
         let refused = py.detach(|| {
-            sdk.send_with_callback(record, move |r| state.complete(notify, r))
+            sdk.send_with_callback_ref(record, move |r| state.complete_ref(notify, r))
                 .err()
         });
         if let Some((e, callback)) = refused {
@@ -344,7 +385,7 @@ impl Producer {
             };
             n += 1;
             let (err, delivery): (Py<PyAny>, Py<PyAny>) = match result {
-                Ok(d) => (py.None(), Py::new(py, Delivery::from_sdk(d))?.into_any()),
+                Ok(d) => (py.None(), Py::new(py, d)?.into_any()),
                 Err(e) => (
                     errors::send_error(py, e).into_value(py).into_any(),
                     py.None(),
@@ -387,6 +428,30 @@ impl Producer {
     }
 }
 
+/// A record's arguments, checked, borrowing what Python cannot change.
+struct Args<'a> {
+    topic: &'a str,
+    key: Option<Cow<'a, [u8]>>,
+    value: Option<Cow<'a, [u8]>>,
+    headers: Vec<(String, Bytes)>,
+}
+
+impl<'a> Args<'a> {
+    fn new(
+        topic: &'a Bound<'_, PyAny>,
+        value: Option<&'a Bound<'_, PyAny>>,
+        key: Option<&'a Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            topic: args::name_ref(topic, "topic")?,
+            key: args::bytes_ref(key, "key")?,
+            value: args::bytes_ref(value, "value")?,
+            headers: args::headers(headers)?,
+        })
+    }
+}
+
 fn record(
     topic: &Bound<'_, PyAny>,
     value: Option<&Bound<'_, PyAny>>,
@@ -423,14 +488,14 @@ impl Producer {
         on_delivery: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         errors::guard(py, || {
-            let record = record(topic, value, key, headers)?;
+            let record = Args::new(topic, value, key, headers)?;
             let notify = match args::callback(on_delivery, "on_delivery")? {
                 Some(cb) => Notify::Callback(cb),
                 None => Notify::Nobody,
             };
             let sdk = self.sdk(py)?;
             self.reserve(py)?;
-            self.start(py, &sdk, record, notify);
+            self.start(py, &sdk, &record, notify);
             Ok(())
         })
     }
@@ -498,14 +563,14 @@ impl Producer {
         timeout: Option<f64>,
     ) -> PyResult<Delivery> {
         errors::guard(py, || {
-            let record = record(topic, value, key, headers)?;
+            let record = Args::new(topic, value, key, headers)?;
             let t = args::timeout(timeout, "timeout")?;
             let sdk = self.sdk(py)?;
             runtime::check_may_block(py, "Producer.send")?;
             let deadline = t.map(|t| Instant::now() + t);
             self.reserve(py)?;
             let (tx, mut rx) = sync_channel(1);
-            self.start(py, &sdk, record, Notify::Waiter(tx));
+            self.start(py, &sdk, &record, Notify::Waiter(tx));
             loop {
                 let left = match deadline {
                     Some(d) => {
@@ -524,7 +589,7 @@ impl Producer {
                 let (r, back) = py.detach(move || (rx.recv_timeout(left), rx));
                 rx = back;
                 match r {
-                    Ok(Ok(d)) => return Ok(Delivery::from_sdk(d)),
+                    Ok(Ok(d)) => return Ok(d),
                     Ok(Err(e)) => return Err(errors::send_error(py, e)),
                     Err(RecvTimeoutError::Timeout) => py.check_signals()?,
                     Err(RecvTimeoutError::Disconnected) => {

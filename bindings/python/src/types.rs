@@ -1,5 +1,7 @@
 //! Value types handed to Python: `Delivery`, `Message`, `Record`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -24,30 +26,52 @@ fn header_list<'py>(py: Python<'py>, h: &[(String, Bytes)]) -> PyResult<Bound<'p
     PyList::new(py, items)
 }
 
+/// The names in a [`Delivery`]: shared by the deliveries of one route, so a delivery report
+/// copies no string.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Names {
+    pub(crate) topic: String,
+    pub(crate) cluster: String,
+    pub(crate) physical_topic: String,
+}
+
+impl Names {
+    /// Whether these are the names of `d`.
+    pub(crate) fn of(&self, d: &switchyard::DeliveryRef<'_>) -> bool {
+        self.topic == d.topic
+            && self.cluster == d.cluster
+            && self.physical_topic == d.physical_topic
+    }
+}
+
 /// Where a record was written.
-#[pyclass(module = "switchyard", frozen, get_all)]
+#[pyclass(module = "switchyard", frozen)]
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
-    /// Logical topic.
-    pub(crate) topic: String,
-    /// Cluster the record was written to.
-    pub(crate) cluster: String,
-    /// Physical topic on that cluster.
-    pub(crate) physical_topic: String,
-    /// Partition.
-    pub(crate) partition: i32,
-    /// Offset.
-    pub(crate) offset: i64,
-    /// Configuration version that routed the record.
-    pub(crate) config_version: u64,
+    names: Arc<Names>,
+    partition: i32,
+    offset: i64,
+    config_version: u64,
 }
 
 impl Delivery {
     pub(crate) fn from_sdk(d: switchyard::Delivery) -> Self {
         Self {
-            topic: d.topic,
-            cluster: d.cluster,
-            physical_topic: d.physical_topic,
+            names: Arc::new(Names {
+                topic: d.topic,
+                cluster: d.cluster,
+                physical_topic: d.physical_topic,
+            }),
+            partition: d.partition,
+            offset: d.offset,
+            config_version: d.version,
+        }
+    }
+
+    /// `d` with its names taken from `names` (which must be `d`'s, see [`Names::of`]).
+    pub(crate) fn from_ref(names: Arc<Names>, d: &switchyard::DeliveryRef<'_>) -> Self {
+        Self {
+            names,
             partition: d.partition,
             offset: d.offset,
             config_version: d.version,
@@ -57,12 +81,48 @@ impl Delivery {
 
 #[pymethods]
 impl Delivery {
+    /// Logical topic.
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.names.topic
+    }
+
+    /// Cluster the record was written to.
+    #[getter]
+    fn cluster(&self) -> &str {
+        &self.names.cluster
+    }
+
+    /// Physical topic on that cluster.
+    #[getter]
+    fn physical_topic(&self) -> &str {
+        &self.names.physical_topic
+    }
+
+    /// Partition.
+    #[getter]
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Offset.
+    #[getter]
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Configuration version that routed the record.
+    #[getter]
+    fn config_version(&self) -> u64 {
+        self.config_version
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Delivery(topic={:?}, cluster={:?}, physical_topic={:?}, partition={}, offset={}, config_version={})",
-            self.topic,
-            self.cluster,
-            self.physical_topic,
+            self.names.topic,
+            self.names.cluster,
+            self.names.physical_topic,
             self.partition,
             self.offset,
             self.config_version
