@@ -91,6 +91,9 @@ pub struct Switchyard {
     cache_error: Option<String>,
 }
 
+/// Longest watch stall timeout accepted ([`SwitchyardBuilder::watch_stall_timeout`]).
+const MAX_WATCH_STALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Builds a [`Switchyard`].
 #[derive(Debug, Clone)]
 pub struct SwitchyardBuilder {
@@ -287,8 +290,8 @@ impl SwitchyardBuilder {
         self
     }
     /// How long a config service that stopped answering (a hung or cut-off replica) may hold
-    /// the watch before the client fails over to the next endpoint (default 10 s; at least
-    /// 100 ms).
+    /// the watch before the client fails over to the next endpoint (default 10 s; 100 ms to
+    /// 1 h).
     pub fn watch_stall_timeout(mut self, d: Duration) -> Self {
         self.watch_stall_timeout = d;
         self
@@ -349,9 +352,11 @@ impl SwitchyardBuilder {
                 "give at least one config service endpoint".into(),
             ));
         }
-        if self.watch_stall_timeout < Duration::from_millis(100) {
+        if self.watch_stall_timeout < Duration::from_millis(100)
+            || self.watch_stall_timeout > MAX_WATCH_STALL_TIMEOUT
+        {
             return Err(Error::InvalidArgument(format!(
-                "the watch stall timeout must be at least 100 ms, not {:?}",
+                "the watch stall timeout must be between 100 ms and 1 h, not {:?}",
                 self.watch_stall_timeout
             )));
         }

@@ -138,6 +138,24 @@ typedef struct switchyard_message switchyard_message;
 typedef struct switchyard_producer switchyard_producer;
 
 /**
+ * Options of `switchyard_client_connect_with`. A field left 0 keeps its default, so a
+ * zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
+ */
+typedef struct switchyard_connect_options {
+    /**
+     * Longest wait for a first configuration when there is no valid cache, in milliseconds
+     * (then `SWITCHYARD_NO_CONFIG`). Default 10,000.
+     */
+    int32_t initial_timeout_ms;
+    /**
+     * How long a config service that stopped answering (a hung or cut-off replica) may hold
+     * the configuration watch before the client fails over to the next endpoint, in
+     * milliseconds: 100 to 3,600,000. Default 10,000.
+     */
+    int32_t watch_stall_timeout_ms;
+} switchyard_connect_options;
+
+/**
  * Where a record was written, or which record failed.
  *
  * In a delivery callback it is valid only during the call: copy what you need.
@@ -252,6 +270,7 @@ extern "C" {
  * The configuration is then watched in the background and route and property changes are
  * applied to running producers and consumers without losing in-flight records. Set the
  * environment variable `SWITCHYARD_LOG` (e.g. `info`) to get the library's logs on stderr.
+ * `switchyard_client_connect_with` takes further options.
  *
  * Thread safety: may be called from any thread except a delivery callback (it blocks). The
  * client may then be used from any number of threads at once.
@@ -265,6 +284,24 @@ enum switchyard_result switchyard_client_connect(const char *endpoints,
                                                  const char *token,
                                                  const char *cache_path,
                                                  struct switchyard_client **out);
+
+/**
+ * `switchyard_client_connect` with options: `options` may be NULL (all defaults). A
+ * negative field, or a watch stall timeout outside 100 ms … 1 h, fails with
+ * `SWITCHYARD_INVALID_ARGUMENT` before anything is contacted.
+ *
+ * Thread safety: as for `switchyard_client_connect`.
+ *
+ * # Safety
+ *
+ * As for `switchyard_client_connect`; `options` must be NULL or readable.
+ */
+enum switchyard_result switchyard_client_connect_with(const char *endpoints,
+                                                      const char *app,
+                                                      const char *token,
+                                                      const char *cache_path,
+                                                      const struct switchyard_connect_options *options,
+                                                      struct switchyard_client **out);
 
 /**
  * A client whose configuration is a file: a desired-state YAML/JSON file (the format of

@@ -109,6 +109,7 @@ fn init_logging() {
 /// The configuration is then watched in the background and route and property changes are
 /// applied to running producers and consumers without losing in-flight records. Set the
 /// environment variable `SWITCHYARD_LOG` (e.g. `info`) to get the library's logs on stderr.
+/// `switchyard_client_connect_with` takes further options.
 ///
 /// Thread safety: may be called from any thread except a delivery callback (it blocks). The
 /// client may then be used from any number of threads at once.
@@ -122,6 +123,45 @@ pub unsafe extern "C" fn switchyard_client_connect(
     app: *const c_char,
     token: *const c_char,
     cache_path: *const c_char,
+    out: *mut *mut switchyard_client,
+) -> switchyard_result {
+    // SAFETY: the caller's contract is the one `switchyard_client_connect_with` needs; NULL
+    // options mean the defaults.
+    unsafe {
+        switchyard_client_connect_with(endpoints, app, token, cache_path, std::ptr::null(), out)
+    }
+}
+
+/// Options of `switchyard_client_connect_with`. A field left 0 keeps its default, so a
+/// zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct switchyard_connect_options {
+    /// Longest wait for a first configuration when there is no valid cache, in milliseconds
+    /// (then `SWITCHYARD_NO_CONFIG`). Default 10,000.
+    pub initial_timeout_ms: i32,
+    /// How long a config service that stopped answering (a hung or cut-off replica) may hold
+    /// the configuration watch before the client fails over to the next endpoint, in
+    /// milliseconds: 100 to 3,600,000. Default 10,000.
+    pub watch_stall_timeout_ms: i32,
+}
+
+/// `switchyard_client_connect` with options: `options` may be NULL (all defaults). A
+/// negative field, or a watch stall timeout outside 100 ms … 1 h, fails with
+/// `SWITCHYARD_INVALID_ARGUMENT` before anything is contacted.
+///
+/// Thread safety: as for `switchyard_client_connect`.
+///
+/// # Safety
+///
+/// As for `switchyard_client_connect`; `options` must be NULL or readable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_connect_with(
+    endpoints: *const c_char,
+    app: *const c_char,
+    token: *const c_char,
+    cache_path: *const c_char,
+    options: *const switchyard_connect_options,
     out: *mut *mut switchyard_client,
 ) -> switchyard_result {
     guard(|| {
@@ -139,6 +179,19 @@ pub unsafe extern "C" fn switchyard_client_connect(
             // SAFETY: not NULL; the caller's contract above.
             Some(unsafe { arg_path(cache_path, "cache_path") }?)
         };
+        // SAFETY: NULL or readable (the caller's contract above).
+        let opts = unsafe { options.as_ref() }.copied().unwrap_or_default();
+        let ms = |v: i32, name: &str| -> Result<Option<Duration>, Failure> {
+            match v {
+                0 => Ok(None),
+                v if v < 0 => Err(Failure::invalid(format!(
+                    "options.{name} must be >= 0 (0: the default), not {v}"
+                ))),
+                v => Ok(Some(Duration::from_millis(v.unsigned_abs().into()))),
+            }
+        };
+        let initial = ms(opts.initial_timeout_ms, "initial_timeout_ms")?;
+        let stall = ms(opts.watch_stall_timeout_ms, "watch_stall_timeout_ms")?;
         check_may_block("switchyard_client_connect")?;
         let list: Vec<&str> = endpoints
             .split(',')
@@ -158,6 +211,12 @@ pub unsafe extern "C" fn switchyard_client_connect(
         }
         if let Some(p) = cache_path {
             b = b.cache_path(p);
+        }
+        if let Some(d) = initial {
+            b = b.initial_timeout(d);
+        }
+        if let Some(d) = stall {
+            b = b.watch_stall_timeout(d);
         }
         let rt = runtime()?;
         let sy = rt.block_on(b.connect())?;

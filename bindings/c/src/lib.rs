@@ -31,7 +31,7 @@ mod inflight;
 mod message;
 mod producer;
 
-pub use client::switchyard_client;
+pub use client::{switchyard_client, switchyard_connect_options};
 pub use consumer::switchyard_consumer;
 pub use error::switchyard_result;
 pub use message::switchyard_message;

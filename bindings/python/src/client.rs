@@ -84,8 +84,11 @@ impl Switchyard {
     ///     properties: Kafka client properties set by the application (enforced service
     ///         settings still win).
     ///     initial_timeout: seconds to wait for a first configuration without a cache.
+    ///     watch_stall_timeout: seconds a config service that stopped answering (a hung or
+    ///         cut-off replica) may hold the watch before the client fails over to the next
+    ///         endpoint (at least 0.1).
     #[staticmethod]
-    #[pyo3(signature = (endpoint, app, *, token=None, cache_path=None, no_cache=false, client_id=None, properties=None, initial_timeout=10.0))]
+    #[pyo3(signature = (endpoint, app, *, token=None, cache_path=None, no_cache=false, client_id=None, properties=None, initial_timeout=10.0, watch_stall_timeout=10.0))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -97,6 +100,7 @@ impl Switchyard {
         client_id: Option<&Bound<'_, PyAny>>,
         properties: Option<&Bound<'_, PyAny>>,
         initial_timeout: f64,
+        watch_stall_timeout: f64,
     ) -> PyResult<Self> {
         errors::guard(py, || {
             let endpoints = endpoints(endpoint)?;
@@ -112,11 +116,14 @@ impl Switchyard {
             let properties = args::properties(properties)?;
             let initial = args::timeout(Some(initial_timeout), "initial_timeout")?
                 .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+            let stall = args::timeout(Some(watch_stall_timeout), "watch_stall_timeout")?
+                .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
             runtime::check_may_block(py, "Switchyard.connect")?;
             runtime::init_logging();
             let mut b = switchyard::Switchyard::builder(app)
                 .language("python")
-                .initial_timeout(initial);
+                .initial_timeout(initial)
+                .watch_stall_timeout(stall);
             for e in endpoints {
                 b = b.endpoint(e);
             }

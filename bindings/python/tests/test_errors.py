@@ -50,6 +50,15 @@ def test_bad_arguments_raise_precise_type_and_value_errors(service, topics):
         switchyard.Switchyard.connect(service.endpoint, "app", initial_timeout=-1)
     with pytest.raises(TypeError, match="properties must be a dict"):
         switchyard.Switchyard.connect(service.endpoint, "app", properties=["acks"])
+    with pytest.raises(ValueError, match="watch_stall_timeout must be a number of seconds >= 0"):
+        switchyard.Switchyard.connect(service.endpoint, "app", watch_stall_timeout=-1)
+    for stall in (0.05, 7200):
+        with pytest.raises(switchyard.InvalidArgumentError, match="between 100 ms and 1 h"):
+            switchyard.Switchyard.connect(service.endpoint, "app", no_cache=True,
+                                          watch_stall_timeout=stall)
+    with switchyard.Switchyard.connect(service.endpoint, "app", no_cache=True,
+                                       watch_stall_timeout=2.5) as sy:
+        assert sy.version >= 1
     # The SDK's own validation: an app name it refuses.
     with pytest.raises(switchyard.InvalidArgumentError) as e:
         switchyard.Switchyard.connect(service.endpoint, "bad app name!", no_cache=True)

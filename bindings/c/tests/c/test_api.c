@@ -161,6 +161,43 @@ static int unreachable_service_gives_no_config(void) {
     return 0;
 }
 
+/* switchyard_client_connect_with: options are checked before anything is contacted; a short
+ * initial timeout ends the wait for an unreachable service early. */
+static int connect_options_are_checked(void) {
+    switchyard_client *c = (switchyard_client *)0x1;
+    switchyard_connect_options o = {0};
+    o.initial_timeout_ms = -1;
+    CHECK_FAILS(switchyard_client_connect_with("http://127.0.0.1:1", "c-tests", NULL, NULL, &o,
+                                               &c),
+                SWITCHYARD_INVALID_ARGUMENT, "initial_timeout_ms");
+    CHECK(c == NULL);
+    o.initial_timeout_ms = 0;
+    o.watch_stall_timeout_ms = -5;
+    CHECK_FAILS(switchyard_client_connect_with("http://127.0.0.1:1", "c-tests", NULL, NULL, &o,
+                                               &c),
+                SWITCHYARD_INVALID_ARGUMENT, "watch_stall_timeout_ms");
+    o.watch_stall_timeout_ms = 50;
+    CHECK_FAILS(switchyard_client_connect_with("http://127.0.0.1:1", "c-tests", NULL, NULL, &o,
+                                               &c),
+                SWITCHYARD_INVALID_ARGUMENT, "between 100 ms and 1 h");
+    o.watch_stall_timeout_ms = 3600001;
+    CHECK_FAILS(switchyard_client_connect_with("http://127.0.0.1:1", "c-tests", NULL, NULL, &o,
+                                               &c),
+                SWITCHYARD_INVALID_ARGUMENT, "between 100 ms and 1 h");
+    /* Valid options; nothing answers on port 1 and there is no cache: NO_CONFIG once the
+     * 300 ms initial timeout has passed. */
+    char cache[4096];
+    snprintf(cache, sizeof cache, "%s/options.snapshot", tmpdir);
+    o.initial_timeout_ms = 300;
+    o.watch_stall_timeout_ms = 1000;
+    CHECK_RC(switchyard_client_connect_with("http://127.0.0.1:1", "c-tests", NULL, cache, &o, &c),
+             SWITCHYARD_NO_CONFIG);
+    CHECK(c == NULL);
+    CHECK_FAILS(switchyard_client_connect_with(NULL, "c-tests", NULL, NULL, &o, &c),
+                SWITCHYARD_NULL_POINTER, "endpoints");
+    return 0;
+}
+
 /* ---- producer ---- */
 
 typedef struct {
@@ -474,6 +511,7 @@ int main(void) {
     RUN(client_arguments);
     RUN(from_file_errors_are_cache_errors);
     RUN(unreachable_service_gives_no_config);
+    RUN(connect_options_are_checked);
     RUN(producer_arguments_and_routing_errors);
     RUN(free_gives_undelivered_sends_a_closed_callback);
     RUN(reject_quota_gives_quota_exceeded);

@@ -56,7 +56,11 @@ static int connect_with_a_dead_endpoint_first(void) {
     char endpoints[1024], cache[4096];
     snprintf(endpoints, sizeof endpoints, "http://127.0.0.1:1, %s", endpoint);
     snprintf(cache, sizeof cache, "%s/service-test.snapshot", tmpdir);
-    CHECK_RC(switchyard_client_connect(endpoints, "c-tests", NULL, cache, &client),
+    /* With options: a short watch stall timeout (the failover test of the Rust SDK exercises
+     * it; here it must be accepted and change nothing else). */
+    switchyard_connect_options o = {0};
+    o.watch_stall_timeout_ms = 2000;
+    CHECK_RC(switchyard_client_connect_with(endpoints, "c-tests", NULL, cache, &o, &client),
              SWITCHYARD_OK);
     CHECK(client != NULL);
     version_before = switchyard_client_config_version(client);

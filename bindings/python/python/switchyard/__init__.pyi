@@ -94,6 +94,7 @@ class Switchyard:
         client_id: Optional[str] = None,
         properties: Optional[Properties] = None,
         initial_timeout: float = 10.0,
+        watch_stall_timeout: float = 10.0,
     ) -> "Switchyard": ...
     @staticmethod
     def from_file(path: Union[str, os.PathLike[str]], app: str) -> "Switchyard": ...
