@@ -6,8 +6,9 @@
  * Connects to the config service at ENDPOINT as application APP (bearer token from
  * SWITCHYARD_TOKEN when set) and sends keyed records to logical TOPIC at about RATE records/s,
  * round-robin over KEYS keys "k00", "k01", ... with payload "KEY:SEQ" (SEQ counts per key from
- * 0), until standard input closes. Then it flushes, releases the producer and prints its
- * summary. Output lines (stdout):
+ * 0), until standard input closes, serving its delivery reports itself while it waits
+ * (switchyard_producer_poll, so the callbacks run on this thread through the route change and
+ * the move). Then it flushes, releases the producer and prints its summary. Output lines (stdout):
  *
  *   ready
  *   progress sent=N delivered=D failed=F [CLUSTER/PHYSICAL=COUNT ...]   (every ~200 ms)
@@ -141,7 +142,13 @@ int main(int argc, char **argv) {
         }
         long due = (long)((now - start) * (double)rate) - sent;
         if (due <= 0) {
-            parity_sleep_ms(2);
+            /* Wait by serving delivery reports on this thread (callbacks run here). */
+            rc = switchyard_producer_poll(producer, 2, NULL);
+            if (rc != SWITCHYARD_OK) {
+                printf("poll %s %s\n", switchyard_result_name(rc), parity_last_error());
+                fflush(stdout);
+                parity_sleep_ms(2);
+            }
             continue;
         }
         if (due > 200) due = 200;
