@@ -10,6 +10,7 @@
 //! thread keep their order (per key/partition), also across a route change, exactly as the SDK
 //! keeps it.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +103,45 @@ impl switchyard_delivery {
         copy_name(&mut out.topic, topic);
         out
     }
+}
+
+thread_local! {
+    /// The last successful delivery handed to a callback on this thread. The next one to the
+    /// same route only rewrites its partition, offset and version instead of building the
+    /// 824-byte struct again.
+    static LAST_DELIVERY: RefCell<Option<Box<switchyard_delivery>>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `f` with `d` as a `switchyard_delivery` (this thread's reused one, see
+/// [`LAST_DELIVERY`]; a fresh one if a callback on this thread is already using it).
+fn with_delivered<R>(d: &DeliveryRef<'_>, f: impl FnOnce(&switchyard_delivery) -> R) -> R {
+    LAST_DELIVERY.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return f(&switchyard_delivery::delivered(d));
+        };
+        let out = slot.get_or_insert_with(|| Box::new(switchyard_delivery::empty()));
+        if !(holds(&out.topic, d.topic)
+            && holds(&out.cluster, d.cluster)
+            && holds(&out.physical_topic, d.physical_topic))
+        {
+            copy_name(&mut out.topic, d.topic);
+            copy_name(&mut out.cluster, d.cluster);
+            copy_name(&mut out.physical_topic, d.physical_topic);
+        }
+        out.partition = d.partition;
+        out.offset = d.offset;
+        out.config_version = d.version;
+        f(out)
+    })
+}
+
+/// Whether the NUL-terminated name in `buf` is `s`.
+fn holds(buf: &[c_char; SWITCHYARD_NAME_MAX], s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() < SWITCHYARD_NAME_MAX
+        && buf[b.len()] == 0
+        && buf.iter().zip(b).all(|(x, y)| *x as u8 == *y)
 }
 
 /// Copies `s` into a fixed C buffer, NUL-terminated, cut on a UTF-8 boundary if too long.
@@ -200,10 +240,15 @@ impl Completion {
         match self.notify.take() {
             Some(Notify::Callback(cb, ud)) => {
                 let (rc, d) = match &r {
-                    Ok(d) => (
-                        switchyard_result::SWITCHYARD_OK,
-                        switchyard_delivery::delivered(d),
-                    ),
+                    Ok(d) => {
+                        // SAFETY: `cb` is a function pointer the caller gave to
+                        // `switchyard_producer_send` with the contract that it is callable from
+                        // any thread; the delivery `d` outlives the call.
+                        with_delivered(d, |d| {
+                            in_callback(|| unsafe { cb(ud.0, switchyard_result::SWITCHYARD_OK, d) })
+                        });
+                        return;
+                    }
                     Err(e) => {
                         let f = Failure::from(e);
                         let rc = f.code;
