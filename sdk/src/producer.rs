@@ -54,6 +54,10 @@ use crate::status::{Counted, StatusSource};
 use crate::throttle::{self, ThrottleCounters, ThrottleStats, WaitQueue};
 use crate::watch::Shared;
 
+/// Longest single wait of [`Producer::poll`] before it looks again (the first report is taken
+/// within about this long).
+const POLL_SLICE: Duration = Duration::from_millis(1);
+
 /// Properties every SDK producer starts from (the service and the app can override them).
 const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     // No duplicates from internal retries, and retries never reorder a partition.
@@ -883,30 +887,45 @@ impl Producer {
     /// Do not call it from a callback it runs (that poll serves nothing).
     pub fn poll(&self, timeout: Duration) -> usize {
         let inner = &*self.inner;
+        let served = self.poll_clients(Duration::ZERO);
+        if served > 0 || timeout.is_zero() {
+            return served;
+        }
+        // Wait in short slices (an rdkafka poll with a timeout runs to its end even once it
+        // has served something), so the first report is taken within about a slice.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return 0;
+            }
+            let slice = (deadline - now).min(POLL_SLICE);
+            if inner.client_list.load().is_empty() {
+                inner.duty.polled();
+                std::thread::sleep(slice);
+                continue;
+            }
+            let served = self.poll_clients(slice);
+            if served > 0 {
+                return served;
+            }
+        }
+    }
+
+    /// One application poll of every cluster client, `slice` shared between them.
+    fn poll_clients(&self, slice: Duration) -> usize {
+        let inner = &*self.inner;
         inner.duty.polled();
         let clients = inner.client_list.load();
+        let each = if slice.is_zero() || clients.is_empty() {
+            slice
+        } else {
+            (slice / clients.len() as u32).max(Duration::from_micros(100))
+        };
         let mut served = 0;
         for c in clients.iter() {
             if let Some(p) = &c.producer {
-                served += p.poll_now(Duration::ZERO);
-            }
-        }
-        if served > 0 || timeout.is_zero() || clients.is_empty() {
-            return served;
-        }
-        let deadline = Instant::now() + timeout;
-        let slice = (timeout / clients.len() as u32)
-            .clamp(Duration::from_micros(100), crate::reports::GRACE);
-        while served == 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            inner.duty.polled();
-            for c in clients.iter() {
-                if let Some(p) = &c.producer {
-                    served += p.poll_now(slice.min(deadline - now));
-                }
+                served += p.poll_now(each);
             }
         }
         served

@@ -134,6 +134,10 @@ impl Served {
             return 0;
         }
         let Some(_g) = self.serving.try_lock() else {
+            // Another thread serves them: wait as asked instead of spinning.
+            if !timeout.is_zero() {
+                std::thread::sleep(timeout);
+            }
             return 0;
         };
         let before = SERVED.get();
