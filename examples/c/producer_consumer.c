@@ -74,6 +74,10 @@ int main(int argc, char **argv) {
         rc = switchyard_producer_send(producer, topic, (const uint8_t *)key, strlen(key),
                                       (const uint8_t *)value, strlen(value), on_delivery, NULL);
         if (rc != SWITCHYARD_OK) fail("send", rc);
+        /* Optional, like rd_kafka_poll: run the callbacks of delivered records here, on this
+         * thread (cheaper than a hand-off per record); without it a switchyard thread runs
+         * them. */
+        if ((rc = switchyard_producer_poll(producer, 0, NULL)) != SWITCHYARD_OK) fail("poll", rc);
     }
     if ((rc = switchyard_producer_flush(producer, 30000)) != SWITCHYARD_OK) fail("flush", rc);
     printf("produced %d records (%d failed)\n", atomic_load(&delivered), atomic_load(&failed));

@@ -15,10 +15,9 @@
 //! and the callback runs where the delivery report is served: on the application's thread in
 //! [`Producer::poll`], else on the client's report thread — see [`crate::reports`]). Each
 //! cluster client is one rdkafka `BaseProducer` whose delivery handler completes either kind; a
-//! callback send
-//! counts in its lane's gate from enqueue until its report, exactly like an awaited send, so a
-//! switch waits for both, and sends of either kind that arrive while a lane is closed wait in
-//! the same hold queue, in arrival order.
+//! callback send counts in its lane's gate from enqueue until its report, exactly like an
+//! awaited send, so a switch waits for both, and sends of either kind that arrive while a lane
+//! is closed wait in the same hold queue, in arrival order.
 //!
 //! Quotas (see [`crate::throttle`]) are checked before a send enters its lane: a blocked send
 //! waits outside the lane, so it never holds up a route switch.
@@ -881,8 +880,8 @@ impl Producer {
     /// Optional: without it every cluster client's report thread serves its reports. An
     /// application that sends from one thread and polls there (e.g. after each send, or every
     /// few hundred) saves that thread hand-off per record; while it keeps polling the report
-    /// threads stay idle, and within about 10 ms of its last poll they take over again (see
-    /// [`crate::reports`]). Reports of one client are served by one thread at a time, in order.
+    /// threads stay idle, and within about 10 ms of its last poll they take over again.
+    /// Reports of one client are served by one thread at a time, in order.
     ///
     /// Do not call it from a callback it runs (that poll serves nothing).
     pub fn poll(&self, timeout: Duration) -> usize {
