@@ -89,13 +89,23 @@ impl switchyard_delivery {
 
     fn delivered(d: &DeliveryRef<'_>) -> Self {
         let mut out = Self::empty();
-        copy_name(&mut out.topic, d.topic);
-        copy_name(&mut out.cluster, d.cluster);
-        copy_name(&mut out.physical_topic, d.physical_topic);
-        out.partition = d.partition;
-        out.offset = d.offset;
-        out.config_version = d.version;
+        out.set_delivered(d);
         out
+    }
+
+    /// Makes this the delivery `d`; the names are copied only when they differ.
+    fn set_delivered(&mut self, d: &DeliveryRef<'_>) {
+        if !(holds(&self.topic, d.topic)
+            && holds(&self.cluster, d.cluster)
+            && holds(&self.physical_topic, d.physical_topic))
+        {
+            copy_name(&mut self.topic, d.topic);
+            copy_name(&mut self.cluster, d.cluster);
+            copy_name(&mut self.physical_topic, d.physical_topic);
+        }
+        self.partition = d.partition;
+        self.offset = d.offset;
+        self.config_version = d.version;
     }
 
     fn failed(topic: &str) -> Self {
@@ -121,17 +131,7 @@ fn with_delivered<R>(d: &DeliveryRef<'_>, f: impl FnOnce(&switchyard_delivery) -
             return f(&switchyard_delivery::delivered(d));
         };
         let out = slot.get_or_insert_with(|| Box::new(switchyard_delivery::empty()));
-        if !(holds(&out.topic, d.topic)
-            && holds(&out.cluster, d.cluster)
-            && holds(&out.physical_topic, d.physical_topic))
-        {
-            copy_name(&mut out.topic, d.topic);
-            copy_name(&mut out.cluster, d.cluster);
-            copy_name(&mut out.physical_topic, d.physical_topic);
-        }
-        out.partition = d.partition;
-        out.offset = d.offset;
-        out.config_version = d.version;
+        out.set_delivered(d);
         f(out)
     })
 }
