@@ -122,12 +122,7 @@ async fn callback_sends_wait_for_block_quota_capacity_in_order() {
         ],
     )
     .await;
-    let sy = switchyard::Switchyard::builder("cb-quota")
-        .endpoint(format!("http://{}", svc.local_addr()))
-        .without_cache()
-        .connect()
-        .await
-        .unwrap();
+    let sy = connect(&svc, "cb-quota").await;
     let producer = sy.producer();
 
     let n = 150;
@@ -177,12 +172,7 @@ async fn callback_sends_wait_for_room_in_a_full_local_queue() {
         vec![cluster("east", &east), topic(&t, "east", "", 3)],
     )
     .await;
-    let sy = switchyard::Switchyard::builder("cb-queue")
-        .endpoint(format!("http://{}", svc.local_addr()))
-        .without_cache()
-        .connect()
-        .await
-        .unwrap();
+    let sy = connect(&svc, "cb-queue").await;
     // Room for one record until its delivery report has been served.
     let producer = sy.producer_with(ProducerOptions {
         properties: [("queue.buffering.max.messages".to_string(), "1".to_string())].into(),
@@ -256,12 +246,7 @@ async fn poll_runs_callbacks_on_the_calling_thread() {
         vec![cluster("east", &east), topic(&t, "east", "", 3)],
     )
     .await;
-    let sy = switchyard::Switchyard::builder("cb-poll")
-        .endpoint(format!("http://{}", svc.local_addr()))
-        .without_cache()
-        .connect()
-        .await
-        .unwrap();
+    let sy = connect(&svc, "cb-poll").await;
     let producer = sy.producer();
     let p = producer.clone();
     let t2 = t.clone();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use switchyard::{ConsumerOptions, ErrorKind, Record, Switchyard};
+use switchyard::{ConsumerOptions, ErrorKind, Record};
 use switchyard_config::StoreConfig;
 use switchyard_proto::v1::{Change, Quota, QuotaPolicy, change::Op};
 use workload::*;
@@ -39,15 +39,6 @@ fn quota(topic: &str, produce: u64, bytes: u64, consume: u64, burst: u64, reject
             } as i32,
         })),
     }
-}
-
-async fn connect(app: &str, svc: &switchyard_config::RunningServer) -> Switchyard {
-    Switchyard::builder(app)
-        .endpoint(format!("http://{}", svc.local_addr()))
-        .without_cache()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Deliveries per second whose acknowledgement came within `[from, to]`.
@@ -77,7 +68,7 @@ async fn block_quota_holds_the_rate_and_a_change_applies_within_a_second() {
         ],
     )
     .await;
-    let sy = connect("quota-block", &svc).await;
+    let sy = connect(&svc, "quota-block").await;
     let producer = sy.producer();
     // 256 keys with one send in flight each, as fast as the quota lets them: 4x headroom over
     // 1,000/s even if a loaded machine makes a send take 60 ms (sends waiting for the quota
@@ -179,7 +170,7 @@ async fn reject_quota_fails_fast_and_returns_the_record() {
         ],
     )
     .await;
-    let sy = connect("quota-reject", &svc).await;
+    let sy = connect(&svc, "quota-reject").await;
     let producer = sy.producer();
 
     // A record larger than the byte burst can never pass: a clear, non-retriable error.
@@ -273,7 +264,7 @@ async fn consume_quota_paces_delivery_and_keeps_the_group_membership() {
         vec![cluster("east", &east), topic(&t, "east", "", 3)],
     )
     .await;
-    let sy = connect("quota-consume", &svc).await;
+    let sy = connect(&svc, "quota-consume").await;
     let producer = sy.producer();
     let sends = (0..400).map(|i| {
         producer.send(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchyard::{ConsumerOptions, ProducerOptions, Switchyard};
+use switchyard::{ConsumerOptions, ProducerOptions};
 use switchyard_config::StoreConfig;
 use workload::*;
 
@@ -87,15 +87,6 @@ async fn setup(prefix: &str) -> Setup {
         adm,
         topic: name,
     }
-}
-
-async fn connect(svc: &switchyard_config::RunningServer, app: &str) -> Switchyard {
-    Switchyard::builder(app)
-        .endpoint(format!("http://{}", svc.local_addr()))
-        .without_cache()
-        .connect()
-        .await
-        .expect("connect to the config service")
 }
 
 /// Moves the topic to west; returns (new version, when the apply returned).

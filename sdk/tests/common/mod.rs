@@ -148,6 +148,16 @@ pub async fn config_service(store: StoreConfig, listen: SocketAddr) -> RunningSe
     .expect("config service starts")
 }
 
+/// An SDK client of application `app` for the config service `svc`, without a cache.
+pub async fn connect(svc: &RunningServer, app: &str) -> switchyard::Switchyard {
+    switchyard::Switchyard::builder(app)
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .without_cache()
+        .connect()
+        .await
+        .expect("connect to the config service")
+}
+
 pub async fn admin(addr: SocketAddr) -> Admin {
     let ch = client::connect(&format!("http://{addr}"), None)
         .await
