@@ -57,10 +57,15 @@ pub(crate) fn name_ref<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'
 /// A key, value or header value: `bytes`, `bytearray`, `memoryview` or `str` (UTF-8 encoded);
 /// `None` when absent.
 pub(crate) fn bytes(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Bytes>> {
-    Ok(bytes_ref(obj, name)?.map(|b| match b {
+    Ok(bytes_ref(obj, name)?.map(owned))
+}
+
+/// What [`bytes_ref`] gave, owned (a borrowed slice copied once, an owned one moved).
+pub(crate) fn owned(b: Cow<'_, [u8]>) -> Bytes {
+    match b {
         Cow::Borrowed(b) => Bytes::copy_from_slice(b),
         Cow::Owned(v) => Bytes::from(v),
-    }))
+    }
 }
 
 /// As [`bytes`], borrowing from `bytes` and `str` objects (immutable, alive as long as `obj`)

@@ -450,20 +450,16 @@ impl<'a> Args<'a> {
             headers: args::headers(headers)?,
         })
     }
-}
 
-fn record(
-    topic: &Bound<'_, PyAny>,
-    value: Option<&Bound<'_, PyAny>>,
-    key: Option<&Bound<'_, PyAny>>,
-    headers: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Record> {
-    Ok(Record {
-        topic: args::name(topic, "topic")?,
-        key: args::bytes(key, "key")?,
-        payload: args::bytes(value, "value")?,
-        headers: args::headers(headers)?,
-    })
+    /// The record, owned (for the asyncio path, which sends it later).
+    fn into_record(self) -> Record {
+        Record {
+            topic: self.topic.to_owned(),
+            key: self.key.map(args::owned),
+            payload: self.value.map(args::owned),
+            headers: self.headers,
+        }
+    }
 }
 
 #[pymethods]
@@ -614,7 +610,7 @@ impl Producer {
         headers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         errors::guard(py, || {
-            let record = record(topic, value, key, headers)?;
+            let record = Args::new(topic, value, key, headers)?.into_record();
             self.check_open(py)?;
             let (ev, fut) = asyncio::new_future(py)?;
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
