@@ -253,11 +253,7 @@ impl ProducerContext for Reports {
                     Err((e, _)) => Err(e.clone()),
                 });
             }
-            Report::Callback(send) => {
-                let prev = ON_REPORT_THREAD.replace(true);
-                send.complete(result);
-                ON_REPORT_THREAD.set(prev);
-            }
+            Report::Callback(send) => send.complete(result),
         }
     }
 }
@@ -279,99 +275,189 @@ pub(crate) struct CallbackSend {
     /// The record's key and payload were `Some` (librdkafka reports an empty one as absent).
     key_some: bool,
     payload_some: bool,
+    /// Its report came: the gate was left and the outcome counted; only the callback is left.
+    settled: bool,
     /// Taken when run. (In a mutex only to make the report `Sync`, as rdkafka requires; it is
     /// only ever reached through `&mut`, which never locks.)
     callback: Mutex<Option<SendRefCallback>>,
 }
 
+/// A callback send whose report was served in a batch ([`crate::reports`]): settled, its
+/// callback runs once the whole batch is counted.
+pub(crate) struct Settled {
+    send: CallbackSend,
+    /// Boxed: failures are rare, and a batch's queue stays small.
+    out: Result<(i32, i64), Box<SendError>>,
+}
+
+impl Settled {
+    /// Runs the callback.
+    pub(crate) fn run(self) {
+        self.send.run(self.out.map_err(|e| *e));
+    }
+}
+
 impl CallbackSend {
-    /// Leaves the gate, then runs the callback with the outcome (a failed record is rebuilt
-    /// from librdkafka's copy, which is byte for byte what was sent).
+    /// Settles the send with its report — leaves the gate (first, as `send` does, so a switch
+    /// never waits for a callback) and counts the outcome — then runs the callback, or, while
+    /// this thread serves a batch of reports, queues it to run after the batch is counted.
     fn complete(mut self, result: &DeliveryResult<'_>) {
+        if self.callback.get_mut().is_none() {
+            return;
+        }
+        let out = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, m)) => Err(self.failure(e, m)),
+        };
+        self.ctx.flight.gate.leave();
+        self.settled = true;
+        let batched = crate::reports::with_batch(|batch| {
+            let batched = batch.is_some();
+            match &out {
+                Ok(_) => {
+                    let Ok(m) = result else {
+                        unreachable!("an Ok outcome has an Ok report")
+                    };
+                    let bytes = m.payload().map_or(0, <[u8]>::len) as u64;
+                    // From the enqueue, as librdkafka timed it (no clock read per send here).
+                    let latency = self
+                        .ctx
+                        .metrics
+                        .as_ref()
+                        .and_then(|_| crate::enqueue::latency(m));
+                    match batch {
+                        Some(t) => t.add(&self.ctx, bytes, latency),
+                        None => self.ctx.count_sent(1, bytes, latency),
+                    }
+                }
+                Err(e) => {
+                    self.ctx.flight.failed.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.registry.send_error(
+                        &self.ctx.route.logical,
+                        &self.ctx.route.cluster.name,
+                        &e.error,
+                    );
+                }
+            }
+            batched
+        });
+        if batched {
+            crate::reports::defer(Settled {
+                send: self,
+                out: out.map_err(Box::new),
+            });
+        } else {
+            self.run(out);
+        }
+    }
+
+    /// The failed record, rebuilt from librdkafka's copy (byte for byte what was sent), and
+    /// why it failed.
+    fn failure(&self, e: &KafkaError, m: &rdkafka::message::BorrowedMessage<'_>) -> SendError {
+        let record = Record {
+            topic: self.ctx.route.logical.clone(),
+            key: m
+                .key()
+                .map(Bytes::copy_from_slice)
+                .or_else(|| self.key_some.then(Bytes::new)),
+            payload: m
+                .payload()
+                .map(Bytes::copy_from_slice)
+                .or_else(|| self.payload_some.then(Bytes::new)),
+            headers: m.headers().map_or_else(Vec::new, |h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            }),
+        };
+        let error = match e {
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
+            ) => Error::Closed,
+            e => Error::Kafka {
+                cluster: self.ctx.route.cluster.name.clone(),
+                source: e.clone(),
+            },
+        };
+        SendError { error, record }
+    }
+
+    /// Runs the callback of a settled send; the names are borrowed from the route, which the
+    /// send's context keeps alive.
+    fn run(mut self, out: Result<(i32, i64), SendError>) {
         let Some(callback) = self.callback.get_mut().take() else {
             return;
         };
-        let out = match result {
-            Ok(m) => Ok((m.partition(), m.offset())),
-            Err((e, m)) => {
-                let record = Record {
-                    topic: self.ctx.route.logical.clone(),
-                    key: m
-                        .key()
-                        .map(Bytes::copy_from_slice)
-                        .or_else(|| self.key_some.then(Bytes::new)),
-                    payload: m
-                        .payload()
-                        .map(Bytes::copy_from_slice)
-                        .or_else(|| self.payload_some.then(Bytes::new)),
-                    headers: m.headers().map_or_else(Vec::new, |h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
-                                )
-                            })
-                            .collect()
-                    }),
-                };
-                let error = match e {
-                    KafkaError::MessageProduction(
-                        RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
-                    ) => Error::Closed,
-                    e => Error::Kafka {
-                        cluster: self.ctx.route.cluster.name.clone(),
-                        source: e.clone(),
-                    },
-                };
-                Err(SendError { error, record })
-            }
-        };
-        let bytes = match result {
-            Ok(m) => m.payload().map_or(0, <[u8]>::len),
-            Err(_) => 0,
-        };
-        let ctx = self.ctx.clone();
-        match ctx.flight.count(out, bytes) {
-            Ok((partition, offset)) => {
-                if let (Some(h), Ok(m)) = (&ctx.metrics, result) {
-                    h.sent.inc();
-                    h.bytes.inc_by(bytes as u64);
-                    // From the enqueue, as librdkafka timed it (no clock read per send here).
-                    if let Some(latency) = crate::enqueue::latency(m) {
-                        h.latency.observe(latency.as_secs_f64());
-                    }
-                }
-                // The gate is left first (as `send` does), so a switch never waits for a
-                // callback; the names are borrowed from the route, which `ctx` keeps alive.
-                drop(self);
-                callback(Ok(DeliveryRef {
-                    topic: &ctx.route.logical,
-                    cluster: &ctx.route.cluster.name,
-                    physical_topic: &ctx.route.physical,
-                    partition,
-                    offset,
-                    version: ctx.version,
-                }));
-            }
-            Err(e) => {
-                ctx.registry
-                    .send_error(&ctx.route.logical, &ctx.route.cluster.name, &e.error);
-                drop(self);
-                callback(Err(e));
-            }
-        }
+        let ctx = &self.ctx;
+        let prev = ON_REPORT_THREAD.replace(true);
+        callback(out.map(|(partition, offset)| DeliveryRef {
+            topic: &ctx.route.logical,
+            cluster: &ctx.route.cluster.name,
+            physical_topic: &ctx.route.physical,
+            partition,
+            offset,
+            version: ctx.version,
+        }));
+        ON_REPORT_THREAD.set(prev);
     }
 }
 
 impl Drop for CallbackSend {
     fn drop(&mut self) {
-        self.ctx.flight.gate.leave();
+        if !self.settled {
+            self.ctx.flight.gate.leave();
+        }
         if let Some(callback) = self.callback.get_mut().take() {
             callback(Err(SendError {
                 error: Error::Closed,
                 record: Record::new(self.ctx.route.logical.clone()),
             }));
+        }
+    }
+}
+
+/// Delivered records counted by one thread for one send context, added to the shared counters
+/// and metrics once per batch of reports instead of once per record (see
+/// [`crate::reports`]).
+#[derive(Default)]
+pub(crate) struct Tally {
+    ctx: Option<Arc<SendContext>>,
+    sent: u64,
+    bytes: u64,
+    latency: Option<prometheus::local::LocalHistogram>,
+}
+
+impl Tally {
+    fn add(&mut self, ctx: &Arc<SendContext>, bytes: u64, latency: Option<Duration>) {
+        if !self.ctx.as_ref().is_some_and(|c| Arc::ptr_eq(c, ctx)) {
+            self.flush();
+            self.latency = ctx.metrics.as_ref().map(|h| h.latency.local());
+            self.ctx = Some(ctx.clone());
+        }
+        self.sent += 1;
+        self.bytes += bytes;
+        if let (Some(h), Some(l)) = (&self.latency, latency) {
+            h.observe(l.as_secs_f64());
+        }
+    }
+
+    /// Adds what was counted to the shared counters and metrics.
+    pub(crate) fn flush(&mut self) {
+        let Some(ctx) = self.ctx.take() else {
+            return;
+        };
+        ctx.count_sent(
+            std::mem::take(&mut self.sent),
+            std::mem::take(&mut self.bytes),
+            None,
+        );
+        if let Some(h) = self.latency.take() {
+            h.flush();
         }
     }
 }
@@ -562,6 +648,21 @@ pub(crate) struct SendContext {
     /// Metric handles of (logical topic, cluster), and the registry (for errors).
     metrics: Option<SendHandles>,
     registry: crate::metrics::Metrics,
+}
+
+impl SendContext {
+    /// Counts `n` delivered records of `bytes` payload bytes in all (and one latency).
+    fn count_sent(&self, n: u64, bytes: u64, latency: Option<Duration>) {
+        self.flight.sent.fetch_add(n, Ordering::Relaxed);
+        self.flight.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(h) = &self.metrics {
+            h.sent.inc_by(n);
+            h.bytes.inc_by(bytes);
+            if let Some(l) = latency {
+                h.latency.observe(l.as_secs_f64());
+            }
+        }
+    }
 }
 
 fn same_target(a: Option<&Arc<Route>>, b: Option<&Arc<Route>>) -> bool {
@@ -801,6 +902,7 @@ impl Producer {
                     ctx: ctx.clone(),
                     key_some: record.key.is_some(),
                     payload_some: record.payload.is_some(),
+                    settled: false,
                     callback: Mutex::new(Some(Box::new(callback))),
                 }));
                 // On failure the report comes back: its callback goes back to the caller, and
@@ -1264,6 +1366,7 @@ async fn start_held_callback(lane: &Lane, target: &Target, record: Record, cb: S
         ctx: ctx.clone(),
         key_some: record.key.is_some(),
         payload_some: record.payload.is_some(),
+        settled: false,
         callback: Mutex::new(Some(cb)),
     }));
     // Room comes as reports are served; this thread waits instead of polling.

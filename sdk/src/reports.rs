@@ -13,8 +13,14 @@
 //!
 //! A client's reports are served by one thread at a time (the `serving` lock), so callbacks of
 //! one client run one after another, in the order librdkafka reports them.
+//!
+//! Each rdkafka poll there serves one event, a batch of reports ([`serve_batch`]): the
+//! delivered records are counted per send context into a thread-local [`Tally`] and added to
+//! the shared counters and metrics once per batch, and their callbacks run after that, in
+//! order. So a callback never sees counters that miss its own record, and a record costs no
+//! atomic counter or histogram update of its own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{JoinHandle, Thread};
@@ -24,7 +30,7 @@ use parking_lot::Mutex;
 use rdkafka::producer::BaseProducer;
 
 use crate::enqueue::MainQueue;
-use crate::producer::Reports;
+use crate::producer::{Reports, Settled, Tally};
 
 /// How often a report thread checks whether the application still polls; also the longest
 /// one poll of a report thread blocks. An application that stops polling has its reports
@@ -37,6 +43,69 @@ const MAX_EVENTS_PER_POLL: usize = 1_000;
 thread_local! {
     /// Delivery reports this thread has served (read around a poll to count them).
     static SERVED: Cell<usize> = const { Cell::new(0) };
+    /// Whether this thread serves a batch of reports now ([`serve_batch`]).
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+    /// The batch's counts and the callbacks waiting for them (its vector is kept for reuse).
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
+}
+
+/// The reports of one batch: counted first, their callbacks run after.
+#[derive(Default)]
+struct Batch {
+    tally: Tally,
+    pending: Vec<Settled>,
+}
+
+/// Runs `poll` (one rdkafka poll: one event, a batch of reports) with this thread's callback
+/// reports batched: counted into the tally while `poll` runs; then the tally is added to the
+/// shared counters, and the callbacks run, in report order. Nested calls (a callback that
+/// polls) serve their own batch.
+fn serve_batch<R>(poll: impl FnOnce() -> R) -> R {
+    if IN_BATCH.get() {
+        return poll();
+    }
+    IN_BATCH.set(true);
+    // Ends the batch also if `poll` panics, so no callback is left behind.
+    let _end = EndBatch;
+    poll()
+}
+
+struct EndBatch;
+
+impl Drop for EndBatch {
+    fn drop(&mut self) {
+        IN_BATCH.set(false);
+        let mut pending = BATCH.with_borrow_mut(|b| {
+            b.tally.flush();
+            std::mem::take(&mut b.pending)
+        });
+        if pending.is_empty() {
+            return;
+        }
+        for s in pending.drain(..) {
+            s.run();
+        }
+        // Keep the vector's room for the next batch (unless a callback started another).
+        BATCH.with_borrow_mut(|b| {
+            if b.pending.is_empty() {
+                b.pending = pending;
+            }
+        });
+    }
+}
+
+/// Runs `f` with this thread's tally when it serves a batch of reports now (`None` otherwise:
+/// count right away).
+pub(crate) fn with_batch<R>(f: impl FnOnce(Option<&mut Tally>) -> R) -> R {
+    if !IN_BATCH.get() {
+        return f(None);
+    }
+    BATCH.with_borrow_mut(|b| f(Some(&mut b.tally)))
+}
+
+/// Queues a settled callback send of the current batch, to run once the batch is counted.
+pub(crate) fn defer(s: Settled) {
+    BATCH.with_borrow_mut(|b| b.pending.push(s));
 }
 
 /// Counts one report served on this thread.
@@ -68,7 +137,10 @@ impl Drop for WantReports {
 impl ReportDuty {
     /// Notes an application poll.
     pub(crate) fn polled(&self) {
-        self.polls.fetch_add(1, Ordering::Relaxed);
+        // Only "it changed" matters to the report threads: a plain store, no atomic add per
+        // poll (two threads polling at once may store the same value, which still changed).
+        let n = self.polls.load(Ordering::Relaxed);
+        self.polls.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Makes the report threads serve reports now, until the guard is dropped.
@@ -143,12 +215,12 @@ impl Served {
         let before = SERVED.get();
         // One rdkafka poll serves one event (a batch of reports); take in every event that is
         // there (bounded, so one call cannot run forever under a flood of reports).
-        self.producer.poll(timeout);
+        serve_batch(|| self.producer.poll(timeout));
         for _ in 0..MAX_EVENTS_PER_POLL {
             if self.queue.is_none() || empty() {
                 break;
             }
-            self.producer.poll(Duration::ZERO);
+            serve_batch(|| self.producer.poll(Duration::ZERO));
         }
         SERVED.get().wrapping_sub(before)
     }
@@ -194,6 +266,6 @@ fn report_thread(
         }
         seen = polls;
         let _g = serving.lock();
-        producer.poll(GRACE);
+        serve_batch(|| producer.poll(GRACE));
     }
 }
