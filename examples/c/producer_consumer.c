@@ -71,6 +71,8 @@ int main(int argc, char **argv) {
         char key[32], value[128];
         snprintf(key, sizeof key, "key-%d", i % 3);
         snprintf(value, sizeof value, "%s #%d", tag, i);
+        /* By name; a hot loop to one topic can name it once instead: switchyard_topic_new,
+         * then switchyard_topic_send (like a librdkafka topic handle). */
         rc = switchyard_producer_send(producer, topic, (const uint8_t *)key, strlen(key),
                                       (const uint8_t *)value, strlen(value), on_delivery, NULL);
         if (rc != SWITCHYARD_OK) fail("send", rc);

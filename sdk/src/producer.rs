@@ -94,6 +94,55 @@ thread_local! {
     static ON_REPORT_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
+/// One logical topic of a [`Producer`], named once: see [`Producer::topic`]. Cheap to clone.
+#[derive(Clone)]
+pub struct TopicProducer {
+    producer: Producer,
+    lane: Arc<Lane>,
+}
+
+impl std::fmt::Debug for TopicProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicProducer")
+            .field("topic", &self.lane.logical)
+            .finish()
+    }
+}
+
+impl TopicProducer {
+    /// The logical topic.
+    pub fn topic(&self) -> &str {
+        &self.lane.logical
+    }
+
+    /// The producer it belongs to.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// [`Producer::send_with_callback_ref`] of a record to this topic (key, payload and
+    /// headers borrowed), without the topic lookup. Same guarantees, errors and blocking.
+    #[allow(clippy::result_large_err)]
+    pub fn send_with_callback_ref<F>(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        callback: F,
+    ) -> Result<(), (SendError, SendRefCallback)>
+    where
+        F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
+    {
+        let record = RecordRef {
+            topic: &self.lane.logical,
+            key,
+            payload,
+            headers,
+        };
+        self.producer.send_ref_on(&self.lane, record, callback)
+    }
+}
+
 /// Settings for a [`Producer`].
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {
@@ -871,6 +920,51 @@ impl Producer {
     where
         F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
     {
+        // The lane is borrowed from the current map (no reference count per send); lanes are
+        // never removed, so a map replaced meanwhile holds the same lane.
+        let lanes = self.inner.lanes.load();
+        if let Some(lane) = lanes.get(record.topic) {
+            return self.send_ref_on(lane, record, callback);
+        }
+        drop(lanes);
+        match self.inner.lane(record.topic) {
+            Ok(lane) => self.send_ref_on(&lane, record, callback),
+            Err(error) => Err((
+                SendError {
+                    error,
+                    record: record.to_record(),
+                },
+                Box::new(callback),
+            )),
+        }
+    }
+
+    /// A handle to the logical topic `topic` for sends that name their topic once, as a
+    /// librdkafka topic handle does: [`TopicProducer::send_with_callback_ref`] skips the
+    /// topic lookup of every [`Producer::send_with_callback_ref`]. It follows the topic
+    /// through route changes and migrations exactly like sends by name (it is the same lane),
+    /// and keeps the producer's clients open while it lives.
+    ///
+    /// Fails with [`crate::ErrorKind::UnknownTopic`] when the topic has no route now, or
+    /// [`crate::ErrorKind::InvalidArgument`] for an empty name.
+    pub fn topic(&self, topic: &str) -> Result<TopicProducer, Error> {
+        Ok(TopicProducer {
+            lane: self.inner.lane(topic)?,
+            producer: self.clone(),
+        })
+    }
+
+    /// [`Producer::send_with_callback_ref`] on a lane found.
+    #[allow(clippy::result_large_err)]
+    fn send_ref_on<F>(
+        &self,
+        lane: &Lane,
+        record: RecordRef<'_>,
+        callback: F,
+    ) -> Result<(), (SendError, SendRefCallback)>
+    where
+        F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
+    {
         let fail = |error: Error, callback: F| -> Result<(), (SendError, SendRefCallback)> {
             Err((
                 SendError {
@@ -880,11 +974,7 @@ impl Producer {
                 Box::new(callback),
             ))
         };
-        let lane = match self.inner.lane(record.topic) {
-            Ok(l) => l,
-            Err(error) => return fail(error, callback),
-        };
-        if let Err(error) = self.admit_blocking(&lane, record.topic, quota_bytes(&record)) {
+        if let Err(error) = self.admit_blocking(lane, record.topic, quota_bytes(&record)) {
             return fail(error, callback);
         }
         loop {

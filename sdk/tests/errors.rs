@@ -112,6 +112,13 @@ async fn consumer_arguments_and_unknown_topics() {
 
     let err = p.send(Record::new("").payload("x")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.error);
+
+    // A topic handle is refused for a topic without a route, or without a name.
+    let err = p.topic("no-such-topic").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownTopic, "{err}");
+    assert!(err.to_string().contains("no-such-topic"), "{err}");
+    let err = p.topic("").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

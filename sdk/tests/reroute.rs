@@ -359,6 +359,11 @@ async fn callback_sends_keep_their_order_across_a_reroute() {
     let (move_tx, move_rx) = tokio::sync::oneshot::channel::<()>();
     let topic = s.topic.clone();
     let p = producer.clone();
+    // Every other send goes through a topic handle: the same lane, so the same order.
+    let handle = producer
+        .topic(&s.topic)
+        .expect("a handle to a routed topic");
+    assert_eq!(handle.topic(), s.topic);
     let sender = std::thread::spawn(move || {
         let (tx, rx) = mpsc::channel::<Outcome>();
         let mut seqs = [0u64; KEYS];
@@ -390,17 +395,32 @@ async fn callback_sends_keep_their_order_across_a_reroute() {
                 let seq = seqs[k];
                 seqs[k] += 1;
                 issued += 1;
-                let rec = Record::new(&topic)
-                    .key(key.clone())
-                    .payload(payload(&key, seq));
                 let tx = tx.clone();
                 let t0 = Instant::now();
                 let k2 = key.clone();
-                match p.send_with_callback(rec, move |r| {
-                    let _ = tx.send((k2, seq, t0, r));
-                }) {
+                let sent = if issued % 2 == 0 {
+                    let rec = Record::new(&topic)
+                        .key(key.clone())
+                        .payload(payload(&key, seq));
+                    p.send_with_callback(rec, move |r| {
+                        let _ = tx.send((k2, seq, t0, r));
+                    })
+                    .map_err(|(e, _callback)| e.to_string())
+                } else {
+                    handle
+                        .send_with_callback_ref(
+                            Some(key.as_bytes()),
+                            Some(payload(&key, seq).as_bytes()),
+                            &[],
+                            move |r| {
+                                let _ = tx.send((k2, seq, t0, r.map(|d| d.to_delivery())));
+                            },
+                        )
+                        .map_err(|(e, _callback)| e.to_string())
+                };
+                match sent {
                     Ok(()) => in_flight += 1,
-                    Err((e, _callback)) => report.errors.push((key, seq, e.to_string())),
+                    Err(e) => report.errors.push((key, seq, e)),
                 }
             }
             let o = rx

@@ -138,6 +138,15 @@ typedef struct switchyard_message switchyard_message;
 typedef struct switchyard_producer switchyard_producer;
 
 /**
+ * One logical topic of a producer, named once, like a librdkafka topic handle: sends through
+ * it (`switchyard_topic_send`) skip the check and lookup of the topic's name that every
+ * `switchyard_producer_send` does. It follows the topic through route changes and migrations
+ * exactly like sends by name. Create it with `switchyard_topic_new`; release it with
+ * `switchyard_topic_free`, before the producer it was made from.
+ */
+typedef struct switchyard_topic switchyard_topic;
+
+/**
  * Options of `switchyard_client_connect_with`. A field left 0 keeps its default, so a
  * zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
  */
@@ -715,6 +724,63 @@ enum switchyard_result switchyard_producer_send_with_headers(const struct switch
                                                              size_t n_headers,
                                                              switchyard_delivery_callback callback,
                                                              void *user_data);
+
+/**
+ * A handle to logical topic `topic` of `producer`. `out` receives it; set to NULL on failure.
+ *
+ * Errors: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (empty or not UTF-8),
+ * `SWITCHYARD_UNKNOWN_TOPIC` (no route for the topic now), `SWITCHYARD_CLOSED`.
+ *
+ * Sends through the handle are sends of `producer`: `switchyard_producer_flush`,
+ * `switchyard_producer_poll`, `switchyard_producer_in_flight` and the in-flight cap cover
+ * them. The handle holds the producer's Kafka clients open: free every handle before the
+ * producer (as librdkafka wants topic handles destroyed before their client).
+ *
+ * Thread safety: may be called from any thread. The handle may then be used from any number of
+ * threads at once.
+ *
+ * # Safety
+ *
+ * `producer` must be NULL or a live producer; `topic` NULL or NUL-terminated; `out` NULL or
+ * writable.
+ */
+enum switchyard_result switchyard_topic_new(const struct switchyard_producer *producer,
+                                            const char *topic,
+                                            struct switchyard_topic **out);
+
+/**
+ * `switchyard_producer_send` to the handle's topic: the same contract, guarantees, blocking
+ * and errors, without the topic argument. Records sent through a handle and by name from one
+ * thread keep their order.
+ *
+ * Thread safety: may be called from any number of threads at once, and from delivery
+ * callbacks.
+ *
+ * # Safety
+ *
+ * `topic` must be NULL or a live topic handle; `key` and `payload` NULL or readable for their
+ * lengths during the call; `callback` NULL or a function that is safe to call from another
+ * thread with `user_data`.
+ */
+enum switchyard_result switchyard_topic_send(const struct switchyard_topic *topic,
+                                             const uint8_t *key,
+                                             size_t key_len,
+                                             const uint8_t *payload,
+                                             size_t payload_len,
+                                             switchyard_delivery_callback callback,
+                                             void *user_data);
+
+/**
+ * Releases a topic handle. Sends made through it are not affected (they complete as sends of
+ * its producer). NULL is a no-op.
+ *
+ * Thread safety: call it once, when no other thread uses this handle.
+ *
+ * # Safety
+ *
+ * `topic` must be NULL or a handle not freed before.
+ */
+void switchyard_topic_free(struct switchyard_topic *topic);
 
 /**
  * Sends a record and waits until it is written or has failed. On success `*delivery` (when

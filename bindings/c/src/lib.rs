@@ -37,5 +37,5 @@ pub use error::switchyard_result;
 pub use message::switchyard_message;
 pub use producer::{
     SWITCHYARD_MAX_IN_FLIGHT, SWITCHYARD_NAME_MAX, switchyard_delivery,
-    switchyard_delivery_callback, switchyard_header, switchyard_producer,
+    switchyard_delivery_callback, switchyard_header, switchyard_producer, switchyard_topic,
 };

@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::{Delivery, DeliveryRef, Producer, RecordRef, SendError};
+use switchyard::{Delivery, DeliveryRef, Producer, RecordRef, SendError, TopicProducer};
 use tokio::sync::oneshot;
 
 use crate::boundary::{
@@ -362,6 +362,7 @@ unsafe fn arg_headers<'a>(
 
 /// A record as C gave it: raw pointers, checked by `start_send`.
 struct CRecord {
+    /// Unused (NULL) for a send through a `switchyard_topic`.
     topic: *const c_char,
     key: *const u8,
     key_len: usize,
@@ -371,42 +372,71 @@ struct CRecord {
     n_headers: usize,
 }
 
+/// Where a send goes: a topic named in the call, or a topic handle.
+#[derive(Clone, Copy)]
+enum Dest<'a> {
+    Named(*const switchyard_producer),
+    Handle(&'a switchyard_topic),
+}
+
+/// The SDK side of a send: the producer and the topic's name, or the topic's handle.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Name(&'a Producer, &'a str),
+    Topic(&'a TopicProducer),
+}
+
 /// Builds the record, counts it in flight and hands it to the SDK on this thread. A send the
 /// SDK refuses at once completes (callback with the error) on a runtime thread, or — for
 /// `switchyard_producer_send_sync` (`inline_errors`) — right here.
 ///
 /// # Safety
 ///
-/// As for `switchyard_producer_send_with_headers`.
+/// As for `switchyard_producer_send_with_headers` (for `Dest::Named`) or
+/// `switchyard_topic_send` (for `Dest::Handle`).
 unsafe fn start_send(
-    producer: *const switchyard_producer,
+    dest: Dest<'_>,
     rec: CRecord,
     notify: Notify,
     inline_errors: bool,
 ) -> Result<(), Failure> {
-    // SAFETY: each pointer is checked for NULL; the rest is the caller's contract.
-    let p = unsafe { arg_ref(producer, "producer") }?;
-    // SAFETY: as above.
-    let topic = unsafe { arg_str(rec.topic, "topic") }?;
+    let (client, inflight, name) = match dest {
+        Dest::Named(producer) => {
+            // SAFETY: each pointer is checked for NULL; the rest is the caller's contract.
+            let p = unsafe { arg_ref(producer, "producer") }?;
+            // SAFETY: as above.
+            let topic = unsafe { arg_str(rec.topic, "topic") }?;
+            (&p.client, &p.inflight, Some((p, topic)))
+        }
+        Dest::Handle(t) => (&t.client, &t.inflight, None),
+    };
     // SAFETY: as above.
     let key = unsafe { arg_bytes(rec.key, rec.key_len, "key") }?;
     // SAFETY: as above.
     let payload = unsafe { arg_bytes(rec.payload, rec.payload_len, "payload") }?;
-    if topic.is_empty() {
+    if name.is_some_and(|(_, topic)| topic.is_empty()) {
         return Err(Failure::invalid("topic is empty"));
     }
     // SAFETY: as above.
     let headers = unsafe { arg_headers(rec.headers, rec.n_headers) }?;
-    let sdk = p
-        .producer
-        .as_ref()
-        .ok_or_else(|| Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed"))?;
-    if p.inflight.full()
+    let closed = || Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed");
+    let via = match (dest, name) {
+        (Dest::Handle(t), _) => Via::Topic(t.topic.as_ref().ok_or_else(closed)?),
+        (Dest::Named(_), Some((p, topic))) => {
+            Via::Name(p.producer.as_ref().ok_or_else(closed)?, topic)
+        }
+        (Dest::Named(_), None) => unreachable!("a named send has its producer and topic"),
+    };
+    let sdk = match via {
+        Via::Topic(t) => t.producer(),
+        Via::Name(p, _) => p,
+    };
+    if inflight.full()
         && !on_runtime_thread()
         && !{
             // This thread waits instead of polling: the report threads serve meanwhile.
             let _want = sdk.want_reports();
-            p.inflight.wait_room(Some(Instant::now() + ROOM_WAIT))
+            inflight.wait_room(Some(Instant::now() + ROOM_WAIT))
         }
     {
         return Err(Failure::new(
@@ -417,25 +447,32 @@ unsafe fn start_send(
             ),
         ));
     }
-    // Borrowed: the Kafka client copies key, payload and headers; the SDK copies the record
-    // only if it must keep it (held during a route switch) or hands it back failed.
-    let record = RecordRef {
-        topic,
-        key,
-        payload,
-        headers: &headers,
-    };
-    p.inflight.start();
+    inflight.start();
     let done = Completion {
         notify: Some(notify),
-        inflight: p.inflight.clone(),
+        inflight: inflight.clone(),
     };
-    if let Err((e, callback)) = sdk.send_with_callback_ref(record, move |r| done.complete(r)) {
+    let callback = move |r: Result<DeliveryRef<'_>, SendError>| done.complete(r);
+    // Borrowed: the Kafka client copies key, payload and headers; the SDK copies the record
+    // only if it must keep it (held during a route switch) or hands it back failed.
+    let sent = match via {
+        Via::Topic(t) => t.send_with_callback_ref(key, payload, &headers, callback),
+        Via::Name(p, topic) => p.send_with_callback_ref(
+            RecordRef {
+                topic,
+                key,
+                payload,
+                headers: &headers,
+            },
+            callback,
+        ),
+    };
+    if let Err((e, callback)) = sent {
         if inline_errors {
             callback(Err(e));
         } else {
             // Never on the sending thread, which may hold locks the callback takes.
-            p.client.rt().spawn(async move { callback(Err(e)) });
+            client.rt().spawn(async move { callback(Err(e)) });
         }
     }
     Ok(())
@@ -493,7 +530,7 @@ pub unsafe extern "C" fn switchyard_producer_send(
         // SAFETY: the caller's contract is the one `start_send` needs.
         unsafe {
             start_send(
-                producer,
+                Dest::Named(producer),
                 CRecord {
                     topic,
                     key,
@@ -542,7 +579,7 @@ pub unsafe extern "C" fn switchyard_producer_send_with_headers(
         // SAFETY: the caller's contract is the one `start_send` needs.
         unsafe {
             start_send(
-                producer,
+                Dest::Named(producer),
                 CRecord {
                     topic,
                     key,
@@ -556,6 +593,146 @@ pub unsafe extern "C" fn switchyard_producer_send_with_headers(
                 false,
             )
         }
+    })
+}
+
+/// One logical topic of a producer, named once, like a librdkafka topic handle: sends through
+/// it (`switchyard_topic_send`) skip the check and lookup of the topic's name that every
+/// `switchyard_producer_send` does. It follows the topic through route changes and migrations
+/// exactly like sends by name. Create it with `switchyard_topic_new`; release it with
+/// `switchyard_topic_free`, before the producer it was made from.
+#[derive(Debug)]
+pub struct switchyard_topic {
+    client: Arc<ClientInner>,
+    /// Taken by `switchyard_topic_free`, so the SDK handle is dropped on its thread.
+    topic: Option<TopicProducer>,
+    /// The producer's: sends through the handle count there (flush, in-flight cap).
+    inflight: Arc<InFlight>,
+}
+
+/// A handle to logical topic `topic` of `producer`. `out` receives it; set to NULL on failure.
+///
+/// Errors: `SWITCHYARD_NULL_POINTER`, `SWITCHYARD_INVALID_ARGUMENT` (empty or not UTF-8),
+/// `SWITCHYARD_UNKNOWN_TOPIC` (no route for the topic now), `SWITCHYARD_CLOSED`.
+///
+/// Sends through the handle are sends of `producer`: `switchyard_producer_flush`,
+/// `switchyard_producer_poll`, `switchyard_producer_in_flight` and the in-flight cap cover
+/// them. The handle holds the producer's Kafka clients open: free every handle before the
+/// producer (as librdkafka wants topic handles destroyed before their client).
+///
+/// Thread safety: may be called from any thread. The handle may then be used from any number of
+/// threads at once.
+///
+/// # Safety
+///
+/// `producer` must be NULL or a live producer; `topic` NULL or NUL-terminated; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_topic_new(
+    producer: *const switchyard_producer,
+    topic: *const c_char,
+    out: *mut *mut switchyard_topic,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL; the rest is the caller's contract above.
+        let out = unsafe { arg_out(out, "out") }?;
+        // SAFETY: as above.
+        let p = unsafe { arg_ref(producer, "producer") }?;
+        // SAFETY: as above.
+        let topic = unsafe { arg_str(topic, "topic") }?;
+        if topic.is_empty() {
+            return Err(Failure::invalid("topic is empty"));
+        }
+        let sdk = p.producer.as_ref().ok_or_else(|| {
+            Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed")
+        })?;
+        let handle = {
+            let _ctx = p.client.rt().enter();
+            sdk.topic(topic)?
+        };
+        *out = into_handle(switchyard_topic {
+            client: p.client.clone(),
+            topic: Some(handle),
+            inflight: p.inflight.clone(),
+        });
+        Ok(())
+    })
+}
+
+/// `switchyard_producer_send` to the handle's topic: the same contract, guarantees, blocking
+/// and errors, without the topic argument. Records sent through a handle and by name from one
+/// thread keep their order.
+///
+/// Thread safety: may be called from any number of threads at once, and from delivery
+/// callbacks.
+///
+/// # Safety
+///
+/// `topic` must be NULL or a live topic handle; `key` and `payload` NULL or readable for their
+/// lengths during the call; `callback` NULL or a function that is safe to call from another
+/// thread with `user_data`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_topic_send(
+    topic: *const switchyard_topic,
+    key: *const u8,
+    key_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    callback: switchyard_delivery_callback,
+    user_data: *mut c_void,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL; liveness is the caller's contract.
+        let t = unsafe { arg_ref(topic, "topic") }?;
+        let notify = match callback {
+            Some(cb) => Notify::Callback(cb, UserData(user_data)),
+            None => Notify::Nobody,
+        };
+        // SAFETY: the caller's contract is the one `start_send` needs.
+        unsafe {
+            start_send(
+                Dest::Handle(t),
+                CRecord {
+                    topic: std::ptr::null(),
+                    key,
+                    key_len,
+                    payload,
+                    payload_len,
+                    headers: std::ptr::null(),
+                    n_headers: 0,
+                },
+                notify,
+                false,
+            )
+        }
+    })
+}
+
+/// Releases a topic handle. Sends made through it are not affected (they complete as sends of
+/// its producer). NULL is a no-op.
+///
+/// Thread safety: call it once, when no other thread uses this handle.
+///
+/// # Safety
+///
+/// `topic` must be NULL or a handle not freed before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_topic_free(topic: *mut switchyard_topic) {
+    guard_value((), || {
+        // SAFETY: NULL or a handle from `into_handle`, freed once (the caller's contract).
+        let Some(mut t) = (unsafe { from_handle(topic) }) else {
+            return Ok(());
+        };
+        let client = t.client.clone();
+        {
+            // May be the SDK producer's last reference (its producer freed first): dropping it
+            // then closes the Kafka clients, inside the runtime's context.
+            let _ctx = client.rt().enter();
+            drop(t.topic.take());
+            drop(t);
+        }
+        drop(client);
+        Ok(())
     })
 }
 
@@ -585,7 +762,7 @@ pub unsafe extern "C" fn switchyard_producer_send_sync(
         // SAFETY: the caller's contract is the one `start_send` needs.
         unsafe {
             start_send(
-                producer,
+                Dest::Named(producer),
                 CRecord {
                     topic,
                     key,

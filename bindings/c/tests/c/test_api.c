@@ -339,6 +339,36 @@ static int producer_arguments_and_routing_errors(void) {
     CHECK_FAILS(switchyard_producer_send_sync(p, "no-such-topic", NULL, 0, NULL, 0, NULL),
                 SWITCHYARD_UNKNOWN_TOPIC, "no-such-topic");
 
+    /* Topic handles: the name is checked and looked up once, when the handle is made. */
+    switchyard_topic *t = (switchyard_topic *)0x1;
+    CHECK_FAILS(switchyard_topic_new(NULL, topic_a, &t), SWITCHYARD_NULL_POINTER, "producer");
+    CHECK(t == NULL);
+    CHECK_FAILS(switchyard_topic_new(p, topic_a, NULL), SWITCHYARD_NULL_POINTER, "out");
+    CHECK_FAILS(switchyard_topic_new(p, NULL, &t), SWITCHYARD_NULL_POINTER, "topic");
+    CHECK_FAILS(switchyard_topic_new(p, BAD_UTF8, &t), SWITCHYARD_INVALID_ARGUMENT, "UTF-8");
+    CHECK_FAILS(switchyard_topic_new(p, "", &t), SWITCHYARD_INVALID_ARGUMENT, "empty");
+    t = (switchyard_topic *)0x1;
+    CHECK_FAILS(switchyard_topic_new(p, "no-such-topic", &t), SWITCHYARD_UNKNOWN_TOPIC,
+                "no-such-topic");
+    CHECK(t == NULL);
+    CHECK_RC(switchyard_topic_new(p, topic_a, &t), SWITCHYARD_OK);
+    CHECK(t != NULL);
+    CHECK_FAILS(switchyard_topic_send(NULL, k, 3, v, 7, on_delivery, &s), SWITCHYARD_NULL_POINTER,
+                "topic");
+    CHECK_FAILS(switchyard_topic_send(t, NULL, 3, v, 7, on_delivery, &s), SWITCHYARD_NULL_POINTER,
+                "key");
+    CHECK_FAILS(switchyard_topic_send(t, k, 3, NULL, 7, on_delivery, &s),
+                SWITCHYARD_NULL_POINTER, "payload");
+    CHECK_FAILS(switchyard_topic_send(t, k, (size_t)-1, v, 7, on_delivery, &s),
+                SWITCHYARD_INVALID_ARGUMENT, "too large");
+    /* A send through the handle is a send of its producer: in flight there, flushed there. */
+    atomic_store(&s.calls, 0);
+    CHECK_RC(switchyard_topic_send(t, k, 3, v, 7, NULL, NULL), SWITCHYARD_OK);
+    CHECK_RC(switchyard_producer_flush(p, 30000), SWITCHYARD_OK);
+    CHECK(switchyard_producer_in_flight(p) == 0);
+    switchyard_topic_free(t);
+    switchyard_topic_free(NULL);
+
     switchyard_producer_free(p);
     switchyard_client_free(c);
     return 0;

@@ -1,10 +1,11 @@
 /*
  * Round trip on real Kafka with a client configured from a desired-state file: asynchronous
- * sends with callbacks to two logical topics on two clusters, flush, a synchronous send; a
- * consumer reads every record back with the right logical topic, cluster, physical topic, key,
- * payload, headers, partition and offset, and commits; a new member of the group starts after the
- * commits. Producer and consumer outlive the client handle they were made from. The client's
- * metrics text counts sends under their topic and cluster.
+ * sends with callbacks to two logical topics on two clusters (by name and through topic
+ * handles), flush, a synchronous send; a consumer reads every record back with the right
+ * logical topic, cluster, physical topic, key, payload, headers, partition and offset, and
+ * commits; a new member of the group starts after the commits. Producer and consumer outlive
+ * the client handle they were made from. The client's metrics text counts sends under their
+ * topic and cluster.
  *
  * Environment: SWITCHYARD_TEST_CONFIG_FILE, SWITCHYARD_TEST_TOPIC_A (on cluster "east",
  * physical name = logical), SWITCHYARD_TEST_TOPIC_B (on "west"), SWITCHYARD_TEST_PHYSICAL_B,
@@ -84,6 +85,9 @@ static int produce_with_callbacks_and_flush(void) {
              SWITCHYARD_OK);
     /* The handles keep what they need: the client handle may go first. */
     switchyard_client_free(client);
+    switchyard_topic *handle_a = NULL, *handle_b = NULL;
+    CHECK_RC(switchyard_topic_new(producer, topic_a, &handle_a), SWITCHYARD_OK);
+    CHECK_RC(switchyard_topic_new(producer, topic_b, &handle_b), SWITCHYARD_OK);
 
     for (int i = 0; i < N; i++) {
         char key[16], payload[300];
@@ -103,12 +107,22 @@ static int produce_with_callbacks_and_flush(void) {
                      SWITCHYARD_OK);
             continue;
         }
+        if (i % 2 == 1) {
+            /* Every other record goes through the topic's handle. */
+            CHECK_RC(switchyard_topic_send(i < N_A ? handle_a : handle_b, (const uint8_t *)key,
+                                           strlen(key), (const uint8_t *)payload,
+                                           strlen(payload), on_delivery, &slots[i]),
+                     SWITCHYARD_OK);
+            continue;
+        }
         CHECK_RC(switchyard_producer_send(producer, topic, (const uint8_t *)key, strlen(key),
                                           (const uint8_t *)payload, strlen(payload),
                                           on_delivery, &slots[i]),
                  SWITCHYARD_OK);
     }
     CHECK_RC(switchyard_producer_flush(producer, 60000), SWITCHYARD_OK);
+    switchyard_topic_free(handle_a);
+    switchyard_topic_free(handle_b);
     CHECK(switchyard_producer_in_flight(producer) == 0);
     for (int i = 0; i < N; i++) {
         slot *s = &slots[i];
