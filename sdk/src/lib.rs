@@ -72,7 +72,8 @@ pub use error::{Error, ErrorKind, Result, SendError};
 pub use metadata::{ClusterTarget, Metadata, Route};
 pub use metrics::Metrics;
 pub use producer::{
-    Producer, ProducerOptions, QUOTA_BLOCK_WAIT, SendCallback, SendRefCallback, TopicProducer,
+    DeliveryHandler, Producer, ProducerOptions, QUOTA_BLOCK_WAIT, SendCallback, SendRefCallback,
+    TopicProducer,
 };
 /// The Prometheus client library of [`Metrics`], re-exported so that an application registers
 /// the SDK's metrics into a registry of the same version.

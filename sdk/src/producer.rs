@@ -86,6 +86,80 @@ pub type SendCallback = Box<dyn FnOnce(Result<Delivery, SendError>) + Send + 'st
 pub type SendRefCallback =
     Box<dyn for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static>;
 
+/// Receives the outcomes of sends made with [`Producer::send_with_handler`] or
+/// [`TopicProducer::send_with_handler`]: one shared object for many sends instead of a boxed
+/// callback per send (a send then costs one allocation less), told apart by the `token` each
+/// send passes — two words, e.g. a function pointer and its argument.
+pub trait DeliveryHandler: Send + Sync {
+    /// Called exactly once for every send the handler was given and that was accepted, with
+    /// that send's `token`: where and when [`Producer::send_with_callback_ref`] would run its
+    /// callback, with the same result.
+    fn delivered(&self, token: [usize; 2], result: Result<DeliveryRef<'_>, SendError>);
+}
+
+/// Whom a callback send completes.
+pub(crate) enum Notify {
+    Callback(SendRefCallback),
+    Handler(HandlerCall),
+}
+
+impl Notify {
+    fn handler<H: DeliveryHandler + 'static>(h: &Arc<H>, token: [usize; 2]) -> Self {
+        Self::Handler(HandlerCall {
+            handler: Some(h.clone()),
+            token,
+        })
+    }
+
+    fn call(self, result: Result<DeliveryRef<'_>, SendError>) {
+        match self {
+            Self::Callback(cb) => cb(result),
+            Self::Handler(mut h) => {
+                if let Some(handler) = h.handler.take() {
+                    handler.delivered(h.token, result);
+                }
+            }
+        }
+    }
+
+    /// The completion as a callback, to hand back to the caller of a send that failed at once.
+    fn into_callback(self) -> SendRefCallback {
+        match self {
+            Self::Callback(cb) => cb,
+            Self::Handler(h) => Box::new(move |r| Self::Handler(h).call(r)),
+        }
+    }
+
+    /// Drops it without calling it (a handler send that failed at once: the caller is told by
+    /// the error it gets back).
+    fn defuse(self) {
+        if let Self::Handler(mut h) = self {
+            h.handler = None;
+        }
+    }
+}
+
+/// A handler with the token of one send; called once — if dropped uncalled, with
+/// [`Error::Closed`], so a handler never loses a send.
+pub(crate) struct HandlerCall {
+    handler: Option<Arc<dyn DeliveryHandler>>,
+    token: [usize; 2],
+}
+
+impl Drop for HandlerCall {
+    fn drop(&mut self) {
+        if let Some(h) = self.handler.take() {
+            h.delivered(
+                self.token,
+                Err(SendError {
+                    error: Error::Closed,
+                    record: Record::new(String::new()),
+                }),
+            );
+        }
+    }
+}
+
 thread_local! {
     /// Set while a thread runs a send's callback from a delivery report: a callback send made
     /// there does not wait for room in a full queue (the queue empties only as reports are
@@ -139,7 +213,33 @@ impl TopicProducer {
             payload,
             headers,
         };
-        self.producer.send_ref_on(&self.lane, record, callback)
+        self.producer
+            .send_ref_on(&self.lane, record, Notify::Callback(Box::new(callback)))
+            .map_err(|(e, n)| (e, n.into_callback()))
+    }
+
+    /// [`Producer::send_with_handler`] of a record to this topic, without the topic lookup.
+    #[allow(clippy::result_large_err)]
+    pub fn send_with_handler<H: DeliveryHandler + 'static>(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        handler: &Arc<H>,
+        token: [usize; 2],
+    ) -> Result<(), SendError> {
+        let record = RecordRef {
+            topic: &self.lane.logical,
+            key,
+            payload,
+            headers,
+        };
+        self.producer
+            .send_ref_on(&self.lane, record, Notify::handler(handler, token))
+            .map_err(|(e, n)| {
+                n.defuse();
+                e
+            })
     }
 }
 
@@ -328,7 +428,7 @@ pub(crate) struct CallbackSend {
     settled: bool,
     /// Taken when run. (In a mutex only to make the report `Sync`, as rdkafka requires; it is
     /// only ever reached through `&mut`, which never locks.)
-    callback: Mutex<Option<SendRefCallback>>,
+    callback: Mutex<Option<Notify>>,
 }
 
 /// A callback send whose report was served in a batch ([`crate::reports`]): settled, its
@@ -444,7 +544,7 @@ impl CallbackSend {
         };
         let ctx = &self.ctx;
         let prev = ON_REPORT_THREAD.replace(true);
-        callback(out.map(|(partition, offset)| DeliveryRef {
+        callback.call(out.map(|(partition, offset)| DeliveryRef {
             topic: &ctx.route.logical,
             cluster: &ctx.route.cluster.name,
             physical_topic: &ctx.route.physical,
@@ -462,7 +562,7 @@ impl Drop for CallbackSend {
             self.ctx.flight.gate.leave();
         }
         if let Some(callback) = self.callback.get_mut().take() {
-            callback(Err(SendError {
+            callback.call(Err(SendError {
                 error: Error::Closed,
                 record: Record::new(self.ctx.route.logical.clone()),
             }));
@@ -602,7 +702,7 @@ enum Waiter {
     /// An awaited send, answered by the switcher.
     Future(oneshot::Sender<Handoff>),
     /// A callback send: the switcher enqueues it itself (or runs the callback with the error).
-    Callback(SendRefCallback),
+    Callback(Notify),
 }
 
 /// A send waiting in a closed lane.
@@ -638,7 +738,7 @@ impl Drop for Held {
             Some(Waiter::Future(reply)) => {
                 let _ = reply.send(Err(e));
             }
-            Some(Waiter::Callback(cb)) => cb(Err(e)),
+            Some(Waiter::Callback(cb)) => cb.call(Err(e)),
             None => {}
         }
     }
@@ -920,21 +1020,45 @@ impl Producer {
     where
         F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
     {
+        self.send_ref(record, Notify::Callback(Box::new(callback)))
+            .map_err(|(e, n)| (e, n.into_callback()))
+    }
+
+    /// [`Producer::send_with_callback_ref`] with a [`DeliveryHandler`] instead of a callback:
+    /// `handler.delivered(token, result)` runs exactly once for an accepted send, where the
+    /// callback would. On `Err` (the send failed at once, as there) the handler is not called.
+    #[allow(clippy::result_large_err)]
+    pub fn send_with_handler<H: DeliveryHandler + 'static>(
+        &self,
+        record: RecordRef<'_>,
+        handler: &Arc<H>,
+        token: [usize; 2],
+    ) -> Result<(), SendError> {
+        self.send_ref(record, Notify::handler(handler, token))
+            .map_err(|(e, n)| {
+                n.defuse();
+                e
+            })
+    }
+
+    /// A borrowed callback send, by topic name.
+    #[allow(clippy::result_large_err)]
+    fn send_ref(&self, record: RecordRef<'_>, notify: Notify) -> Result<(), (SendError, Notify)> {
         // The lane is borrowed from the current map (no reference count per send); lanes are
         // never removed, so a map replaced meanwhile holds the same lane.
         let lanes = self.inner.lanes.load();
         if let Some(lane) = lanes.get(record.topic) {
-            return self.send_ref_on(lane, record, callback);
+            return self.send_ref_on(lane, record, notify);
         }
         drop(lanes);
         match self.inner.lane(record.topic) {
-            Ok(lane) => self.send_ref_on(&lane, record, callback),
+            Ok(lane) => self.send_ref_on(&lane, record, notify),
             Err(error) => Err((
                 SendError {
                     error,
                     record: record.to_record(),
                 },
-                Box::new(callback),
+                notify,
             )),
         }
     }
@@ -956,22 +1080,19 @@ impl Producer {
 
     /// [`Producer::send_with_callback_ref`] on a lane found.
     #[allow(clippy::result_large_err)]
-    fn send_ref_on<F>(
+    fn send_ref_on(
         &self,
         lane: &Lane,
         record: RecordRef<'_>,
-        callback: F,
-    ) -> Result<(), (SendError, SendRefCallback)>
-    where
-        F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
-    {
-        let fail = |error: Error, callback: F| -> Result<(), (SendError, SendRefCallback)> {
+        callback: Notify,
+    ) -> Result<(), (SendError, Notify)> {
+        let fail = |error: Error, callback: Notify| -> Result<(), (SendError, Notify)> {
             Err((
                 SendError {
                     error,
                     record: record.to_record(),
                 },
-                Box::new(callback),
+                callback,
             ))
         };
         if let Err(error) = self.admit_blocking(lane, record.topic, quota_bytes(&record)) {
@@ -993,7 +1114,7 @@ impl Producer {
                     key_some: record.key.is_some(),
                     payload_some: record.payload.is_some(),
                     settled: false,
-                    callback: Mutex::new(Some(Box::new(callback))),
+                    callback: Mutex::new(Some(callback)),
                 }));
                 // On failure the report comes back: its callback goes back to the caller, and
                 // dropping it leaves the gate.
@@ -1018,7 +1139,7 @@ impl Producer {
             }
             held.push_back(Held {
                 record: record.to_record(),
-                waiter: Some(Waiter::Callback(Box::new(callback))),
+                waiter: Some(Waiter::Callback(callback)),
             });
             return Ok(());
         }
@@ -1289,12 +1410,12 @@ async fn enqueue_when_full(
 
 /// A report that will not be enqueued: takes a callback send's callback out, unrun (its caller
 /// gets the error instead), and drops the rest, leaving the gate.
-fn disarm(report: Report) -> SendRefCallback {
+fn disarm(report: Report) -> Notify {
     match report {
         Report::Callback(mut s) => s.callback.get_mut().take(),
         Report::Future(_) => None,
     }
-    .unwrap_or_else(|| Box::new(|_| {}))
+    .unwrap_or_else(|| Notify::Callback(Box::new(|_| {})))
 }
 
 /// [`enqueue_when_full`] for a callback send on its caller's thread: sleeps between attempts;
@@ -1442,13 +1563,13 @@ async fn start_held_future(
 
 /// Starts a held callback send on `target`; if it cannot start, runs its callback with the
 /// error.
-async fn start_held_callback(lane: &Lane, target: &Target, record: Record, cb: SendRefCallback) {
+async fn start_held_callback(lane: &Lane, target: &Target, record: Record, cb: Notify) {
     let (Some(ctx), Some(topic)) = (target.ctx.as_ref(), target.topic.as_ref()) else {
         let error = Error::UnknownTopic {
             topic: lane.logical.clone(),
             version: target.version,
         };
-        cb(Err(SendError { error, record }));
+        cb.call(Err(SendError { error, record }));
         return;
     };
     lane.flight.gate.enter_closed();
@@ -1488,7 +1609,7 @@ async fn start_held_callback(lane: &Lane, target: &Target, record: Record, cb: S
     };
     drop(report);
     if let Some(cb) = cb {
-        cb(Err(SendError { error, record }));
+        cb.call(Err(SendError { error, record }));
     }
 }
 

@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchyard::{ErrorKind, Record, Switchyard};
+use switchyard::{
+    DeliveryHandler, DeliveryRef, ErrorKind, Record, RecordRef, SendError, Switchyard,
+};
 
 /// A desired-state file with topic `t` (3 partitions) on the real east cluster.
 fn desired_yaml(east: &str, t: &str) -> String {
@@ -150,6 +153,88 @@ async fn from_file_produces_to_the_real_cluster() {
     let got = read_all(&east, &t);
     assert_eq!(got.len(), 10);
     assert!(got.iter().any(|r| r.3 == b"file-9"));
+}
+
+/// What a handler is told of one send: its token, and its cluster and offset or error kind.
+type Told = ([usize; 2], Result<(String, i64), ErrorKind>);
+
+/// Collects what a [`DeliveryHandler`] is told.
+#[derive(Default)]
+struct Collect {
+    got: std::sync::Mutex<Vec<Told>>,
+    more: tokio::sync::Notify,
+}
+
+impl DeliveryHandler for Collect {
+    fn delivered(&self, token: [usize; 2], result: Result<DeliveryRef<'_>, SendError>) {
+        let r = result
+            .map(|d| (d.cluster.to_string(), d.offset))
+            .map_err(|e| e.kind());
+        self.got.lock().unwrap().push((token, r));
+        self.more.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_sends_complete_once_each_with_their_token() {
+    let (east, _) = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let t = fresh("handler");
+    create_topic(&east, &t, 3).await;
+    let sy = file_client(&dir, &t).await;
+    let p = sy.producer();
+    let topic = p.topic(&t).expect("a handle to the file's topic");
+    let h = Arc::new(Collect::default());
+    const N: usize = 20;
+    for i in 0..N {
+        let key = format!("k{i}");
+        let payload = format!("handler-{i}");
+        if i % 2 == 0 {
+            let rec = RecordRef {
+                topic: &t,
+                key: Some(key.as_bytes()),
+                payload: Some(payload.as_bytes()),
+                headers: &[],
+            };
+            p.send_with_handler(rec, &h, [i, 7]).expect("send by name");
+        } else {
+            topic
+                .send_with_handler(
+                    Some(key.as_bytes()),
+                    Some(payload.as_bytes()),
+                    &[],
+                    &h,
+                    [i, 7],
+                )
+                .expect("send through the handle");
+        }
+    }
+    // A send that fails at once comes back as the error; the handler is not told.
+    let rec = RecordRef {
+        topic: "no-such-topic",
+        key: None,
+        payload: Some(b"x"),
+        headers: &[],
+    };
+    let e = p.send_with_handler(rec, &h, [99, 7]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnknownTopic, "{e}");
+    p.flush(Duration::from_secs(30)).await.expect("flush");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while h.got.lock().unwrap().len() < N {
+            h.more.notified().await;
+        }
+    })
+    .await
+    .expect("every send is reported within 30 s");
+    let mut got = h.got.lock().unwrap().clone();
+    got.sort_by_key(|(token, _)| token[0]);
+    assert_eq!(got.len(), N, "{got:?}");
+    for (i, (token, r)) in got.iter().enumerate() {
+        assert_eq!(*token, [i, 7]);
+        let (cluster, offset) = r.as_ref().expect("delivered");
+        assert_eq!((cluster.as_str(), *offset >= 0), ("east", true));
+    }
+    assert_eq!(read_all(&east, &t).len(), N);
 }
 
 #[test]

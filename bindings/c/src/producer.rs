@@ -15,7 +15,9 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::{Delivery, DeliveryRef, Producer, RecordRef, SendError, TopicProducer};
+use switchyard::{
+    Delivery, DeliveryHandler, DeliveryRef, Producer, RecordRef, SendError, TopicProducer,
+};
 use tokio::sync::oneshot;
 
 use crate::boundary::{
@@ -205,6 +207,8 @@ pub struct switchyard_producer {
     /// Taken by `switchyard_producer_free`, so the SDK producer is dropped on its thread.
     producer: Option<Producer>,
     inflight: Arc<InFlight>,
+    /// Completes its sends with a C callback.
+    handler: Arc<CSends>,
 }
 
 /// The user's pointer, handed back to the callback on another thread.
@@ -219,10 +223,7 @@ unsafe impl Send for UserData {}
 enum Notify {
     /// Nobody (a NULL callback): the send is still counted for flush.
     Nobody,
-    Callback(
-        unsafe extern "C" fn(*mut c_void, switchyard_result, *const switchyard_delivery),
-        UserData,
-    ),
+    Callback(CCallback, UserData),
     /// A thread blocked in `switchyard_producer_send_sync`.
     Waiter(oneshot::Sender<Result<Delivery, SendError>>),
 }
@@ -238,43 +239,77 @@ struct Completion {
 impl Completion {
     fn complete(mut self, r: Result<DeliveryRef<'_>, SendError>) {
         match self.notify.take() {
-            Some(Notify::Callback(cb, ud)) => {
-                let (rc, d) = match &r {
-                    Ok(d) => {
-                        // SAFETY: `cb` is a function pointer the caller gave to
-                        // `switchyard_producer_send` with the contract that it is callable from
-                        // any thread; the delivery `d` outlives the call.
-                        with_delivered(d, |d| {
-                            in_callback(|| unsafe { cb(ud.0, switchyard_result::SWITCHYARD_OK, d) })
-                        });
-                        return;
-                    }
-                    Err(e) => {
-                        let f = Failure::from(e);
-                        let rc = f.code;
-                        set_last_error(f);
-                        let mut d = switchyard_delivery::failed(&e.record.topic);
-                        if let Some(k) = &e.record.key {
-                            d.key = k.as_ptr();
-                            d.key_len = k.len();
-                        }
-                        if let Some(p) = &e.record.payload {
-                            d.payload = p.as_ptr();
-                            d.payload_len = p.len();
-                        }
-                        (rc, d)
-                    }
-                };
-                // SAFETY: `cb` is a function pointer the caller gave to `switchyard_producer_send`
-                // with the contract that it is callable from any thread; `d` (and the record
-                // buffers it points into, owned by `r`) outlive the call.
-                in_callback(|| unsafe { cb(ud.0, rc, &d) });
-            }
+            Some(Notify::Callback(cb, ud)) => deliver_to_c(cb, ud, r),
             Some(Notify::Waiter(tx)) => {
                 let _ = tx.send(r.map(|d| d.to_delivery()));
             }
             Some(Notify::Nobody) | None => {}
         }
+    }
+}
+
+/// A C delivery callback.
+type CCallback = unsafe extern "C" fn(*mut c_void, switchyard_result, *const switchyard_delivery);
+
+/// Runs a send's C callback with its outcome.
+fn deliver_to_c(cb: CCallback, ud: UserData, r: Result<DeliveryRef<'_>, SendError>) {
+    let e = match r {
+        Ok(d) => {
+            // SAFETY: `cb` is a function pointer the caller gave to `switchyard_producer_send`
+            // with the contract that it is callable from any thread; the delivery `d` outlives
+            // the call.
+            with_delivered(&d, |d| {
+                in_callback(|| unsafe { cb(ud.0, switchyard_result::SWITCHYARD_OK, d) })
+            });
+            return;
+        }
+        Err(e) => e,
+    };
+    let f = Failure::from(&e);
+    let rc = f.code;
+    set_last_error(f);
+    let mut d = switchyard_delivery::failed(&e.record.topic);
+    if let Some(k) = &e.record.key {
+        d.key = k.as_ptr();
+        d.key_len = k.len();
+    }
+    if let Some(p) = &e.record.payload {
+        d.payload = p.as_ptr();
+        d.payload_len = p.len();
+    }
+    // SAFETY: `cb` is a function pointer the caller gave to `switchyard_producer_send` with the
+    // contract that it is callable from any thread; `d` (and the record buffers it points into,
+    // owned by `e`) outlive the call.
+    in_callback(|| unsafe { cb(ud.0, rc, &d) });
+}
+
+/// A producer's delivery handler for sends with a C callback (or none): the SDK calls it once
+/// per send with the send's token — the callback's address (0 for none) and its user data — so
+/// a send carries no allocation or reference count of its own for its completion.
+#[derive(Debug)]
+struct CSends {
+    inflight: Arc<InFlight>,
+}
+
+impl CSends {
+    fn token(notify: &Notify) -> Option<[usize; 2]> {
+        match notify {
+            Notify::Nobody => Some([0, 0]),
+            Notify::Callback(cb, ud) => Some([*cb as usize, ud.0 as usize]),
+            Notify::Waiter(_) => None,
+        }
+    }
+}
+
+impl DeliveryHandler for CSends {
+    fn delivered(&self, token: [usize; 2], r: Result<DeliveryRef<'_>, SendError>) {
+        if token[0] != 0 {
+            // SAFETY: a non-zero `token[0]` was made by `CSends::token` from a `CCallback`
+            // (`cb as usize`), so it is that function pointer's address.
+            let cb = unsafe { std::mem::transmute::<usize, CCallback>(token[0]) };
+            deliver_to_c(cb, UserData(token[1] as *mut c_void), r);
+        }
+        self.inflight.finish();
     }
 }
 
@@ -319,10 +354,14 @@ pub unsafe extern "C" fn switchyard_producer_new(
             let _ctx = rt.enter();
             inner.sy().producer()
         };
+        let inflight = Arc::new(InFlight::new(SWITCHYARD_MAX_IN_FLIGHT));
         *out = into_handle(switchyard_producer {
             client: inner.clone(),
             producer: Some(producer),
-            inflight: Arc::new(InFlight::new(SWITCHYARD_MAX_IN_FLIGHT)),
+            handler: Arc::new(CSends {
+                inflight: inflight.clone(),
+            }),
+            inflight,
         });
         Ok(())
     })
@@ -400,15 +439,15 @@ unsafe fn start_send(
     notify: Notify,
     inline_errors: bool,
 ) -> Result<(), Failure> {
-    let (client, inflight, name) = match dest {
+    let (client, inflight, handler, name) = match dest {
         Dest::Named(producer) => {
             // SAFETY: each pointer is checked for NULL; the rest is the caller's contract.
             let p = unsafe { arg_ref(producer, "producer") }?;
             // SAFETY: as above.
             let topic = unsafe { arg_str(rec.topic, "topic") }?;
-            (&p.client, &p.inflight, Some((p, topic)))
+            (&p.client, &p.inflight, &p.handler, Some((p, topic)))
         }
-        Dest::Handle(t) => (&t.client, &t.inflight, None),
+        Dest::Handle(t) => (&t.client, &t.inflight, &t.handler, None),
     };
     // SAFETY: as above.
     let key = unsafe { arg_bytes(rec.key, rec.key_len, "key") }?;
@@ -448,13 +487,41 @@ unsafe fn start_send(
         ));
     }
     inflight.start();
+    // Borrowed: the Kafka client copies key, payload and headers; the SDK copies the record
+    // only if it must keep it (held during a route switch) or hands it back failed.
+    if let Some(token) = CSends::token(&notify) {
+        // A C callback (or none): completed by the producer's shared handler.
+        let sent = match via {
+            Via::Topic(t) => t.send_with_handler(key, payload, &headers, handler, token),
+            Via::Name(p, topic) => p.send_with_handler(
+                RecordRef {
+                    topic,
+                    key,
+                    payload,
+                    headers: &headers,
+                },
+                handler,
+                token,
+            ),
+        };
+        if let Err(e) = sent {
+            if inline_errors {
+                handler.delivered(token, Err(e));
+            } else {
+                // Never on the sending thread, which may hold locks the callback takes.
+                let handler = handler.clone();
+                client
+                    .rt()
+                    .spawn(async move { handler.delivered(token, Err(e)) });
+            }
+        }
+        return Ok(());
+    }
     let done = Completion {
         notify: Some(notify),
         inflight: inflight.clone(),
     };
     let callback = move |r: Result<DeliveryRef<'_>, SendError>| done.complete(r);
-    // Borrowed: the Kafka client copies key, payload and headers; the SDK copies the record
-    // only if it must keep it (held during a route switch) or hands it back failed.
     let sent = match via {
         Via::Topic(t) => t.send_with_callback_ref(key, payload, &headers, callback),
         Via::Name(p, topic) => p.send_with_callback_ref(
@@ -608,6 +675,8 @@ pub struct switchyard_topic {
     topic: Option<TopicProducer>,
     /// The producer's: sends through the handle count there (flush, in-flight cap).
     inflight: Arc<InFlight>,
+    /// The producer's.
+    handler: Arc<CSends>,
 }
 
 /// A handle to logical topic `topic` of `producer`. `out` receives it; set to NULL on failure.
@@ -654,6 +723,7 @@ pub unsafe extern "C" fn switchyard_topic_new(
             client: p.client.clone(),
             topic: Some(handle),
             inflight: p.inflight.clone(),
+            handler: p.handler.clone(),
         });
         Ok(())
     })
