@@ -5,15 +5,21 @@
 //! The only `unsafe` code of the SDK lives here. It mirrors what rust-rdkafka's
 //! `BaseProducer::send` does (same `rd_kafka_producev` arguments and ownership rules for the
 //! delivery opaque and the headers), with `RD_KAFKA_VTYPE_RKT` instead of
-//! `RD_KAFKA_VTYPE_TOPIC`.
+//! `RD_KAFKA_VTYPE_TOPIC`; and what its `BaseProducer::poll` does with the events of a client's
+//! main queue ([`MainQueue::serve_one`]), handing a delivery-report event's reports over as
+//! one batch instead of one call per record.
 #![allow(unsafe_code)]
 
-use std::ffi::{CString, c_int, c_void};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rdkafka::bindings as rdsys;
+use rdkafka::client::ClientContext as _;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer as _;
@@ -21,7 +27,7 @@ use rdkafka::types::RDKafkaTopic;
 use rdkafka::util::IntoOpaque;
 
 use crate::error::Error;
-use crate::producer::{ClusterProducer, Reports};
+use crate::producer::{ClusterProducer, Report, Reports};
 use crate::record::{Record, RecordRef};
 
 /// What the cluster clients' delivery callback gets back for each record.
@@ -241,6 +247,243 @@ impl MainQueue {
     pub(crate) fn is_empty(&self) -> bool {
         // SAFETY: a live queue reference (released only in `Drop`); the call only reads it.
         unsafe { rdsys::rd_kafka_queue_length(self.rkqu.as_ptr()) == 0 }
+    }
+
+    /// Takes one event from the queue, waiting up to `timeout` for one, and serves it as
+    /// rust-rdkafka's `BaseProducer::poll` would: the reports of a delivery-report event go to
+    /// `on_reports`, all of them at once and in report order; statistics, errors and log lines
+    /// go to `context`. Returns how many delivery reports it served.
+    pub(crate) fn serve_one(
+        &self,
+        timeout: Duration,
+        context: &Reports,
+        on_reports: impl FnOnce(&mut [Dr<'_>]),
+    ) -> usize {
+        let ms = if timeout.is_zero() {
+            0
+        } else {
+            c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(c_int::MAX)
+        };
+        // SAFETY: a live queue reference; the event returned (or NULL) is ours to destroy,
+        // which `Event`'s drop does once.
+        let Some(ev) = NonNull::new(unsafe { rdsys::rd_kafka_queue_poll(self.rkqu.as_ptr(), ms) })
+        else {
+            return 0;
+        };
+        let ev = Event(ev);
+        let ptr = ev.0.as_ptr();
+        // SAFETY: a live event (destroyed only when `ev` drops, at the end of this function).
+        match unsafe { rdsys::rd_kafka_event_type(ptr) } {
+            rdsys::RD_KAFKA_EVENT_DR => {
+                // SAFETY: as above; the messages belong to the event and stay valid until it is
+                // destroyed, after every `Dr` (which borrows `ev`) is gone.
+                let n = unsafe { rdsys::rd_kafka_event_message_count(ptr) };
+                let mut drs = Vec::with_capacity(n);
+                while let Some(m) =
+                    // SAFETY: as above.
+                    NonNull::new(
+                        unsafe { rdsys::rd_kafka_event_message_next(ptr) }.cast_mut(),
+                    )
+                {
+                    drs.push(Dr {
+                        m,
+                        taken: false,
+                        _event: PhantomData,
+                    });
+                }
+                let served = drs.len();
+                on_reports(&mut drs);
+                served
+            }
+            rdsys::RD_KAFKA_EVENT_STATS => {
+                // SAFETY: a statistics event's JSON is a NUL-terminated string it owns.
+                let json = unsafe { CStr::from_ptr(rdsys::rd_kafka_event_stats(ptr)) };
+                context.stats_raw(json.to_bytes());
+                0
+            }
+            rdsys::RD_KAFKA_EVENT_ERROR => {
+                // SAFETY: an error event's code and NUL-terminated reason, owned by the event.
+                let (code, reason) = unsafe {
+                    (
+                        rdsys::rd_kafka_event_error(ptr),
+                        cstr(rdsys::rd_kafka_event_error_string(ptr)),
+                    )
+                };
+                context.error(KafkaError::Global(code.into()), reason.trim());
+                0
+            }
+            rdsys::RD_KAFKA_EVENT_LOG => {
+                let (mut fac, mut text, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                // SAFETY: out-pointers to locals; the strings belong to the event.
+                if unsafe { rdsys::rd_kafka_event_log(ptr, &mut fac, &mut text, &mut level) } == 0 {
+                    // SAFETY: NUL-terminated strings of the event (or NULL).
+                    let (fac, text) = unsafe { (cstr(fac), cstr(text)) };
+                    context.log(log_level(level), fac.trim(), text.trim());
+                }
+                0
+            }
+            // An OAuth token refresh (not enabled for these clients) or an event type rdkafka's
+            // producer poll ignores as well.
+            _ => 0,
+        }
+    }
+}
+
+/// A NUL-terminated C string of an event, lossily as UTF-8 ("" for NULL).
+///
+/// # Safety
+///
+/// `p` is NULL or NUL-terminated and valid while the result is used.
+unsafe fn cstr<'a>(p: *const c_char) -> std::borrow::Cow<'a, str> {
+    if p.is_null() {
+        return "".into();
+    }
+    // SAFETY: the caller's contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy()
+}
+
+/// librdkafka's syslog-style log level as rdkafka's enum.
+fn log_level(level: c_int) -> RDKafkaLogLevel {
+    match level {
+        0 => RDKafkaLogLevel::Emerg,
+        1 => RDKafkaLogLevel::Alert,
+        2 => RDKafkaLogLevel::Critical,
+        3 => RDKafkaLogLevel::Error,
+        4 => RDKafkaLogLevel::Warning,
+        5 => RDKafkaLogLevel::Notice,
+        6 => RDKafkaLogLevel::Info,
+        _ => RDKafkaLogLevel::Debug,
+    }
+}
+
+/// An event taken from a queue, destroyed when dropped.
+struct Event(NonNull<rdsys::rd_kafka_event_t>);
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: returned by `rd_kafka_queue_poll`, destroyed once, here; its messages are no
+        // longer borrowed (every `Dr` borrows the event's scope and is gone).
+        unsafe { rdsys::rd_kafka_event_destroy(self.0.as_ptr()) };
+    }
+}
+
+/// One delivery report of a delivery-report event being served: a record librdkafka wrote or
+/// gave up on, with the report ([`Opaque`]) its send attached. Valid only while the event is
+/// served. A report not taken ([`Dr::take_report`]) is taken and dropped with the `Dr`, so a
+/// send is never left without its outcome (a dropped report completes with
+/// [`crate::ErrorKind::Closed`]).
+pub(crate) struct Dr<'e> {
+    m: NonNull<rdsys::rd_kafka_message_t>,
+    taken: bool,
+    _event: PhantomData<&'e mut ()>,
+}
+
+impl Dr<'_> {
+    fn msg(&self) -> &rdsys::rd_kafka_message_t {
+        // SAFETY: the message belongs to the event being served, alive for `'e`.
+        unsafe { self.m.as_ref() }
+    }
+
+    pub(crate) fn partition(&self) -> i32 {
+        self.msg().partition
+    }
+
+    pub(crate) fn offset(&self) -> i64 {
+        self.msg().offset
+    }
+
+    /// Why the record failed, if it did.
+    pub(crate) fn error(&self) -> Option<KafkaError> {
+        let e = self.msg().err;
+        (e != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+            .then(|| KafkaError::MessageProduction(e.into()))
+    }
+
+    pub(crate) fn payload(&self) -> Option<&[u8]> {
+        let m = self.msg();
+        // SAFETY: librdkafka's copy of the payload, `len` bytes, owned by the message.
+        (!m.payload.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(m.payload.cast::<u8>(), m.len) })
+    }
+
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        let m = self.msg();
+        // SAFETY: librdkafka's copy of the key, `key_len` bytes, owned by the message.
+        (!m.key.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(m.key.cast::<u8>(), m.key_len) })
+    }
+
+    /// The record's headers, copied (name, value; an absent value as empty).
+    pub(crate) fn headers(&self) -> Vec<(String, Bytes)> {
+        let mut h = std::ptr::null_mut();
+        // SAFETY: a live message; `h` receives the message's own header list (not ours to
+        // free), or NULL.
+        let err = unsafe { rdsys::rd_kafka_message_headers(self.m.as_ptr(), &mut h) };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || h.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: a live header list of the message.
+        let n = unsafe { rdsys::rd_kafka_header_cnt(h) };
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            // SAFETY: index below the count; out-pointers to locals; name and value belong
+            // to the list.
+            let err =
+                unsafe { rdsys::rd_kafka_header_get_all(h, i, &mut name, &mut value, &mut size) };
+            if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                continue;
+            }
+            // SAFETY: NUL-terminated name; `size` bytes of value (or NULL), owned by the list.
+            let (name, value) = unsafe {
+                (
+                    cstr(name).into_owned(),
+                    if value.is_null() {
+                        Bytes::new()
+                    } else {
+                        Bytes::copy_from_slice(std::slice::from_raw_parts(value.cast::<u8>(), size))
+                    },
+                )
+            };
+            out.push((name, value));
+        }
+        out
+    }
+
+    /// How long ago librdkafka accepted the record (its own enqueue timestamp), if it knows.
+    pub(crate) fn latency(&self) -> Option<Duration> {
+        // SAFETY: a live message; the call only reads it.
+        let us = unsafe { rdsys::rd_kafka_message_latency(self.m.as_ptr()) };
+        u64::try_from(us).ok().map(Duration::from_micros)
+    }
+
+    /// The report its send attached, still attached (`None` once taken).
+    pub(crate) fn report(&mut self) -> Option<&mut Report> {
+        let p = self.msg()._private;
+        if self.taken || p.is_null() {
+            return None;
+        }
+        // SAFETY: `_private` is the opaque `try_enqueue` attached: a `Box<Report>` turned into
+        // a pointer by `IntoOpaque::into_ptr`, not taken yet (`taken`), and only reached
+        // through this `Dr`, borrowed mutably here.
+        Some(unsafe { &mut *p.cast::<Report>() })
+    }
+
+    /// Takes the report its send attached (once; `None` after).
+    pub(crate) fn take_report(&mut self) -> Option<Opaque> {
+        let p = self.msg()._private;
+        if self.taken || p.is_null() {
+            return None;
+        }
+        self.taken = true;
+        // SAFETY: as in `report`; ownership comes back exactly once (`taken`).
+        Some(unsafe { Opaque::from_ptr(p) })
+    }
+}
+
+impl Drop for Dr<'_> {
+    fn drop(&mut self) {
+        drop(self.take_report());
     }
 }
 

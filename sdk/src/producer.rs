@@ -42,7 +42,7 @@ use rustc_hash::FxHashMap;
 use switchyard_proto::v1::ClientEndpoint;
 use tokio::sync::oneshot;
 
-use crate::enqueue::{Outgoing, TopicHandle, try_enqueue};
+use crate::enqueue::{Dr, Outgoing, TopicHandle, try_enqueue};
 use crate::error::{Error, SendError};
 use crate::gate::Gate;
 use crate::metadata::{Metadata, Route};
@@ -393,18 +393,174 @@ fn idemp_state(json: &[u8]) -> Option<&[u8]> {
 impl ProducerContext for Reports {
     type DeliveryOpaque = Box<Report>;
 
+    /// A report served by rdkafka's own poll (its flush, or a client closing): completed
+    /// right away. The application's polls and the report threads serve reports a batch at a
+    /// time instead ([`Reports::serve_batch`]).
     fn delivery(&self, result: &DeliveryResult<'_>, report: Box<Report>) {
-        crate::reports::count_served();
+        let r = Borrowed(result);
         match *report {
             Report::Future(tx) => {
-                let _ = tx.send(match result {
-                    Ok(m) => Ok((m.partition(), m.offset())),
-                    Err((e, _)) => Err(e.clone()),
-                });
+                let _ = tx.send(r.outcome());
             }
-            Report::Callback(send) => send.complete(result),
+            Report::Callback(mut send) => {
+                send.settle(&r.facts(), None);
+                let prev = ON_REPORT_THREAD.replace(true);
+                send.finish(&r);
+                ON_REPORT_THREAD.set(prev);
+            }
         }
     }
+}
+
+impl Reports {
+    /// Serves one batch of delivery reports (one librdkafka event): every record is settled
+    /// first — it leaves its lane's gate and is counted, into one tally per send context, so
+    /// the shared counters and metrics are updated once per batch — then the sends complete,
+    /// callbacks in report order. So a callback never sees counters without its record, and
+    /// it runs once its batch has left librdkafka's queue.
+    pub(crate) fn serve_batch(&self, drs: &mut [Dr<'_>]) {
+        let mut tally = Tally::default();
+        for dr in drs.iter_mut() {
+            if !matches!(dr.report(), Some(Report::Callback(_))) {
+                continue;
+            }
+            let facts = dr.facts();
+            if let Some(Report::Callback(send)) = dr.report() {
+                send.settle(&facts, Some(&mut tally));
+            }
+        }
+        tally.flush();
+        let prev = ON_REPORT_THREAD.replace(true);
+        for dr in drs.iter_mut() {
+            let Some(report) = dr.take_report() else {
+                continue;
+            };
+            match *report {
+                Report::Future(tx) => {
+                    let _ = tx.send(dr.outcome());
+                }
+                Report::Callback(send) => send.finish(&*dr),
+            }
+        }
+        ON_REPORT_THREAD.set(prev);
+    }
+}
+
+/// A delivery report as the SDK reads it: from a batch it serves ([`Dr`]) or from rdkafka's
+/// own poll ([`Borrowed`]).
+pub(crate) trait Reported {
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    /// Why the record failed, if it did.
+    fn error(&self) -> Option<KafkaError>;
+    /// The record as librdkafka copied it (for a failed record, handed back).
+    fn key(&self) -> Option<&[u8]>;
+    fn payload(&self) -> Option<&[u8]>;
+    fn headers(&self) -> Vec<(String, Bytes)>;
+    /// How long ago librdkafka accepted the record (its own enqueue timestamp).
+    fn latency(&self) -> Option<Duration>;
+
+    /// What counting the record needs.
+    fn facts(&self) -> Facts {
+        let error = self.error();
+        Facts {
+            bytes: if error.is_none() {
+                self.payload().map_or(0, <[u8]>::len) as u64
+            } else {
+                0
+            },
+            latency: if error.is_none() {
+                self.latency()
+            } else {
+                None
+            },
+            error,
+        }
+    }
+
+    /// The outcome an awaited send gets.
+    fn outcome(&self) -> Result<(i32, i64), KafkaError> {
+        match self.error() {
+            None => Ok((self.partition(), self.offset())),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Reported for Dr<'_> {
+    fn partition(&self) -> i32 {
+        Dr::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        Dr::offset(self)
+    }
+    fn error(&self) -> Option<KafkaError> {
+        Dr::error(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Dr::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        Dr::payload(self)
+    }
+    fn headers(&self) -> Vec<(String, Bytes)> {
+        Dr::headers(self)
+    }
+    fn latency(&self) -> Option<Duration> {
+        Dr::latency(self)
+    }
+}
+
+/// A report from rdkafka's own poll.
+struct Borrowed<'a, 'b>(&'a DeliveryResult<'b>);
+
+impl Borrowed<'_, '_> {
+    fn message(&self) -> &rdkafka::message::BorrowedMessage<'_> {
+        match self.0 {
+            Ok(m) | Err((_, m)) => m,
+        }
+    }
+}
+
+impl Reported for Borrowed<'_, '_> {
+    fn partition(&self) -> i32 {
+        self.message().partition()
+    }
+    fn offset(&self) -> i64 {
+        self.message().offset()
+    }
+    fn error(&self) -> Option<KafkaError> {
+        self.0.as_ref().err().map(|(e, _)| e.clone())
+    }
+    fn key(&self) -> Option<&[u8]> {
+        self.message().key()
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        self.message().payload()
+    }
+    fn headers(&self) -> Vec<(String, Bytes)> {
+        self.message().headers().map_or_else(Vec::new, |h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+    }
+    fn latency(&self) -> Option<Duration> {
+        crate::enqueue::latency(self.message())
+    }
+}
+
+/// What counting one report needs.
+pub(crate) struct Facts {
+    error: Option<KafkaError>,
+    /// Payload bytes delivered (0 for a failed record).
+    bytes: u64,
+    latency: Option<Duration>,
 }
 
 /// Whom a delivery report goes to.
@@ -431,100 +587,34 @@ pub(crate) struct CallbackSend {
     callback: Mutex<Option<Notify>>,
 }
 
-/// A callback send whose report was served in a batch ([`crate::reports`]): settled, its
-/// callback runs once the whole batch is counted.
-pub(crate) struct Settled {
-    send: CallbackSend,
-    /// Boxed: failures are rare, and a batch's queue stays small.
-    out: Result<(i32, i64), Box<SendError>>,
-}
-
-impl Settled {
-    /// Runs the callback.
-    pub(crate) fn run(self) {
-        self.send.run(self.out.map_err(|e| *e));
-    }
-}
-
 impl CallbackSend {
-    /// Settles the send with its report — leaves the gate (first, as `send` does, so a switch
-    /// never waits for a callback) and counts the outcome — then runs the callback, or, while
-    /// this thread serves a batch of reports, queues it to run after the batch is counted.
-    fn complete(mut self, result: &DeliveryResult<'_>) {
-        if self.callback.get_mut().is_none() {
+    /// Settles the send with its report: leaves the gate (first, as `send` does, so a switch
+    /// never waits for a callback) and counts the outcome, into `tally` when serving a batch.
+    fn settle(&mut self, facts: &Facts, tally: Option<&mut Tally>) {
+        if self.settled {
             return;
         }
-        let out = match result {
-            Ok(m) => Ok((m.partition(), m.offset())),
-            Err((e, m)) => Err(self.failure(e, m)),
-        };
-        self.ctx.flight.gate.leave();
         self.settled = true;
-        let batched = crate::reports::with_batch(|batch| {
-            let batched = batch.is_some();
-            match &out {
-                Ok(_) => {
-                    let Ok(m) = result else {
-                        unreachable!("an Ok outcome has an Ok report")
-                    };
-                    let bytes = m.payload().map_or(0, <[u8]>::len) as u64;
-                    // From the enqueue, as librdkafka timed it (no clock read per send here).
-                    let latency = self
-                        .ctx
-                        .metrics
-                        .as_ref()
-                        .and_then(|_| crate::enqueue::latency(m));
-                    match batch {
-                        Some(t) => t.add(&self.ctx, bytes, latency),
-                        None => self.ctx.count_sent(1, bytes, latency),
-                    }
-                }
-                Err(e) => {
-                    self.ctx.flight.failed.fetch_add(1, Ordering::Relaxed);
-                    self.ctx.registry.send_error(
-                        &self.ctx.route.logical,
-                        &self.ctx.route.cluster.name,
-                        &e.error,
-                    );
-                }
+        self.ctx.flight.gate.leave();
+        match &facts.error {
+            None => match tally {
+                Some(t) => t.add(&self.ctx, facts.bytes, facts.latency),
+                None => self.ctx.count_sent(1, facts.bytes, facts.latency),
+            },
+            Some(e) => {
+                self.ctx.flight.failed.fetch_add(1, Ordering::Relaxed);
+                self.ctx.registry.send_error(
+                    &self.ctx.route.logical,
+                    &self.ctx.route.cluster.name,
+                    &self.error_of(e),
+                );
             }
-            batched
-        });
-        if batched {
-            crate::reports::defer(Settled {
-                send: self,
-                out: out.map_err(Box::new),
-            });
-        } else {
-            self.run(out);
         }
     }
 
-    /// The failed record, rebuilt from librdkafka's copy (byte for byte what was sent), and
-    /// why it failed.
-    fn failure(&self, e: &KafkaError, m: &rdkafka::message::BorrowedMessage<'_>) -> SendError {
-        let record = Record {
-            topic: self.ctx.route.logical.clone(),
-            key: m
-                .key()
-                .map(Bytes::copy_from_slice)
-                .or_else(|| self.key_some.then(Bytes::new)),
-            payload: m
-                .payload()
-                .map(Bytes::copy_from_slice)
-                .or_else(|| self.payload_some.then(Bytes::new)),
-            headers: m.headers().map_or_else(Vec::new, |h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            }),
-        };
-        let error = match e {
+    /// What a send that failed in librdkafka failed with.
+    fn error_of(&self, e: &KafkaError) -> Error {
+        match e {
             KafkaError::MessageProduction(
                 RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
             ) => Error::Closed,
@@ -532,27 +622,43 @@ impl CallbackSend {
                 cluster: self.ctx.route.cluster.name.clone(),
                 source: e.clone(),
             },
-        };
-        SendError { error, record }
+        }
     }
 
-    /// Runs the callback of a settled send; the names are borrowed from the route, which the
-    /// send's context keeps alive.
-    fn run(mut self, out: Result<(i32, i64), SendError>) {
+    /// Completes a settled send: runs its callback with the delivery (names borrowed from the
+    /// route, which the send's context keeps alive) or with the failed record, rebuilt from
+    /// librdkafka's copy (byte for byte what was sent).
+    fn finish(mut self, r: &impl Reported) {
         let Some(callback) = self.callback.get_mut().take() else {
             return;
         };
         let ctx = &self.ctx;
-        let prev = ON_REPORT_THREAD.replace(true);
-        callback.call(out.map(|(partition, offset)| DeliveryRef {
-            topic: &ctx.route.logical,
-            cluster: &ctx.route.cluster.name,
-            physical_topic: &ctx.route.physical,
-            partition,
-            offset,
-            version: ctx.version,
-        }));
-        ON_REPORT_THREAD.set(prev);
+        let out = match r.error() {
+            None => Ok(DeliveryRef {
+                topic: &ctx.route.logical,
+                cluster: &ctx.route.cluster.name,
+                physical_topic: &ctx.route.physical,
+                partition: r.partition(),
+                offset: r.offset(),
+                version: ctx.version,
+            }),
+            Some(e) => Err(SendError {
+                error: self.error_of(&e),
+                record: Record {
+                    topic: ctx.route.logical.clone(),
+                    key: r
+                        .key()
+                        .map(Bytes::copy_from_slice)
+                        .or_else(|| self.key_some.then(Bytes::new)),
+                    payload: r
+                        .payload()
+                        .map(Bytes::copy_from_slice)
+                        .or_else(|| self.payload_some.then(Bytes::new)),
+                    headers: r.headers(),
+                },
+            }),
+        };
+        callback.call(out);
     }
 }
 
@@ -570,9 +676,8 @@ impl Drop for CallbackSend {
     }
 }
 
-/// Delivered records counted by one thread for one send context, added to the shared counters
-/// and metrics once per batch of reports instead of once per record (see
-/// [`crate::reports`]).
+/// Delivered records counted for one send context while serving a batch of reports, added to
+/// the shared counters and metrics once per batch instead of once per record.
 #[derive(Default)]
 pub(crate) struct Tally {
     ctx: Option<Arc<SendContext>>,
@@ -596,7 +701,7 @@ impl Tally {
     }
 
     /// Adds what was counted to the shared counters and metrics.
-    pub(crate) fn flush(&mut self) {
+    fn flush(&mut self) {
         let Some(ctx) = self.ctx.take() else {
             return;
         };

@@ -14,23 +14,20 @@
 //! A client's reports are served by one thread at a time (the `serving` lock), so callbacks of
 //! one client run one after another, in the order librdkafka reports them.
 //!
-//! Each rdkafka poll there serves one event, a batch of reports ([`serve_batch`]): the
-//! delivered records are counted per send context into a thread-local [`Tally`] and added to
-//! the shared counters and metrics once per batch, and their callbacks run after that, in
-//! order. So a callback never sees counters that miss its own record, and a record costs no
-//! atomic counter or histogram update of its own.
+//! Either way a client's events are taken one at a time from its main queue
+//! ([`MainQueue::serve_one`]); a delivery-report event's reports are served as one batch
+//! ([`Reports::serve_batch`]): counted first, once per batch, then completed in order.
 
-use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rdkafka::producer::BaseProducer;
+use rdkafka::producer::{BaseProducer, Producer as _};
 
 use crate::enqueue::MainQueue;
-use crate::producer::{Reports, Settled, Tally};
+use crate::producer::Reports;
 
 /// How often a report thread checks whether the application still polls; also the longest
 /// one poll of a report thread blocks. An application that stops polling has its reports
@@ -39,79 +36,6 @@ pub(crate) const GRACE: Duration = Duration::from_millis(10);
 
 /// Most events (batches of reports) one application poll serves after the first.
 const MAX_EVENTS_PER_POLL: usize = 1_000;
-
-thread_local! {
-    /// Delivery reports this thread has served (read around a poll to count them).
-    static SERVED: Cell<usize> = const { Cell::new(0) };
-    /// Whether this thread serves a batch of reports now ([`serve_batch`]).
-    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
-    /// The batch's counts and the callbacks waiting for them (its vector is kept for reuse).
-    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
-}
-
-/// The reports of one batch: counted first, their callbacks run after.
-#[derive(Default)]
-struct Batch {
-    tally: Tally,
-    pending: Vec<Settled>,
-}
-
-/// Runs `poll` (one rdkafka poll: one event, a batch of reports) with this thread's callback
-/// reports batched: counted into the tally while `poll` runs; then the tally is added to the
-/// shared counters, and the callbacks run, in report order. Nested calls (a callback that
-/// polls) serve their own batch.
-fn serve_batch<R>(poll: impl FnOnce() -> R) -> R {
-    if IN_BATCH.get() {
-        return poll();
-    }
-    IN_BATCH.set(true);
-    // Ends the batch also if `poll` panics, so no callback is left behind.
-    let _end = EndBatch;
-    poll()
-}
-
-struct EndBatch;
-
-impl Drop for EndBatch {
-    fn drop(&mut self) {
-        IN_BATCH.set(false);
-        let mut pending = BATCH.with_borrow_mut(|b| {
-            b.tally.flush();
-            std::mem::take(&mut b.pending)
-        });
-        if pending.is_empty() {
-            return;
-        }
-        for s in pending.drain(..) {
-            s.run();
-        }
-        // Keep the vector's room for the next batch (unless a callback started another).
-        BATCH.with_borrow_mut(|b| {
-            if b.pending.is_empty() {
-                b.pending = pending;
-            }
-        });
-    }
-}
-
-/// Runs `f` with this thread's tally when it serves a batch of reports now (`None` otherwise:
-/// count right away).
-pub(crate) fn with_batch<R>(f: impl FnOnce(Option<&mut Tally>) -> R) -> R {
-    if !IN_BATCH.get() {
-        return f(None);
-    }
-    BATCH.with_borrow_mut(|b| f(Some(&mut b.tally)))
-}
-
-/// Queues a settled callback send of the current batch, to run once the batch is counted.
-pub(crate) fn defer(s: Settled) {
-    BATCH.with_borrow_mut(|b| b.pending.push(s));
-}
-
-/// Counts one report served on this thread.
-pub(crate) fn count_served() {
-    SERVED.set(SERVED.get().wrapping_add(1));
-}
 
 /// Shared by a producer's clients: whether its application polls, and who waits.
 #[derive(Debug, Default)]
@@ -157,8 +81,9 @@ impl ReportDuty {
 /// application does not.
 pub(crate) struct Served {
     pub(crate) producer: Arc<BaseProducer<Reports>>,
-    /// Its event queue (`None` only if librdkafka could not hand it out: then always poll).
-    queue: Option<MainQueue>,
+    /// Its event queue (`None` only if librdkafka could not hand it out: then rdkafka's own
+    /// poll serves it).
+    queue: Option<Arc<MainQueue>>,
     /// Held while serving this client's reports.
     serving: Arc<Mutex<()>>,
     stop: Arc<AtomicBool>,
@@ -173,22 +98,24 @@ impl Served {
         name: &str,
     ) -> std::io::Result<Self> {
         let producer = Arc::new(producer);
+        let queue = MainQueue::new(producer.clone()).map(Arc::new);
         let serving = Arc::new(Mutex::new(()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (producer, serving, stop, duty) = (
+            let (producer, queue, serving, stop, duty) = (
                 producer.clone(),
+                queue.clone(),
                 serving.clone(),
                 stop.clone(),
                 duty.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("sy-reports-{name}"))
-                .spawn(move || report_thread(&producer, &serving, &stop, &duty))?
+                .spawn(move || report_thread(&producer, queue.as_deref(), &serving, &stop, &duty))?
         };
         duty.threads.lock().push(thread.thread().clone());
         Ok(Self {
-            queue: MainQueue::new(producer.clone()),
+            queue,
             producer,
             serving,
             stop,
@@ -201,8 +128,15 @@ impl Served {
     /// `timeout` when there are none), on this thread, unless another thread is serving this
     /// client's reports right now (then it does nothing). Returns how many.
     pub(crate) fn poll_now(&self, timeout: Duration) -> usize {
-        let empty = || self.queue.as_ref().is_some_and(MainQueue::is_empty);
-        if timeout.is_zero() && empty() {
+        let Some(queue) = &self.queue else {
+            // No queue handle: rdkafka's own poll (one event per call).
+            let Some(_g) = self.serving.try_lock() else {
+                return 0;
+            };
+            self.producer.poll(timeout);
+            return 0;
+        };
+        if timeout.is_zero() && queue.is_empty() {
             return 0;
         }
         let Some(_g) = self.serving.try_lock() else {
@@ -212,17 +146,16 @@ impl Served {
             }
             return 0;
         };
-        let before = SERVED.get();
-        // One rdkafka poll serves one event (a batch of reports); take in every event that is
-        // there (bounded, so one call cannot run forever under a flood of reports).
-        serve_batch(|| self.producer.poll(timeout));
+        // One event at a time (a batch of reports); take in every event that is there
+        // (bounded, so one call cannot run forever under a flood of reports).
+        let mut served = serve_one(&self.producer, queue, timeout);
         for _ in 0..MAX_EVENTS_PER_POLL {
-            if self.queue.is_none() || empty() {
+            if queue.is_empty() {
                 break;
             }
-            serve_batch(|| self.producer.poll(Duration::ZERO));
+            served += serve_one(&self.producer, queue, Duration::ZERO);
         }
-        SERVED.get().wrapping_sub(before)
+        served
     }
 
     /// Makes the report threads serve now (see [`ReportDuty::want`]).
@@ -251,6 +184,7 @@ impl Drop for Served {
 
 fn report_thread(
     producer: &BaseProducer<Reports>,
+    queue: Option<&MainQueue>,
     serving: &Mutex<()>,
     stop: &AtomicBool,
     duty: &ReportDuty,
@@ -266,6 +200,18 @@ fn report_thread(
         }
         seen = polls;
         let _g = serving.lock();
-        serve_batch(|| producer.poll(GRACE));
+        match queue {
+            Some(q) => {
+                serve_one(producer, q, GRACE);
+            }
+            None => producer.poll(GRACE),
+        }
     }
+}
+
+/// Serves one event of a client's main queue on this thread ([`MainQueue::serve_one`]): a
+/// batch of delivery reports goes to [`Reports::serve_batch`]. Returns how many reports.
+fn serve_one(producer: &BaseProducer<Reports>, queue: &MainQueue, timeout: Duration) -> usize {
+    let ctx = producer.context();
+    queue.serve_one(timeout, ctx, |drs| ctx.serve_batch(drs))
 }

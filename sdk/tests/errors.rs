@@ -237,6 +237,57 @@ async fn handler_sends_complete_once_each_with_their_token() {
     assert_eq!(read_all(&east, &t).len(), N);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_broker_refuses_comes_back_whole_in_its_callback() {
+    let (east, _) = kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let t = fresh("refused");
+    create_topic_with(&east, &t, 3, &[("max.message.bytes", "2000")]).await;
+    let sy = file_client(&dir, &t).await;
+    let p = sy.producer();
+    let big = Record::new(&t)
+        .key("big")
+        .payload(vec![b'x'; 10_000])
+        .header("h1", "v1")
+        .header("empty", "");
+    // Served on the report thread, then by the application's polls: both serve reports a
+    // batch at a time and rebuild a failed record from librdkafka's copy.
+    for poll in [false, true] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.send_with_callback(big.clone(), move |r| {
+            let _ = tx.send(r);
+        })
+        .map_err(|(e, _)| e)
+        .expect("accepted: the broker refuses it later");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let e = tokio::task::block_in_place(|| {
+            loop {
+                if poll {
+                    p.poll(Duration::from_millis(50));
+                }
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(r) => {
+                        break r.expect_err("the broker refuses a record over max.message.bytes");
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        assert!(Instant::now() < deadline, "no callback within 30 s");
+                    }
+                    Err(e) => panic!("callback dropped: {e}"),
+                }
+            }
+        });
+        assert_eq!(e.kind(), ErrorKind::Kafka, "{e}");
+        assert!(!e.is_retriable(), "{e}");
+        assert_eq!(e.record, big, "the record comes back whole (poll: {poll})");
+    }
+    // The topic still takes records that fit.
+    let d = p
+        .send(Record::new(&t).key("small").payload("fits"))
+        .await
+        .expect("a small record");
+    assert_eq!(d.cluster, "east");
+}
+
 #[test]
 fn from_file_refuses_bad_files() {
     let dir = tempfile::tempdir().unwrap();

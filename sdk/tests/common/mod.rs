@@ -41,13 +41,28 @@ pub fn fresh(prefix: &str) -> String {
 
 /// Creates a topic on a real cluster and waits until its metadata is visible.
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with(bootstrap, name, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic configuration entries.
+#[allow(dead_code)]
+pub async fn create_topic_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    config: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
+    let topic = config.iter().fold(
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
     let res = admin
         .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &[topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
