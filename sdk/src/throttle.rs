@@ -563,6 +563,9 @@ impl QuotaSource<DefaultClock> for crate::watch::Shared {
         topic: &str,
         f: impl FnOnce(Option<&Arc<TopicQuota<DefaultClock>>>) -> R,
     ) -> R {
+        if !self.any_quota() {
+            return f(None);
+        }
         let md = self.load();
         f(md.quotas().get(topic))
     }

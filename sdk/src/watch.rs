@@ -41,6 +41,10 @@ pub struct Shared {
     pub(crate) language: String,
     registry: crate::status::Registry,
     current: ArcSwap<Metadata>,
+    /// Whether the current metadata has any quota: a send skips the quota lookup otherwise
+    /// (set right after the metadata is swapped; a send racing an apply is checked against
+    /// either version, as it would be without it).
+    any_quota: std::sync::atomic::AtomicBool,
     /// `(version, has_config)` notifications.
     version_tx: watch::Sender<(u64, bool)>,
     cache: Option<SnapshotCache>,
@@ -78,6 +82,7 @@ impl Shared {
             language,
             registry: crate::status::Registry::default(),
             current: ArcSwap::from_pointee(Metadata::default()),
+            any_quota: std::sync::atomic::AtomicBool::new(false),
             version_tx,
             cache,
             last_error: Mutex::new(None),
@@ -88,6 +93,11 @@ impl Shared {
     /// The current metadata. Callers hold it briefly and never across an `.await`.
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Metadata>> {
         self.current.load()
+    }
+
+    /// Whether the current metadata may have a quota (false: it has none).
+    pub(crate) fn any_quota(&self) -> bool {
+        self.any_quota.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current metadata, owned.
@@ -162,7 +172,10 @@ impl Shared {
         } else {
             Vec::new()
         };
+        let any_quota = !md.quotas().is_empty();
         self.current.store(Arc::new(md));
+        self.any_quota
+            .store(any_quota, std::sync::atomic::Ordering::Release);
         self.metrics
             .config_applied(state.version, moved.iter().map(String::as_str));
         self.version_tx.send_replace((state.version, true));
