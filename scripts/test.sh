@@ -66,6 +66,10 @@ if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
     cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2
     # The Kafka-log store against the file store (3 replicas, 150 watchers; a few seconds).
     cargo bench -p switchyard-config --bench kafka_store --locked -- --quick
+    # The C producer bench, one short round (raw librdkafka, the floor, switchyard-c through a
+    # topic handle and by name): it compiles with -Werror, and each side must get every
+    # delivery report without an error, else it exits non-zero. Its ratios say nothing here.
+    bindings/c/bench/run.sh 20000 1
 fi
 
 step "all tests passed"
