@@ -69,7 +69,7 @@ if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
     # The C producer bench, one short round (raw librdkafka, the floor, switchyard-c through a
     # topic handle and by name): it compiles with -Werror, and each side must get every
     # delivery report without an error, else it exits non-zero. Its ratios say nothing here.
-    bindings/c/bench/run.sh 20000 1
+    timeout 900 bindings/c/bench/run.sh 20000 1
 fi
 
 step "all tests passed"

@@ -38,6 +38,9 @@
 #include "switchyard.h"
 
 #define PAYLOAD 100
+/* Longest wait for the last delivery reports of a run (a broker that stopped writing, e.g. on a
+ * full disk, fails the bench instead of hanging it). */
+#define DRAIN_S 120
 
 static const char *PROPS[][2] = {
     {"acks", "all"},
@@ -164,7 +167,11 @@ static double raw_run(const char *bootstrap, const char *topic, long n, const ch
         }
         rd_kafka_poll(rk, 0);
     }
-    while (raw_ok + raw_err < n) rd_kafka_flush(rk, 1000);
+    double give_up = now_s() + DRAIN_S;
+    while (raw_ok + raw_err < n) {
+        if (now_s() > give_up) die("raw", "delivery reports missing after the drain limit");
+        rd_kafka_flush(rk, 1000);
+    }
     double secs = now_s() - t0;
     raw_cpu_us = (cpu_s() - c0) * 1e6 / (double)n;
     if (raw_err != 0) die("raw", "delivery errors");
@@ -224,7 +231,7 @@ static double sy_run(const char *config, const char *topic, long n, const char *
         }
         sy_check("poll", switchyard_producer_poll(p, 0, NULL));
     }
-    sy_check("flush", switchyard_producer_flush(p, -1));
+    sy_check("flush", switchyard_producer_flush(p, DRAIN_S * 1000));
     double secs = now_s() - t0;
     sy_cpu_us = (cpu_s() - c0) * 1e6 / (double)n;
     if (atomic_load(&sy_ok) != n || atomic_load(&sy_err) != 0) die("switchyard", "delivery errors");

@@ -35,6 +35,9 @@ trap 'rm -rf "$WORK"' EXIT
 TOPIC="c-bench-$$-$(date +%s)"
 bash scripts/kafka.sh run org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
     --create --topic "$TOPIC" --partitions 6 --replication-factor 1 >&2
+# A round writes about 600 MB to the broker: the topic goes when the bench ends.
+trap 'bash scripts/kafka.sh run org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$BOOTSTRAP" --delete --topic "$TOPIC" >&2 || true; rm -rf "$WORK"' EXIT
 cat >"$WORK/desired.yaml" <<YAML
 clusters:
   - name: bench
