@@ -228,23 +228,25 @@ enum Notify {
     Waiter(oneshot::Sender<Result<Delivery, SendError>>),
 }
 
-/// Completes a send exactly once: with its result, or — if dropped before that (the producer
-/// was freed with the send still in flight) — with `SWITCHYARD_CLOSED`. Either way the send
-/// stops counting as in flight after the callback has returned.
-struct Completion {
-    notify: Option<Notify>,
+/// The send of a thread blocked in `switchyard_producer_send_sync`: answered once, or — if
+/// dropped unanswered (the producer was freed with the send still in flight) — the waiter sees
+/// its channel closed. Either way the send stops counting as in flight.
+struct Waiting {
+    tx: Option<oneshot::Sender<Result<Delivery, SendError>>>,
     inflight: Arc<InFlight>,
 }
 
-impl Completion {
+impl Waiting {
     fn complete(mut self, r: Result<DeliveryRef<'_>, SendError>) {
-        match self.notify.take() {
-            Some(Notify::Callback(cb, ud)) => deliver_to_c(cb, ud, r),
-            Some(Notify::Waiter(tx)) => {
-                let _ = tx.send(r.map(|d| d.to_delivery()));
-            }
-            Some(Notify::Nobody) | None => {}
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(r.map(|d| d.to_delivery()));
         }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.inflight.finish();
     }
 }
 
@@ -309,23 +311,6 @@ impl DeliveryHandler for CSends {
             let cb = unsafe { std::mem::transmute::<usize, CCallback>(token[0]) };
             deliver_to_c(cb, UserData(token[1] as *mut c_void), r);
         }
-        self.inflight.finish();
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        if let Some(Notify::Callback(cb, ud)) = self.notify.take() {
-            set_last_error(Failure::new(
-                switchyard_result::SWITCHYARD_CLOSED,
-                "the producer was freed before this send completed; it may or may not have \
-                 been written",
-            ));
-            let d = switchyard_delivery::empty();
-            // SAFETY: as in `complete`; `d` outlives the call.
-            in_callback(|| unsafe { cb(ud.0, switchyard_result::SWITCHYARD_CLOSED, &d) });
-        }
-        // A `Waiter` learns of the drop from its closed channel.
         self.inflight.finish();
     }
 }
@@ -517,8 +502,11 @@ unsafe fn start_send(
         }
         return Ok(());
     }
-    let done = Completion {
-        notify: Some(notify),
+    let Notify::Waiter(tx) = notify else {
+        unreachable!("sends with a C callback (or none) go through the handler")
+    };
+    let done = Waiting {
+        tx: Some(tx),
         inflight: inflight.clone(),
     };
     let callback = move |r: Result<DeliveryRef<'_>, SendError>| done.complete(r);
