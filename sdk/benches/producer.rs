@@ -97,6 +97,22 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     }
 }
 
+async fn delete_topic(bootstrap: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    let deleted = admin
+        .delete_topics(
+            &[name],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await;
+    if let Err(e) = deleted.map(|rs| rs.into_iter().collect::<Result<Vec<_>, _>>()) {
+        eprintln!("could not delete topic {name}: {e:?}");
+    }
+}
+
 fn payload() -> Vec<u8> {
     vec![b'x'; PAYLOAD]
 }
@@ -235,6 +251,8 @@ async fn main() {
         per_round.iter().cloned().fold(0.0, f64::max),
     );
     drop(sy);
+    // Each round wrote about 150 MB per side to the broker.
+    delete_topic(&east, &topic).await;
 
     // 2. Route-change propagation.
     let svc = switchyard_config::start(ServerConfig {

@@ -99,6 +99,19 @@ def main() -> int:
     bootstrap = clusters.split(";")[0]
     topic = f"py-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, topic)
+    try:
+        return bench(a, bootstrap, topic)
+    finally:
+        # A round writes about 300 MB to the broker: the topic goes when the bench ends.
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for f in admin.delete_topics([topic]).values():
+            try:
+                f.result(timeout=60)
+            except Exception as e:  # noqa: BLE001 - report and go on
+                print(f"could not delete topic {topic}: {e}", file=sys.stderr)
+
+
+def bench(a, bootstrap: str, topic: str) -> int:
     keys = [f"k{i}".encode() for i in range(1000)]
 
     with tempfile.TemporaryDirectory() as d:
