@@ -8,9 +8,10 @@
  *
  * Conventions:
  * - Objects are opaque pointers. Create them with switchyard_client_connect /
- *   switchyard_client_from_file / switchyard_producer_new / switchyard_consumer_new /
- *   switchyard_consumer_poll and release each with its _free function. Every _free accepts NULL.
- *   A producer or consumer may outlive the client it was made from.
+ *   switchyard_client_from_file / switchyard_producer_new / switchyard_topic_new /
+ *   switchyard_consumer_new / switchyard_consumer_poll and release each with its _free function.
+ *   Every _free accepts NULL. A producer or consumer may outlive the client it was made from; a
+ *   topic handle is freed before its producer.
  * - Fallible functions return a switchyard_result; SWITCHYARD_OK (0) is success. After a failure,
  *   switchyard_last_error_message() on the same thread gives a human-readable reason.
  * - Functions that return an out-object set it to NULL on failure.
