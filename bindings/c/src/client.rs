@@ -49,6 +49,17 @@ impl ClientInner {
     }
 }
 
+/// Frees a handle made from `client` (a producer, topic handle or consumer): drops `handle`
+/// inside the client's runtime context, which closing its Kafka clients needs (and which may
+/// block briefly), then `client` outside it, since that may be the client's last reference.
+pub(crate) fn drop_in_runtime<T>(client: Arc<ClientInner>, handle: T) {
+    {
+        let _ctx = client.rt().enter();
+        drop(handle);
+    }
+    drop(client);
+}
+
 impl Drop for ClientInner {
     fn drop(&mut self) {
         let sy = self.sy.take();

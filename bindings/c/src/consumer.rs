@@ -10,7 +10,7 @@ use switchyard::{Consumer, ConsumerOptions};
 use crate::boundary::{
     arg_out, arg_ref, arg_str, check_may_block, from_handle, guard, guard_value, into_handle,
 };
-use crate::client::{ClientInner, switchyard_client};
+use crate::client::{ClientInner, drop_in_runtime, switchyard_client};
 use crate::error::{Failure, switchyard_result};
 use crate::message::switchyard_message;
 
@@ -23,16 +23,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub struct switchyard_consumer {
     client: Arc<ClientInner>,
-    consumer: Option<Consumer>,
+    consumer: Consumer,
     id: u64,
-}
-
-impl switchyard_consumer {
-    fn consumer(&self) -> &Consumer {
-        self.consumer
-            .as_ref()
-            .expect("the consumer lives until it is freed")
-    }
 }
 
 /// A consumer in group `group` over the `n` logical topics in `topics`. With `auto_commit`
@@ -91,7 +83,7 @@ pub unsafe extern "C" fn switchyard_consumer_new(
         };
         *out = into_handle(switchyard_consumer {
             client: inner,
-            consumer: Some(consumer),
+            consumer,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         });
         Ok(())
@@ -123,7 +115,7 @@ pub unsafe extern "C" fn switchyard_consumer_poll(
         // SAFETY: as above.
         let c = unsafe { arg_ref(consumer, "consumer") }?;
         check_may_block("switchyard_consumer_poll")?;
-        let recv = c.consumer().recv();
+        let recv = c.consumer.recv();
         let r = match u64::try_from(timeout_ms) {
             Ok(ms) => c
                 .client
@@ -170,7 +162,7 @@ pub unsafe extern "C" fn switchyard_consumer_commit(
             ));
         }
         check_may_block("switchyard_consumer_commit")?;
-        c.client.rt().block_on(c.consumer().commit(&m.msg))?;
+        c.client.rt().block_on(c.consumer.commit(&m.msg))?;
         Ok(())
     })
 }
@@ -187,17 +179,10 @@ pub unsafe extern "C" fn switchyard_consumer_commit(
 pub unsafe extern "C" fn switchyard_consumer_free(consumer: *mut switchyard_consumer) {
     guard_value((), || {
         // SAFETY: NULL or a handle from `into_handle`, freed once (the caller's contract).
-        let Some(mut c) = (unsafe { from_handle(consumer) }) else {
+        let Some(c) = (unsafe { from_handle(consumer) }) else {
             return Ok(());
         };
-        let client = c.client.clone();
-        {
-            let _ctx = client.rt().enter();
-            drop(c.consumer.take());
-            drop(c);
-        }
-        // May be the client's last reference: outside the runtime context.
-        drop(client);
+        drop_in_runtime(c.client.clone(), c);
         Ok(())
     })
 }

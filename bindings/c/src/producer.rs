@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::{
-    Delivery, DeliveryHandler, DeliveryRef, Producer, RecordRef, SendError, TopicProducer,
+    Delivery, DeliveryHandler, DeliveryRef, Producer, RecordRef, SendError, SendRefCallback,
+    TopicProducer,
 };
 use tokio::sync::oneshot;
 
@@ -24,7 +25,7 @@ use crate::boundary::{
     arg_bytes, arg_out, arg_ref, arg_str, check_may_block, from_handle, guard, guard_value,
     in_callback, in_callback_now, into_handle, on_runtime_thread,
 };
-use crate::client::{ClientInner, switchyard_client};
+use crate::client::{ClientInner, drop_in_runtime, switchyard_client};
 use crate::error::{Failure, set_last_error, switchyard_result};
 use crate::inflight::InFlight;
 
@@ -204,8 +205,7 @@ pub struct switchyard_header {
 #[derive(Debug)]
 pub struct switchyard_producer {
     client: Arc<ClientInner>,
-    /// Taken by `switchyard_producer_free`, so the SDK producer is dropped on its thread.
-    producer: Option<Producer>,
+    producer: Producer,
     inflight: Arc<InFlight>,
     /// Completes its sends with a C callback.
     handler: Arc<CSends>,
@@ -218,6 +218,16 @@ struct UserData(*mut c_void);
 // SAFETY: the pointer is only passed back to the C callback, which the API contract requires
 // to be thread-safe; Rust never dereferences it.
 unsafe impl Send for UserData {}
+
+impl Notify {
+    /// Whom a send with `callback` (or none) tells.
+    fn of(callback: switchyard_delivery_callback, user_data: *mut c_void) -> Self {
+        match callback {
+            Some(cb) => Self::Callback(cb, UserData(user_data)),
+            None => Self::Nobody,
+        }
+    }
+}
 
 /// Whom to tell when a send completes.
 enum Notify {
@@ -294,11 +304,11 @@ struct CSends {
 }
 
 impl CSends {
-    fn token(notify: &Notify) -> Option<[usize; 2]> {
+    /// The token of a send with a C callback (or none).
+    fn token(notify: &Notify) -> [usize; 2] {
         match notify {
-            Notify::Nobody => Some([0, 0]),
-            Notify::Callback(cb, ud) => Some([*cb as usize, ud.0 as usize]),
-            Notify::Waiter(_) => None,
+            Notify::Callback(cb, ud) => [*cb as usize, ud.0 as usize],
+            Notify::Nobody | Notify::Waiter(_) => [0, 0],
         }
     }
 }
@@ -342,7 +352,7 @@ pub unsafe extern "C" fn switchyard_producer_new(
         let inflight = Arc::new(InFlight::new(SWITCHYARD_MAX_IN_FLIGHT));
         *out = into_handle(switchyard_producer {
             client: inner.clone(),
-            producer: Some(producer),
+            producer,
             handler: Arc::new(CSends {
                 inflight: inflight.clone(),
             }),
@@ -396,10 +406,38 @@ struct CRecord {
     n_headers: usize,
 }
 
+impl CRecord {
+    /// A record without headers.
+    fn new(
+        topic: *const c_char,
+        key: *const u8,
+        key_len: usize,
+        payload: *const u8,
+        payload_len: usize,
+    ) -> Self {
+        Self {
+            topic,
+            key,
+            key_len,
+            payload,
+            payload_len,
+            headers: std::ptr::null(),
+            n_headers: 0,
+        }
+    }
+}
+
 /// Where a send goes: a topic named in the call, or a topic handle.
 #[derive(Clone, Copy)]
 enum Dest<'a> {
     Named(*const switchyard_producer),
+    Handle(&'a switchyard_topic),
+}
+
+/// A [`Dest`] with its pointers checked.
+#[derive(Clone, Copy)]
+enum Checked<'a> {
+    Named(&'a switchyard_producer, &'a str),
     Handle(&'a switchyard_topic),
 }
 
@@ -410,56 +448,103 @@ enum Via<'a> {
     Topic(&'a TopicProducer),
 }
 
+impl<'a> Via<'a> {
+    /// The SDK producer the send goes through.
+    fn producer(self) -> &'a Producer {
+        match self {
+            Via::Name(p, _) => p,
+            Via::Topic(t) => t.producer(),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn send_with_handler(
+        self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        handler: &Arc<CSends>,
+        token: [usize; 2],
+    ) -> Result<(), SendError> {
+        match self {
+            Via::Topic(t) => t.send_with_handler(key, payload, headers, handler, token),
+            Via::Name(p, topic) => p.send_with_handler(
+                RecordRef {
+                    topic,
+                    key,
+                    payload,
+                    headers,
+                },
+                handler,
+                token,
+            ),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn send_with_callback_ref(
+        self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+        callback: impl for<'r> FnOnce(Result<DeliveryRef<'r>, SendError>) + Send + 'static,
+    ) -> Result<(), (SendError, SendRefCallback)> {
+        match self {
+            Via::Topic(t) => t.send_with_callback_ref(key, payload, headers, callback),
+            Via::Name(p, topic) => p.send_with_callback_ref(
+                RecordRef {
+                    topic,
+                    key,
+                    payload,
+                    headers,
+                },
+                callback,
+            ),
+        }
+    }
+}
+
 /// Builds the record, counts it in flight and hands it to the SDK on this thread. A send the
-/// SDK refuses at once completes (callback with the error) on a runtime thread, or — for
-/// `switchyard_producer_send_sync` (`inline_errors`) — right here.
+/// SDK refuses at once completes with the error: for `switchyard_producer_send_sync` (a
+/// `Notify::Waiter`) right here, otherwise in its callback, on a runtime thread.
 ///
 /// # Safety
 ///
 /// As for `switchyard_producer_send_with_headers` (for `Dest::Named`) or
 /// `switchyard_topic_send` (for `Dest::Handle`).
-unsafe fn start_send(
-    dest: Dest<'_>,
-    rec: CRecord,
-    notify: Notify,
-    inline_errors: bool,
-) -> Result<(), Failure> {
-    let (client, inflight, handler, name) = match dest {
+unsafe fn start_send(dest: Dest<'_>, rec: CRecord, notify: Notify) -> Result<(), Failure> {
+    let dest = match dest {
         Dest::Named(producer) => {
             // SAFETY: each pointer is checked for NULL; the rest is the caller's contract.
             let p = unsafe { arg_ref(producer, "producer") }?;
             // SAFETY: as above.
             let topic = unsafe { arg_str(rec.topic, "topic") }?;
-            (&p.client, &p.inflight, &p.handler, Some((p, topic)))
+            Checked::Named(p, topic)
         }
-        Dest::Handle(t) => (&t.client, &t.inflight, &t.handler, None),
+        Dest::Handle(t) => Checked::Handle(t),
+    };
+    let (client, inflight, handler) = match dest {
+        Checked::Named(p, _) => (&p.client, &p.inflight, &p.handler),
+        Checked::Handle(t) => (&t.client, &t.inflight, &t.handler),
     };
     // SAFETY: as above.
     let key = unsafe { arg_bytes(rec.key, rec.key_len, "key") }?;
     // SAFETY: as above.
     let payload = unsafe { arg_bytes(rec.payload, rec.payload_len, "payload") }?;
-    if name.is_some_and(|(_, topic)| topic.is_empty()) {
+    if matches!(dest, Checked::Named(_, topic) if topic.is_empty()) {
         return Err(Failure::invalid("topic is empty"));
     }
     // SAFETY: as above.
     let headers = unsafe { arg_headers(rec.headers, rec.n_headers) }?;
-    let closed = || Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed");
-    let via = match (dest, name) {
-        (Dest::Handle(t), _) => Via::Topic(t.topic.as_ref().ok_or_else(closed)?),
-        (Dest::Named(_), Some((p, topic))) => {
-            Via::Name(p.producer.as_ref().ok_or_else(closed)?, topic)
-        }
-        (Dest::Named(_), None) => unreachable!("a named send has its producer and topic"),
-    };
-    let sdk = match via {
-        Via::Topic(t) => t.producer(),
-        Via::Name(p, _) => p,
+    let via = match dest {
+        Checked::Named(p, topic) => Via::Name(&p.producer, topic),
+        Checked::Handle(t) => Via::Topic(&t.topic),
     };
     if inflight.full()
         && !on_runtime_thread()
         && !{
             // This thread waits instead of polling: the report threads serve meanwhile.
-            let _want = sdk.want_reports();
+            let _want = via.producer().want_reports();
             inflight.wait_room(Some(Instant::now() + ROOM_WAIT))
         }
     {
@@ -474,61 +559,29 @@ unsafe fn start_send(
     inflight.start();
     // Borrowed: the Kafka client copies key, payload and headers; the SDK copies the record
     // only if it must keep it (held during a route switch) or hands it back failed.
-    if let Some(token) = CSends::token(&notify) {
-        // A C callback (or none): completed by the producer's shared handler.
-        let sent = match via {
-            Via::Topic(t) => t.send_with_handler(key, payload, &headers, handler, token),
-            Via::Name(p, topic) => p.send_with_handler(
-                RecordRef {
-                    topic,
-                    key,
-                    payload,
-                    headers: &headers,
-                },
-                handler,
-                token,
-            ),
-        };
-        if let Err(e) = sent {
-            if inline_errors {
-                handler.delivered(token, Err(e));
-            } else {
+    let tx = match notify {
+        Notify::Waiter(tx) => tx,
+        notify => {
+            // A C callback (or none): completed by the producer's shared handler.
+            let token = CSends::token(&notify);
+            if let Err(e) = via.send_with_handler(key, payload, &headers, handler, token) {
                 // Never on the sending thread, which may hold locks the callback takes.
                 let handler = handler.clone();
                 client
                     .rt()
                     .spawn(async move { handler.delivered(token, Err(e)) });
             }
+            return Ok(());
         }
-        return Ok(());
-    }
-    let Notify::Waiter(tx) = notify else {
-        unreachable!("sends with a C callback (or none) go through the handler")
     };
     let done = Waiting {
         tx: Some(tx),
         inflight: inflight.clone(),
     };
     let callback = move |r: Result<DeliveryRef<'_>, SendError>| done.complete(r);
-    let sent = match via {
-        Via::Topic(t) => t.send_with_callback_ref(key, payload, &headers, callback),
-        Via::Name(p, topic) => p.send_with_callback_ref(
-            RecordRef {
-                topic,
-                key,
-                payload,
-                headers: &headers,
-            },
-            callback,
-        ),
-    };
-    if let Err((e, callback)) = sent {
-        if inline_errors {
-            callback(Err(e));
-        } else {
-            // Never on the sending thread, which may hold locks the callback takes.
-            client.rt().spawn(async move { callback(Err(e)) });
-        }
+    if let Err((e, callback)) = via.send_with_callback_ref(key, payload, &headers, callback) {
+        // The waiter is this thread: answered right here.
+        callback(Err(e));
     }
     Ok(())
 }
@@ -578,25 +631,13 @@ pub unsafe extern "C" fn switchyard_producer_send(
     user_data: *mut c_void,
 ) -> switchyard_result {
     guard(|| {
-        let notify = match callback {
-            Some(cb) => Notify::Callback(cb, UserData(user_data)),
-            None => Notify::Nobody,
-        };
+        let notify = Notify::of(callback, user_data);
         // SAFETY: the caller's contract is the one `start_send` needs.
         unsafe {
             start_send(
                 Dest::Named(producer),
-                CRecord {
-                    topic,
-                    key,
-                    key_len,
-                    payload,
-                    payload_len,
-                    headers: std::ptr::null(),
-                    n_headers: 0,
-                },
+                CRecord::new(topic, key, key_len, payload, payload_len),
                 notify,
-                false,
             )
         }
     })
@@ -627,25 +668,17 @@ pub unsafe extern "C" fn switchyard_producer_send_with_headers(
     user_data: *mut c_void,
 ) -> switchyard_result {
     guard(|| {
-        let notify = match callback {
-            Some(cb) => Notify::Callback(cb, UserData(user_data)),
-            None => Notify::Nobody,
-        };
+        let notify = Notify::of(callback, user_data);
         // SAFETY: the caller's contract is the one `start_send` needs.
         unsafe {
             start_send(
                 Dest::Named(producer),
                 CRecord {
-                    topic,
-                    key,
-                    key_len,
-                    payload,
-                    payload_len,
                     headers,
                     n_headers,
+                    ..CRecord::new(topic, key, key_len, payload, payload_len)
                 },
                 notify,
-                false,
             )
         }
     })
@@ -659,8 +692,7 @@ pub unsafe extern "C" fn switchyard_producer_send_with_headers(
 #[derive(Debug)]
 pub struct switchyard_topic {
     client: Arc<ClientInner>,
-    /// Taken by `switchyard_topic_free`, so the SDK handle is dropped on its thread.
-    topic: Option<TopicProducer>,
+    topic: TopicProducer,
     /// The producer's: sends through the handle count there (flush, in-flight cap).
     inflight: Arc<InFlight>,
     /// The producer's.
@@ -700,16 +732,14 @@ pub unsafe extern "C" fn switchyard_topic_new(
         if topic.is_empty() {
             return Err(Failure::invalid("topic is empty"));
         }
-        let sdk = p.producer.as_ref().ok_or_else(|| {
-            Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed")
-        })?;
+        let sdk = &p.producer;
         let handle = {
             let _ctx = p.client.rt().enter();
             sdk.topic(topic)?
         };
         *out = into_handle(switchyard_topic {
             client: p.client.clone(),
-            topic: Some(handle),
+            topic: handle,
             inflight: p.inflight.clone(),
             handler: p.handler.clone(),
         });
@@ -742,25 +772,13 @@ pub unsafe extern "C" fn switchyard_topic_send(
     guard(|| {
         // SAFETY: checked for NULL; liveness is the caller's contract.
         let t = unsafe { arg_ref(topic, "topic") }?;
-        let notify = match callback {
-            Some(cb) => Notify::Callback(cb, UserData(user_data)),
-            None => Notify::Nobody,
-        };
+        let notify = Notify::of(callback, user_data);
         // SAFETY: the caller's contract is the one `start_send` needs.
         unsafe {
             start_send(
                 Dest::Handle(t),
-                CRecord {
-                    topic: std::ptr::null(),
-                    key,
-                    key_len,
-                    payload,
-                    payload_len,
-                    headers: std::ptr::null(),
-                    n_headers: 0,
-                },
+                CRecord::new(std::ptr::null(), key, key_len, payload, payload_len),
                 notify,
-                false,
             )
         }
     })
@@ -778,18 +796,12 @@ pub unsafe extern "C" fn switchyard_topic_send(
 pub unsafe extern "C" fn switchyard_topic_free(topic: *mut switchyard_topic) {
     guard_value((), || {
         // SAFETY: NULL or a handle from `into_handle`, freed once (the caller's contract).
-        let Some(mut t) = (unsafe { from_handle(topic) }) else {
+        let Some(t) = (unsafe { from_handle(topic) }) else {
             return Ok(());
         };
-        let client = t.client.clone();
-        {
-            // May be the SDK producer's last reference (its producer freed first): dropping it
-            // then closes the Kafka clients, inside the runtime's context.
-            let _ctx = client.rt().enter();
-            drop(t.topic.take());
-            drop(t);
-        }
-        drop(client);
+        // May hold the SDK producer's last reference (its producer freed first): dropping it
+        // then closes the Kafka clients.
+        drop_in_runtime(t.client.clone(), t);
         Ok(())
     })
 }
@@ -821,23 +833,12 @@ pub unsafe extern "C" fn switchyard_producer_send_sync(
         unsafe {
             start_send(
                 Dest::Named(producer),
-                CRecord {
-                    topic,
-                    key,
-                    key_len,
-                    payload,
-                    payload_len,
-                    headers: std::ptr::null(),
-                    n_headers: 0,
-                },
+                CRecord::new(topic, key, key_len, payload, payload_len),
                 Notify::Waiter(tx),
-                true,
             )
         }?;
         // SAFETY: checked for NULL by `start_send` above; liveness is the caller's contract.
-        let _want = unsafe { producer.as_ref() }
-            .and_then(|p| p.producer.as_ref())
-            .map(switchyard::Producer::want_reports);
+        let _want = unsafe { producer.as_ref() }.map(|p| p.producer.want_reports());
         let r = rx.blocking_recv().map_err(|_| {
             Failure::new(
                 switchyard_result::SWITCHYARD_CLOSED,
@@ -883,7 +884,7 @@ pub unsafe extern "C" fn switchyard_producer_flush(
         let deadline = u64::try_from(timeout_ms)
             .ok()
             .map(|ms| Instant::now() + Duration::from_millis(ms));
-        let _want = p.producer.as_ref().map(switchyard::Producer::want_reports);
+        let _want = p.producer.want_reports();
         if p.inflight.wait_idle(deadline) {
             return Ok(());
         }
@@ -929,9 +930,7 @@ pub unsafe extern "C" fn switchyard_producer_poll(
         if timeout_ms != 0 {
             check_may_block("switchyard_producer_poll")?;
         }
-        let sdk = p.producer.as_ref().ok_or_else(|| {
-            Failure::new(switchyard_result::SWITCHYARD_CLOSED, "producer is closed")
-        })?;
+        let sdk = &p.producer;
         let n = if in_callback_now() {
             0
         } else if timeout_ms < 0 {
@@ -986,24 +985,17 @@ pub unsafe extern "C" fn switchyard_producer_in_flight(
 pub unsafe extern "C" fn switchyard_producer_free(producer: *mut switchyard_producer) {
     guard_value((), || {
         // SAFETY: NULL or a handle from `into_handle`, freed once (the caller's contract).
-        let Some(mut p) = (unsafe { from_handle(producer) }) else {
+        let Some(p) = (unsafe { from_handle(producer) }) else {
             return Ok(());
         };
         let may_block = !on_runtime_thread();
         if may_block {
-            let _want = p.producer.as_ref().map(switchyard::Producer::want_reports);
+            let _want = p.producer.want_reports();
             p.inflight.wait_idle(Some(Instant::now() + FREE_FLUSH));
         }
-        let client = p.client.clone();
-        {
-            // Dropping the SDK producer closes its Kafka clients, which may block briefly: the
-            // sends still in flight are purged and complete with SWITCHYARD_CLOSED here.
-            let _ctx = client.rt().enter();
-            drop(p.producer.take());
-            drop(p);
-        }
-        // May be the client's last reference: outside the runtime context.
-        drop(client);
+        // Dropping the SDK producer closes its Kafka clients: the sends still in flight are
+        // purged and complete with SWITCHYARD_CLOSED here.
+        drop_in_runtime(p.client.clone(), p);
         Ok(())
     })
 }
