@@ -27,7 +27,7 @@ use rdkafka::types::RDKafkaTopic;
 use rdkafka::util::IntoOpaque;
 
 use crate::error::Error;
-use crate::producer::{ClusterProducer, Report, Reports};
+use crate::producer::{ClusterProducer, Report, Reported, Reports};
 use crate::record::{Record, RecordRef};
 
 /// What the cluster clients' delivery callback gets back for each record.
@@ -79,8 +79,18 @@ impl Outgoing for RecordRef<'_> {
 /// How long ago librdkafka accepted the record of a delivery report (its own enqueue
 /// timestamp), if it knows.
 pub(crate) fn latency(m: &BorrowedMessage<'_>) -> Option<Duration> {
-    // SAFETY: `m` wraps a live message for the duration of the borrow; the call only reads it.
-    let us = unsafe { rdsys::rd_kafka_message_latency(m.ptr()) };
+    // SAFETY: `m` wraps a live message for the duration of the borrow.
+    unsafe { message_latency(m.ptr()) }
+}
+
+/// [`latency`] of a message pointer.
+///
+/// # Safety
+///
+/// `m` points to a live message; the call only reads it.
+unsafe fn message_latency(m: *const rdsys::rd_kafka_message_t) -> Option<Duration> {
+    // SAFETY: the caller's contract.
+    let us = unsafe { rdsys::rd_kafka_message_latency(m) };
     u64::try_from(us).ok().map(Duration::from_micros)
 }
 
@@ -384,29 +394,54 @@ impl Dr<'_> {
         unsafe { self.m.as_ref() }
     }
 
-    pub(crate) fn partition(&self) -> i32 {
+    /// The report its send attached, still attached (`None` once taken).
+    pub(crate) fn report(&mut self) -> Option<&mut Report> {
+        let p = self.msg()._private;
+        if self.taken || p.is_null() {
+            return None;
+        }
+        // SAFETY: `_private` is the opaque `try_enqueue` attached: a `Box<Report>` turned into
+        // a pointer by `IntoOpaque::into_ptr`, not taken yet (`taken`), and only reached
+        // through this `Dr`, borrowed mutably here.
+        Some(unsafe { &mut *p.cast::<Report>() })
+    }
+
+    /// Takes the report its send attached (once; `None` after).
+    pub(crate) fn take_report(&mut self) -> Option<Opaque> {
+        let p = self.msg()._private;
+        if self.taken || p.is_null() {
+            return None;
+        }
+        self.taken = true;
+        // SAFETY: as in `report`; ownership comes back exactly once (`taken`).
+        Some(unsafe { Opaque::from_ptr(p) })
+    }
+}
+
+impl Reported for Dr<'_> {
+    fn partition(&self) -> i32 {
         self.msg().partition
     }
 
-    pub(crate) fn offset(&self) -> i64 {
+    fn offset(&self) -> i64 {
         self.msg().offset
     }
 
     /// Why the record failed, if it did.
-    pub(crate) fn error(&self) -> Option<KafkaError> {
+    fn error(&self) -> Option<KafkaError> {
         let e = self.msg().err;
         (e != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
             .then(|| KafkaError::MessageProduction(e.into()))
     }
 
-    pub(crate) fn payload(&self) -> Option<&[u8]> {
+    fn payload(&self) -> Option<&[u8]> {
         let m = self.msg();
         // SAFETY: librdkafka's copy of the payload, `len` bytes, owned by the message.
         (!m.payload.is_null())
             .then(|| unsafe { std::slice::from_raw_parts(m.payload.cast::<u8>(), m.len) })
     }
 
-    pub(crate) fn key(&self) -> Option<&[u8]> {
+    fn key(&self) -> Option<&[u8]> {
         let m = self.msg();
         // SAFETY: librdkafka's copy of the key, `key_len` bytes, owned by the message.
         (!m.key.is_null())
@@ -414,7 +449,7 @@ impl Dr<'_> {
     }
 
     /// The record's headers, copied (name, value; an absent value as empty).
-    pub(crate) fn headers(&self) -> Vec<(String, Bytes)> {
+    fn headers(&self) -> Vec<(String, Bytes)> {
         let mut h = std::ptr::null_mut();
         // SAFETY: a live message; `h` receives the message's own header list (not ours to
         // free), or NULL.
@@ -451,33 +486,9 @@ impl Dr<'_> {
     }
 
     /// How long ago librdkafka accepted the record (its own enqueue timestamp), if it knows.
-    pub(crate) fn latency(&self) -> Option<Duration> {
-        // SAFETY: a live message; the call only reads it.
-        let us = unsafe { rdsys::rd_kafka_message_latency(self.m.as_ptr()) };
-        u64::try_from(us).ok().map(Duration::from_micros)
-    }
-
-    /// The report its send attached, still attached (`None` once taken).
-    pub(crate) fn report(&mut self) -> Option<&mut Report> {
-        let p = self.msg()._private;
-        if self.taken || p.is_null() {
-            return None;
-        }
-        // SAFETY: `_private` is the opaque `try_enqueue` attached: a `Box<Report>` turned into
-        // a pointer by `IntoOpaque::into_ptr`, not taken yet (`taken`), and only reached
-        // through this `Dr`, borrowed mutably here.
-        Some(unsafe { &mut *p.cast::<Report>() })
-    }
-
-    /// Takes the report its send attached (once; `None` after).
-    pub(crate) fn take_report(&mut self) -> Option<Opaque> {
-        let p = self.msg()._private;
-        if self.taken || p.is_null() {
-            return None;
-        }
-        self.taken = true;
-        // SAFETY: as in `report`; ownership comes back exactly once (`taken`).
-        Some(unsafe { Opaque::from_ptr(p) })
+    fn latency(&self) -> Option<Duration> {
+        // SAFETY: a message of the event being served, alive for `'e`.
+        unsafe { message_latency(self.m.as_ptr()) }
     }
 }
 

@@ -194,6 +194,21 @@ impl TopicProducer {
         &self.producer
     }
 
+    /// A record to this topic.
+    fn record<'r>(
+        &'r self,
+        key: Option<&'r [u8]>,
+        payload: Option<&'r [u8]>,
+        headers: &'r [(&'r str, &'r [u8])],
+    ) -> RecordRef<'r> {
+        RecordRef {
+            topic: &self.lane.logical,
+            key,
+            payload,
+            headers,
+        }
+    }
+
     /// [`Producer::send_with_callback_ref`] of a record to this topic (key, payload and
     /// headers borrowed), without the topic lookup. Same guarantees, errors and blocking.
     #[allow(clippy::result_large_err)]
@@ -207,14 +222,12 @@ impl TopicProducer {
     where
         F: for<'a> FnOnce(Result<DeliveryRef<'a>, SendError>) + Send + 'static,
     {
-        let record = RecordRef {
-            topic: &self.lane.logical,
-            key,
-            payload,
-            headers,
-        };
         self.producer
-            .send_ref_on(&self.lane, record, Notify::Callback(Box::new(callback)))
+            .send_ref_on(
+                &self.lane,
+                self.record(key, payload, headers),
+                Notify::Callback(Box::new(callback)),
+            )
             .map_err(|(e, n)| (e, n.into_callback()))
     }
 
@@ -228,14 +241,12 @@ impl TopicProducer {
         handler: &Arc<H>,
         token: [usize; 2],
     ) -> Result<(), SendError> {
-        let record = RecordRef {
-            topic: &self.lane.logical,
-            key,
-            payload,
-            headers,
-        };
         self.producer
-            .send_ref_on(&self.lane, record, Notify::handler(handler, token))
+            .send_ref_on(
+                &self.lane,
+                self.record(key, payload, headers),
+                Notify::handler(handler, token),
+            )
             .map_err(|(e, n)| {
                 n.defuse();
                 e
@@ -484,30 +495,6 @@ pub(crate) trait Reported {
             None => Ok((self.partition(), self.offset())),
             Some(e) => Err(e),
         }
-    }
-}
-
-impl Reported for Dr<'_> {
-    fn partition(&self) -> i32 {
-        Dr::partition(self)
-    }
-    fn offset(&self) -> i64 {
-        Dr::offset(self)
-    }
-    fn error(&self) -> Option<KafkaError> {
-        Dr::error(self)
-    }
-    fn key(&self) -> Option<&[u8]> {
-        Dr::key(self)
-    }
-    fn payload(&self) -> Option<&[u8]> {
-        Dr::payload(self)
-    }
-    fn headers(&self) -> Vec<(String, Bytes)> {
-        Dr::headers(self)
-    }
-    fn latency(&self) -> Option<Duration> {
-        Dr::latency(self)
     }
 }
 
