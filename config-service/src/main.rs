@@ -108,10 +108,10 @@ enum Cmd {
     /// phase (seal now / complete now).
     MoveTopic {
         /// The logical topic.
-        #[arg(required_unless_present_any = ["abort", "advance"])]
+        #[arg(required_unless_present_any = ["abort", "advance", "ignore_group"])]
         topic: Option<String>,
         /// Destination cluster.
-        #[arg(long = "to", required_unless_present_any = ["abort", "advance"])]
+        #[arg(long = "to", required_unless_present_any = ["abort", "advance", "ignore_group"])]
         to: Option<String>,
         /// Destination physical topic (default: the current physical name).
         #[arg(long)]
@@ -140,6 +140,13 @@ enum Cmd {
         /// sends without waiting for every producer, then finish without waiting for groups.
         #[arg(long, value_name = "ID", conflicts_with_all = ["topic", "to", "dry_run"])]
         advance: Option<String>,
+        /// `--ignore-group GROUP ID`: release consumer group GROUP from migration ID — it stops
+        /// waiting for the group to drain the source (an abandoned group that still has
+        /// committed offsets there). Recorded in the migration; the group's unread source
+        /// records stay on the source.
+        #[arg(long, value_names = ["GROUP", "ID"], num_args = 2,
+              conflicts_with_all = ["topic", "to", "abort", "advance", "dry_run"])]
+        ignore_group: Option<Vec<String>>,
         /// Why (recorded in history).
         #[arg(short = 'm', long, default_value = "")]
         comment: String,
@@ -490,6 +497,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             abort,
             advance,
+            ignore_group,
             comment,
         } => {
             let aborting = abort.is_some();
@@ -499,6 +507,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         id,
                         author: author(),
                         comment,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
@@ -527,10 +536,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         id,
                         author: author(),
                         comment,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
                 println!("{}: {}", m.id, migration::progress_line(&m));
+                m
+            } else if let Some([group, id]) = ignore_group.as_deref() {
+                let m = admin
+                    .advance_migration(MigrationRef {
+                        id: id.clone(),
+                        author: author(),
+                        comment,
+                        ignore_group: group.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                println!(
+                    "{}: group {group} released; {}",
+                    m.id,
+                    migration::progress_line(&m)
+                );
                 m
             } else {
                 let m = admin

@@ -36,7 +36,7 @@
 //! until clients report again; no migration advances during the first `client_grace` of the
 //! service's life, so an empty inventory never looks like "every producer switched".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,11 +53,28 @@ use tokio::sync::{Notify, watch};
 
 use crate::clients::unix_ms;
 use crate::error::ServiceError;
-use crate::movetopic::{self, Kafka, MoveError};
+use crate::movetopic::{self, Kafka, MoveError, SourceGroup};
 use crate::service::ConfigService;
 
 /// Terminal migrations kept in the list (and the file) besides the active ones.
 const KEEP_FINISHED: usize = 200;
+
+/// How often DRAIN lists every consumer group of the source cluster (a group that starts
+/// reading the source late is found within this), and re-checks the groups still draining.
+const GROUP_SCAN: Duration = Duration::from_secs(30);
+const GROUP_RECHECK: Duration = Duration::from_secs(2);
+
+/// What DRAIN knows of the consumer groups on a migration's source cluster.
+#[derive(Debug, Default)]
+struct GroupScan {
+    running: bool,
+    /// When the last full scan (every group of the cluster) finished.
+    full: Option<Instant>,
+    /// When the last re-check of the draining groups finished.
+    recheck: Option<Instant>,
+    groups: BTreeMap<String, SourceGroup>,
+    error: Option<String>,
+}
 
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
@@ -97,6 +114,8 @@ pub struct Coordinator {
     /// Serialises phase changes (start, advance, abort, the background steps).
     step: tokio::sync::Mutex<()>,
     kafka: Mutex<BTreeMap<String, (Cluster, Kafka)>>,
+    /// Per migration in DRAIN (by id): the groups with committed offsets on its source.
+    scans: Arc<Mutex<HashMap<String, GroupScan>>>,
     wake: Notify,
     changes: watch::Sender<u64>,
 }
@@ -152,7 +171,18 @@ pub fn progress_line(m: &Migration) -> String {
         m.groups.len()
     );
     if !m.groups_draining.is_empty() {
-        s.push_str(&format!(" (draining: {})", m.groups_draining.join(", ")));
+        let named: Vec<String> = m
+            .groups_draining
+            .iter()
+            .map(|g| match m.groups_behind.get(g) {
+                Some(n) if *n > 0 => format!("{g} ({n} behind)"),
+                _ => g.clone(),
+            })
+            .collect();
+        s.push_str(&format!(" (draining: {})", named.join(", ")));
+    }
+    if !m.ignored_groups.is_empty() {
+        s.push_str(&format!(" · released: {}", m.ignored_groups.join(", ")));
     }
     if m.clients_behind > 0 {
         s.push_str(&format!(
@@ -238,6 +268,7 @@ impl Coordinator {
             list: Mutex::new(list),
             step: tokio::sync::Mutex::new(()),
             kafka: Mutex::new(BTreeMap::new()),
+            scans: Arc::default(),
             wake: Notify::new(),
             changes: watch::channel(0).0,
         }))
@@ -311,6 +342,9 @@ impl Coordinator {
             };
             let before = m.clone();
             let persist = self.step_one(&mut m).await;
+            if !is_active(phase(&m)) {
+                self.scans.lock().remove(&m.id);
+            }
             if m != before {
                 self.store(m, persist).await;
             }
@@ -698,8 +732,17 @@ impl Coordinator {
             MigrationPhase::Drain => {
                 self.refresh(m);
                 self.mirror_late_writes(m).await;
+                self.scan_source_groups(m);
+                let scanned = self.merge_source_groups(m);
                 if !self.settled() {
                     m.note = "waiting for clients to report after the service started".into();
+                    return false;
+                }
+                if !scanned {
+                    if m.note.is_empty() {
+                        m.note = "looking for consumer groups with committed offsets on the source"
+                            .into();
+                    }
                     return false;
                 }
                 if m.groups_draining.is_empty() && m.clients_behind == 0 {
@@ -712,6 +755,104 @@ impl Coordinator {
                 false
             }
         }
+    }
+
+    /// Starts reading the consumer groups on `m`'s source cluster in the background, unless a
+    /// read is running or was done recently: every group (a full scan) every [`GROUP_SCAN`],
+    /// the groups still draining every [`GROUP_RECHECK`].
+    fn scan_source_groups(&self, m: &Migration) {
+        let mut scans = self.scans.lock();
+        let s = scans.entry(m.id.clone()).or_default();
+        if s.running {
+            return;
+        }
+        let full = s.full.is_none_or(|t| t.elapsed() >= GROUP_SCAN);
+        let pending: BTreeSet<String> = s
+            .groups
+            .iter()
+            .filter(|(g, x)| !x.drained && !m.ignored_groups.contains(g))
+            .map(|(g, _)| g.clone())
+            .collect();
+        let recheck = !pending.is_empty() && s.recheck.is_none_or(|t| t.elapsed() >= GROUP_RECHECK);
+        if !full && !recheck {
+            return;
+        }
+        let Some(cluster) = self
+            .svc
+            .store()
+            .latest()
+            .clusters
+            .get(&m.from_cluster)
+            .cloned()
+        else {
+            s.error = Some(format!(
+                "cluster {} is no longer configured",
+                m.from_cluster
+            ));
+            return;
+        };
+        s.running = true;
+        let (scans, id) = (self.scans.clone(), m.id.clone());
+        let (topic, sealed) = (m.from_physical.clone(), m.sealed_offsets.clone());
+        tokio::task::spawn_blocking(move || {
+            let only = (!full).then_some(&pending);
+            let r = movetopic::source_groups(&cluster, &topic, &sealed, only);
+            let mut scans = scans.lock();
+            let Some(s) = scans.get_mut(&id) else {
+                return;
+            };
+            s.running = false;
+            match r {
+                Ok(found) if full => {
+                    s.groups = found;
+                    s.full = Some(Instant::now());
+                    s.error = None;
+                }
+                Ok(mut found) => {
+                    for g in pending {
+                        match found.remove(&g) {
+                            Some(x) => s.groups.insert(g, x),
+                            None => s.groups.remove(&g),
+                        };
+                    }
+                    s.recheck = Some(Instant::now());
+                    s.error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(id, error = %format!("{e:#}"), "cannot read the consumer groups of a migration's source");
+                    s.error = Some(format!("{e:#}"));
+                }
+            }
+        });
+    }
+
+    /// Adds the groups found on the source cluster to `m`'s groups (and those not drained yet
+    /// to its draining ones), with how far each is behind; leaves out the groups an operator
+    /// released. Returns whether a full scan has been done since DRAIN began.
+    fn merge_source_groups(&self, m: &mut Migration) -> bool {
+        let scans = self.scans.lock();
+        let Some(s) = scans.get(&m.id) else {
+            return false;
+        };
+        let mut groups: BTreeSet<String> = m.groups.drain(..).collect();
+        let mut draining: BTreeSet<String> = m.groups_draining.drain(..).collect();
+        m.groups_behind.clear();
+        for (g, x) in &s.groups {
+            groups.insert(g.clone());
+            m.groups_behind.insert(g.clone(), x.behind);
+            if !x.drained {
+                draining.insert(g.clone());
+            }
+        }
+        for g in &m.ignored_groups {
+            draining.remove(g);
+        }
+        m.groups = groups.into_iter().collect();
+        m.groups_draining = draining.into_iter().collect();
+        if let Some(e) = &s.error {
+            m.note = format!("reading the consumer groups on the source: {e}");
+        }
+        s.full.is_some()
     }
 
     /// One step of an abort (ABORTING). Until the release: once every live producer is back on
@@ -1016,6 +1157,9 @@ impl Coordinator {
     pub async fn advance(&self, r: MigrationRef) -> Result<Migration, ServiceError> {
         let _g = self.step.lock().await;
         let mut m = self.get(&r.id)?;
+        if !r.ignore_group.is_empty() {
+            return self.ignore_group(m, &r).await;
+        }
         match phase(&m) {
             MigrationPhase::Switch => {
                 self.refresh(&mut m);
@@ -1046,6 +1190,39 @@ impl Coordinator {
             }
         }
         tracing::warn!(id = %m.id, author = %r.author, phase = phase_name(phase(&m)), "migration advanced by an operator");
+        self.store(m.clone(), true).await;
+        self.wake.notify_one();
+        Ok(m)
+    }
+
+    /// Operator release of consumer group `r.ignore_group`: the migration stops waiting for it
+    /// to drain the source (an abandoned group that still has committed offsets there).
+    /// Recorded in the migration; what the group had not read on the source stays there.
+    async fn ignore_group(
+        &self,
+        mut m: Migration,
+        r: &MigrationRef,
+    ) -> Result<Migration, ServiceError> {
+        let g = &r.ignore_group;
+        if g.len() > 255 || g.chars().any(char::is_control) {
+            return Err(ValidationError::one(
+                "ignore_group",
+                "must be a consumer group id of 1-255 printable characters",
+            )
+            .into());
+        }
+        if !is_active(phase(&m)) || phase(&m) == MigrationPhase::Aborting {
+            return Err(ServiceError::Precondition(format!(
+                "migration {} is in phase {}; a group can be released until it completes",
+                m.id,
+                phase_name(phase(&m)).to_uppercase()
+            )));
+        }
+        if !m.ignored_groups.contains(g) {
+            m.ignored_groups.push(g.clone());
+        }
+        m.groups_draining.retain(|x| x != g);
+        tracing::warn!(id = %m.id, group = %g, author = %r.author, "consumer group released from the migration by an operator");
         self.store(m.clone(), true).await;
         self.wake.notify_one();
         Ok(m)

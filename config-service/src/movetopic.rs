@@ -548,3 +548,98 @@ pub async fn mirror(
     }
     Ok(copied)
 }
+
+/// Where a consumer group stands on a migration's source, from its committed offsets there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceGroup {
+    /// Every partition is drained: the group's committed offset reaches the seal, or nothing
+    /// below the seal is left to read (the low-water mark is past it).
+    pub drained: bool,
+    /// Records below the seal the group has not committed yet, summed over partitions.
+    pub behind: i64,
+}
+
+/// The consumer groups with committed offsets on `topic` (with the seal `sealed`, one end
+/// offset per partition) on cluster `c`, read from the cluster itself (ListGroups, then each
+/// group's OffsetFetch), so a group that is offline — no member running, nothing reported to
+/// the config service — is found too. `only`: query just these groups (a re-check of the ones
+/// still draining) instead of listing them all. Blocking: run it off the async runtime.
+pub fn source_groups(
+    c: &Cluster,
+    topic: &str,
+    sealed: &[i64],
+    only: Option<&BTreeSet<String>>,
+) -> anyhow::Result<BTreeMap<String, SourceGroup>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut cfg = ClientConfig::new();
+    for (k, v) in &c.properties {
+        cfg.set(k, v);
+    }
+    cfg.set("bootstrap.servers", c.bootstrap.join(","));
+    let lister: BaseConsumer = cfg
+        .create()
+        .with_context(|| format!("cannot create a Kafka client for cluster {}", c.name))?;
+    let low: Vec<i64> = (0..sealed.len())
+        .map(|p| {
+            lister
+                .fetch_watermarks(topic, p as i32, KAFKA_TIMEOUT)
+                .map(|(l, _)| l)
+                .with_context(|| format!("cannot read the offsets of {topic}/{p} on {}", c.name))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let names: Vec<String> = match only {
+        Some(g) => g.iter().cloned().collect(),
+        None => lister
+            .fetch_group_list(None, KAFKA_TIMEOUT)
+            .with_context(|| format!("cannot list the consumer groups of cluster {}", c.name))?
+            .groups()
+            .iter()
+            .filter(|g| g.state() != "Dead")
+            .map(|g| g.name().to_string())
+            .collect(),
+    };
+    drop(lister);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..sealed.len() {
+        tpl.add_partition(topic, p as i32);
+    }
+    let mut out = BTreeMap::new();
+    for g in names {
+        // A client that names the group but never joins it: OffsetFetch only.
+        let reader: BaseConsumer = cfg
+            .clone()
+            .set("group.id", &g)
+            .set("enable.auto.commit", "false")
+            .create()
+            .with_context(|| format!("cannot create a Kafka client for cluster {}", c.name))?;
+        let committed = reader
+            .committed_offsets(tpl.clone(), KAFKA_TIMEOUT)
+            .with_context(|| format!("cannot read the offsets of group {g} on {}", c.name))?;
+        let mut any = false;
+        let mut behind = 0;
+        for (p, (seal, low)) in sealed.iter().zip(&low).enumerate() {
+            let at = match committed
+                .find_partition(topic, p as i32)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => {
+                    any = true;
+                    o
+                }
+                _ => -1,
+            };
+            behind += (seal - at.max(*low)).max(0);
+        }
+        if any {
+            out.insert(
+                g,
+                SourceGroup {
+                    drained: behind == 0,
+                    behind,
+                },
+            );
+        }
+    }
+    Ok(out)
+}

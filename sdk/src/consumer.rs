@@ -90,14 +90,25 @@ pub(crate) struct ConsumerInner {
     members: Mutex<HashMap<u64, Arc<Member>>>,
     /// (member, physical topic, partition) → (next offset handed out, next offset committed).
     offsets: Mutex<HashMap<PartitionKey, (i64, i64)>>,
+    /// (cluster, physical topic, migration id) of migration sources this consumer finished
+    /// draining: not joined again while the migration runs.
+    sources_done: Mutex<HashSet<(String, String, String)>>,
     next_id: AtomicU64,
     throttle: ThrottleCounters,
 }
 
 /// (member, physical topic, partition).
 type PartitionKey = (u64, String, i32);
-/// Per cluster client: its target and physical → logical topics.
-type Desired = HashMap<(String, u64), (Arc<ClusterTarget>, BTreeMap<String, String>)>;
+/// Per cluster client: its target, physical → logical topics, and those of them that are a
+/// running migration's source this group has to drain here (see [`ConsumerInner::source_to_drain`]).
+type Desired = HashMap<
+    (String, u64),
+    (
+        Arc<ClusterTarget>,
+        BTreeMap<String, String>,
+        HashSet<String>,
+    ),
+>;
 
 struct Member {
     id: u64,
@@ -125,6 +136,14 @@ struct Member {
     starts: Mutex<HashMap<String, Vec<i64>>>,
     /// (physical, partition) whose destination start this member committed.
     start_committed: Mutex<HashSet<(String, i32)>>,
+    /// (physical, partition) of a migration's destination (see `starts`) whose position this
+    /// member checked: the group's committed offset, or else the recorded start (whatever
+    /// `auto.offset.reset` says). No record of an unchecked partition is handed out.
+    positioned: Mutex<HashSet<(String, i32)>>,
+    /// (physical, partition) → the last offset handed out seen by a drain check, to find a
+    /// draining partition that makes no progress (its records expired, or a tail of
+    /// transaction markers) and then look at its low-water mark and position.
+    drain_progress: Mutex<HashMap<(String, i32), i64>>,
     received: AtomicU64,
     bytes: AtomicU64,
     /// Metric handles per logical topic read through this member.
@@ -201,6 +220,7 @@ impl Consumer {
             drained: Mutex::new(Vec::new()),
             members: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            sources_done: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
             throttle: ThrottleCounters::with_metrics(shared.metrics.clone(), Direction::Consume),
         });
@@ -263,6 +283,12 @@ impl Consumer {
                             if !m2.before_start(&bm) {
                                 m2.put_back(&bm);
                             }
+                            return (m2.id, None);
+                        }
+                        if m2.needs_position(bm.topic(), bm.partition()) {
+                            // Fetched from wherever `auto.offset.reset` put it: put back until
+                            // the partition is positioned (see `Member::position_starts`).
+                            m2.put_back(&bm);
                             return (m2.id, None);
                         }
                         (m2.id, convert(&m2, &bm))
@@ -368,13 +394,15 @@ impl Consumer {
 }
 
 /// Keeps per-key order across a move: while a logical topic still drains from its old
-/// location on one member, its new location on the other members is held — no record of it is
-/// handed out before the old ones. Returns, per member, the physical topics held there. Held
-/// members are still polled (so they take part in group rebalances: an unpolled member stalls
-/// its group's rebalance, and the other members' commits then fail with a stale generation);
-/// a record of a held topic is put back (see [`Member::put_back`]). A member that is itself
-/// draining is never held (so topics moving in opposite directions cannot hold each other
-/// up); a topic moved within one member's cluster is not held.
+/// location on one member, its new location is held on every member (the same one too, for a
+/// move within one cluster) — no record of it is handed out before the old ones. A draining
+/// location whose migration seal is not published yet is held as well: the drain must not hand
+/// out a record at or past the seal (the coordinator copies those to the destination). Returns,
+/// per member, the physical topics held there. Held members are still polled (so they take
+/// part in group rebalances: an unpolled member stalls its group's rebalance, and the other
+/// members' commits then fail with a stale generation); a record of a held topic is put back
+/// (see [`Member::put_back`]). A draining location is otherwise never held, so topics moving
+/// in opposite directions cannot hold each other up.
 fn held_new_locations(members: &[Arc<Member>]) -> HashMap<u64, Arc<HashSet<String>>> {
     let mut draining: HashSet<String> = HashSet::new();
     for m in members {
@@ -390,14 +418,15 @@ fn held_new_locations(members: &[Arc<Member>]) -> HashMap<u64, Arc<HashSet<Strin
         return out;
     }
     for m in members {
-        if !m.draining.lock().is_empty() {
-            continue;
-        }
-        let held: HashSet<String> = m
-            .topics
-            .lock()
+        let topics = m.topics.lock();
+        let here = m.draining.lock();
+        let seals = m.seals.lock();
+        let held: HashSet<String> = topics
             .iter()
-            .filter(|(_, l)| draining.contains(*l))
+            .filter(|(p, l)| match here.contains_key(*p) {
+                true => matches!(seals.get(*p), Some(None)),
+                false => draining.contains(*l),
+            })
             .map(|(p, _)| p.clone())
             .collect();
         if !held.is_empty() {
@@ -473,7 +502,8 @@ impl Member {
             .insert((bm.topic().to_string(), bm.partition()));
     }
 
-    /// Resumes the partitions put back whose topic is no longer held here.
+    /// Resumes the partitions put back whose topic is no longer held here (and that are
+    /// positioned, see [`Member::needs_position`]).
     fn resume_released(&self, held: Option<&Arc<HashSet<String>>>) {
         let mut paused = self.paused.lock();
         if paused.is_empty() {
@@ -481,7 +511,7 @@ impl Member {
         }
         let mut tpl = TopicPartitionList::new();
         paused.retain(|(t, p)| {
-            if held.is_some_and(|h| h.contains(t)) {
+            if held.is_some_and(|h| h.contains(t)) || self.needs_position(t, *p) {
                 return true;
             }
             tpl.add_partition(t, *p);
@@ -491,6 +521,112 @@ impl Member {
             // A partition revoked meanwhile is not resumed (and need not be).
             let _ = self.consumer.resume(&tpl);
         }
+    }
+}
+
+impl Member {
+    /// Whether partition `partition` of `topic` is a running migration's destination that this
+    /// member has not positioned yet (see [`Member::position_starts`]).
+    fn needs_position(&self, topic: &str, partition: i32) -> bool {
+        self.starts.lock().contains_key(topic)
+            && !self
+                .positioned
+                .lock()
+                .contains(&(topic.to_string(), partition))
+    }
+
+    /// Positions the assigned partitions of a running migration's destination that are not
+    /// positioned yet: each is paused, then moved to the group's committed offset, or — when the
+    /// group has none there, or one from before the move — to the start the coordinator
+    /// recorded, which is then committed for the group. So a group reads the destination from
+    /// where the move began whatever its `auto.offset.reset` (with `latest` it would otherwise
+    /// skip what was written there before it joined), and a member given the partition later
+    /// starts from the commit. Blocking (broker round trips); a failure leaves the partition
+    /// paused and unpositioned, to be tried again.
+    fn position_starts(&self) {
+        let starts = self.starts.lock().clone();
+        if starts.is_empty() {
+            return;
+        }
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let mut query = TopicPartitionList::new();
+        {
+            let positioned = self.positioned.lock();
+            for e in assigned.elements() {
+                if starts.contains_key(e.topic())
+                    && !positioned.contains(&(e.topic().to_string(), e.partition()))
+                {
+                    query.add_partition(e.topic(), e.partition());
+                }
+            }
+        }
+        if query.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.pause(&query) {
+            tracing::debug!(error = %e, "cannot pause a destination partition to position it");
+            return;
+        }
+        self.paused.lock().extend(
+            query
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition())),
+        );
+        let committed = match self
+            .consumer
+            .committed_offsets(query, Duration::from_secs(5))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the group's offsets on a destination");
+                return;
+            }
+        };
+        let mut commit = TopicPartitionList::new();
+        let mut placed = Vec::new();
+        for e in committed.elements() {
+            let (topic, partition) = (e.topic(), e.partition());
+            let start = usize::try_from(partition)
+                .ok()
+                .and_then(|p| starts.get(topic)?.get(p).copied());
+            if let Some(start) = start {
+                let target = match e.offset() {
+                    Offset::Offset(c) if c >= start => c,
+                    _ => {
+                        let _ =
+                            commit.add_partition_offset(topic, partition, Offset::Offset(start));
+                        start
+                    }
+                };
+                if let Err(err) = self.consumer.seek(
+                    topic,
+                    partition,
+                    Offset::Offset(target),
+                    Duration::from_secs(5),
+                ) {
+                    tracing::debug!(error = %err, topic, partition, "cannot position a destination partition");
+                    continue;
+                }
+                tracing::debug!(topic, partition, target, "destination partition positioned");
+            }
+            placed.push((topic.to_string(), partition));
+        }
+        if commit.count() > 0
+            && let Err(e) = self.consumer.commit(&commit, CommitMode::Sync)
+        {
+            tracing::debug!(error = %e, "cannot commit a migration's destination start");
+            return;
+        }
+        self.start_committed.lock().extend(
+            commit
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition())),
+        );
+        self.positioned.lock().extend(placed);
     }
 }
 
@@ -586,17 +722,51 @@ impl ConsumerInner {
         e.0 = e.0.max(msg.offset + 1);
     }
 
+    /// The source location (cluster target, physical topic) of logical topic `logical` that
+    /// this group must drain before it reads the topic's new location: a running migration
+    /// (not aborted) moves the topic away from it, and this consumer has not finished draining
+    /// it. So a member that joins late — a restart, a deploy, a group offline through the
+    /// switch, an empty cache — reads the source up to the seal first; the drain check ends at
+    /// once when the group's committed offsets there already reach the seal.
+    fn source_to_drain(
+        &self,
+        md: &Metadata,
+        logical: &str,
+    ) -> Option<(Arc<ClusterTarget>, String)> {
+        let f = md.state.topics.get(logical)?.migrating_from.as_ref()?;
+        let r = md.route(logical)?;
+        if f.aborted || (f.cluster == r.cluster.name && f.physical == r.physical) {
+            return None;
+        }
+        let done = self.sources_done.lock().contains(&(
+            f.cluster.clone(),
+            f.physical.clone(),
+            f.migration_id.clone(),
+        ));
+        if done {
+            return None;
+        }
+        Some((md.cluster(&f.cluster)?.clone(), f.physical.clone()))
+    }
+
     /// Brings members in line with the routes of `md`.
     fn reconcile(&self, md: &Metadata) -> Result<(), Error> {
-        // cluster key → (target, physical → logical)
+        // cluster key → (target, physical → logical, sources to drain)
         let mut desired: Desired = HashMap::new();
         for t in &self.topics {
             if let Some(r) = md.route(t) {
                 desired
                     .entry((r.cluster.name.clone(), r.cluster.fingerprint))
-                    .or_insert_with(|| (r.cluster.clone(), BTreeMap::new()))
+                    .or_insert_with(|| (r.cluster.clone(), BTreeMap::new(), HashSet::new()))
                     .1
                     .insert(r.physical.clone(), t.clone());
+            }
+            if let Some((target, phys)) = self.source_to_drain(md, t) {
+                let d = desired
+                    .entry((target.name.clone(), target.fingerprint))
+                    .or_insert_with(|| (target.clone(), BTreeMap::new(), HashSet::new()));
+                d.1.insert(phys.clone(), t.clone());
+                d.2.insert(phys);
             }
         }
         let mut members = self.members.lock();
@@ -605,7 +775,7 @@ impl ConsumerInner {
         // Existing members: start draining what moved away, take on what arrived.
         for m in members.values() {
             let key = (m.cluster.clone(), m.fingerprint);
-            let want = desired.remove(&key).map(|d| d.1).unwrap_or_default();
+            let (want, to_drain) = desired.remove(&key).map(|d| (d.1, d.2)).unwrap_or_default();
             let mut topics = m.topics.lock();
             let mut draining = m.draining.lock();
             let mut changed = false;
@@ -642,38 +812,32 @@ impl ConsumerInner {
                 continue;
             }
             for (phys, logical) in topics.iter() {
-                if !want.contains_key(phys) && !draining.contains_key(phys) {
+                let moved = !want.contains_key(phys) || to_drain.contains(phys);
+                if moved && !draining.contains_key(phys) {
                     tracing::info!(cluster = %m.cluster, topic = %logical, "topic moved away; draining");
                     draining.insert(phys.clone(), now);
                 }
             }
             for (phys, logical) in &want {
+                if to_drain.contains(phys) {
+                    if !topics.contains_key(phys) {
+                        tracing::info!(cluster = %m.cluster, topic = %logical, "joining a migration's source to drain it");
+                        topics.insert(phys.clone(), logical.clone());
+                        draining.insert(phys.clone(), now);
+                        changed = true;
+                    }
+                    continue;
+                }
                 draining.remove(phys);
                 if topics.insert(phys.clone(), logical.clone()).is_none() {
                     changed = true;
                 }
             }
-            // The seals of what drains here (published by the migration coordinator).
-            let mut seals = m.seals.lock();
-            seals.clear();
-            for phys in draining.keys() {
-                let Some(logical) = topics.get(phys) else {
-                    continue;
-                };
-                if let Some(f) = md
-                    .state
-                    .topics
-                    .get(logical)
-                    .and_then(|t| t.migrating_from.as_ref())
-                    && f.cluster == m.cluster
-                    && &f.physical == phys
-                {
-                    let sealed = (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone());
-                    seals.insert(phys.clone(), sealed);
-                }
-            }
-            drop(seals);
-            *m.starts.lock() = destination_starts(md, &m.cluster, &topics);
+            update_seals(md, &m.cluster, &topics, &draining, &mut m.seals.lock());
+            let mut starts = m.starts.lock();
+            starts.retain(|p, _| topics.contains_key(p));
+            starts.extend(destination_starts(md, &m.cluster, &topics));
+            drop(starts);
             if changed {
                 subscribe(&m.consumer, &topics).map_err(|source| Error::Kafka {
                     cluster: m.cluster.clone(),
@@ -691,15 +855,19 @@ impl ConsumerInner {
             }
         }
         // New members.
-        for ((cluster, fingerprint), (target, topics)) in desired {
+        for ((cluster, fingerprint), (target, topics, to_drain)) in desired {
             let consumer = self.create(&target)?;
             subscribe(&consumer, &topics).map_err(|source| Error::Kafka {
                 cluster: cluster.clone(),
                 source,
             })?;
-            tracing::info!(cluster = %cluster, group = %self.group, topics = ?topics.values().collect::<Vec<_>>(), "joined group on cluster");
+            tracing::info!(cluster = %cluster, group = %self.group, topics = ?topics.values().collect::<Vec<_>>(), draining = ?to_drain, "joined group on cluster");
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let starts = destination_starts(md, &cluster, &topics);
+            let draining: BTreeMap<String, Instant> =
+                to_drain.into_iter().map(|p| (p, now)).collect();
+            let mut seals = HashMap::new();
+            update_seals(md, &cluster, &topics, &draining, &mut seals);
             members.insert(
                 id,
                 Arc::new(Member {
@@ -714,12 +882,14 @@ impl ConsumerInner {
                     fingerprint,
                     consumer: Arc::new(consumer),
                     topics: Mutex::new(topics),
-                    draining: Mutex::new(BTreeMap::new()),
+                    draining: Mutex::new(draining),
                     drain_ends: Mutex::new(HashMap::new()),
-                    seals: Mutex::new(HashMap::new()),
+                    seals: Mutex::new(seals),
                     paused: Mutex::new(HashSet::new()),
                     starts: Mutex::new(starts),
                     start_committed: Mutex::new(HashSet::new()),
+                    positioned: Mutex::new(HashSet::new()),
+                    drain_progress: Mutex::new(HashMap::new()),
                     received: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
                 }),
@@ -774,6 +944,21 @@ impl ConsumerInner {
         }
         let inner = self.clone();
         tokio::spawn(async move {
+            let destinations: Vec<Arc<Member>> = inner
+                .members
+                .lock()
+                .values()
+                .filter(|m| !m.starts.lock().is_empty())
+                .cloned()
+                .collect();
+            if !destinations.is_empty() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    for m in destinations {
+                        m.position_starts();
+                    }
+                })
+                .await;
+            }
             let done = inner.check_drains().await;
             inner.drained.lock().extend(done);
             inner.drain_checking.store(false, Ordering::Release);
@@ -786,15 +971,20 @@ impl ConsumerInner {
         let mut finished = Vec::new();
         let members: Vec<Arc<Member>> = self.members.lock().values().cloned().collect();
         for m in members {
+            // A migration's source drains up to its seal, so not before the seal is known, and
+            // then without a grace period (the seal is where its records end); a plain route
+            // change's old location after the grace (for producers that learn of it late).
+            let seals = m.seals.lock().clone();
             let due: Vec<String> = m
                 .draining
                 .lock()
                 .iter()
-                .filter(|(_, since)| since.elapsed() >= self.opts.drain_grace)
+                .filter(|(p, since)| {
+                    matches!(seals.get(*p), Some(Some(_)))
+                        || since.elapsed() >= self.opts.drain_grace
+                })
                 .map(|(p, _)| p.clone())
                 .collect();
-            // A migration's source drains up to its seal, so not before the seal is known.
-            let seals = m.seals.lock().clone();
             let due: Vec<String> = due
                 .into_iter()
                 .filter(|p| !matches!(seals.get(p), Some(None)))
@@ -936,10 +1126,53 @@ impl ConsumerInner {
                 for x in out.iter_mut() {
                     x.3 = committed.get(&(x.0.clone(), x.1)).copied();
                 }
+                // Assigned partitions that made no progress since the last check: when nothing
+                // deliverable is left below the end (the position is past it, or the records
+                // expired: the low-water mark is past it — or a tail of transaction markers was
+                // skipped), the end is committed for the group, and the partition is drained.
+                let positions = m2.consumer.position().ok();
+                for x in out.iter_mut() {
+                    let (handed, committed) = offsets2
+                        .get(&(m2.id, x.0.clone(), x.1))
+                        .copied()
+                        .unwrap_or((-1, -1));
+                    if x.2 <= 0 || handed >= x.2 || x.3.is_some_and(|c| c >= x.2) {
+                        continue;
+                    }
+                    let last = m2
+                        .drain_progress
+                        .lock()
+                        .insert((x.0.clone(), x.1), handed);
+                    if last != Some(handed) || !(auto_commit || committed >= handed) {
+                        continue;
+                    }
+                    let position = positions.as_ref().and_then(|tpl| {
+                        match tpl.find_partition(&x.0, x.1)?.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        }
+                    });
+                    if !(position.is_some_and(|p| p >= x.2) || low_past(&m2, &x.0, x.1, x.2)) {
+                        continue;
+                    }
+                    let mut tpl = TopicPartitionList::new();
+                    if tpl
+                        .add_partition_offset(&x.0, x.1, Offset::Offset(x.2))
+                        .is_ok()
+                        && m2.consumer.commit(&tpl, CommitMode::Sync).is_ok()
+                    {
+                        tracing::info!(topic = %x.0, partition = x.1, end = x.2, ?position, "nothing left to deliver below the drain's end; committed it");
+                        x.3 = Some(x.2);
+                    }
+                }
                 for (t, p) in unassigned {
-                    let c = committed.get(&(t.clone(), p)).copied();
+                    let mut c = committed.get(&(t.clone(), p)).copied();
                     // The end is needed only once the group's commit might have reached it.
                     let high = end_of(&t, p, c.unwrap_or(-1));
+                    // Records expired below the end: nothing is left to read there.
+                    if high > 0 && c.is_none_or(|c| c < high) && low_past(&m2, &t, p, high) {
+                        c = Some(high);
+                    }
                     out.push((t, p, high, c, false));
                 }
                 (out, undecided)
@@ -996,10 +1229,26 @@ impl ConsumerInner {
             let remaining = {
                 let mut topics = m.topics.lock();
                 let mut draining = m.draining.lock();
+                let md = self.shared.load();
                 for t in &done {
-                    topics.remove(t);
+                    let logical = topics.remove(t).unwrap_or_default();
                     draining.remove(t);
                     m.drain_ends.lock().retain(|(p, _), _| p != t);
+                    m.drain_progress.lock().retain(|(p, _), _| p != t);
+                    // A migration's source is not joined again while the migration runs.
+                    if let Some(f) = md
+                        .state
+                        .topics
+                        .get(&logical)
+                        .and_then(|x| x.migrating_from.as_ref())
+                        .filter(|f| f.cluster == m.cluster && &f.physical == t)
+                    {
+                        self.sources_done.lock().insert((
+                            f.cluster.clone(),
+                            f.physical.clone(),
+                            f.migration_id.clone(),
+                        ));
+                    }
                     tracing::info!(cluster = %m.cluster, physical = %t, "drained; unsubscribing");
                 }
                 topics.clone()
@@ -1026,6 +1275,46 @@ impl ConsumerInner {
                 });
             } else if let Err(e) = subscribe(&m.consumer, &remaining) {
                 tracing::warn!(error = %e, "resubscribe failed");
+            }
+        }
+    }
+}
+
+/// Whether the low-water mark of `topic`/`partition` is at or past `end` (its records below
+/// `end` expired or were deleted). Blocking; false when the cluster does not answer.
+fn low_past(m: &Member, topic: &str, partition: i32, end: i64) -> bool {
+    m.consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(2))
+        .is_ok_and(|(low, _)| low >= end)
+}
+
+/// Brings `seals` (physical → seal, see `Member::seals`) in line with the draining topics of a
+/// member on `cluster`. A published seal never moves, so one already known is kept when `md`
+/// no longer carries it (the migration completed meanwhile).
+fn update_seals(
+    md: &Metadata,
+    cluster: &str,
+    topics: &BTreeMap<String, String>,
+    draining: &BTreeMap<String, Instant>,
+    seals: &mut HashMap<String, Option<Vec<i64>>>,
+) {
+    seals.retain(|p, _| draining.contains_key(p));
+    for phys in draining.keys() {
+        let Some(logical) = topics.get(phys) else {
+            continue;
+        };
+        if let Some(f) = md
+            .state
+            .topics
+            .get(logical)
+            .and_then(|t| t.migrating_from.as_ref())
+            && !f.aborted
+            && f.cluster == cluster
+            && &f.physical == phys
+        {
+            let sealed = (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone());
+            if sealed.is_some() || !matches!(seals.get(phys), Some(Some(_))) {
+                seals.insert(phys.clone(), sealed);
             }
         }
     }

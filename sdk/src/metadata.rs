@@ -49,6 +49,7 @@ pub struct Metadata {
     pub state: Arc<State>,
     routes: FxHashMap<String, Arc<Route>>,
     by_physical: HashMap<(String, String), String>,
+    clusters: HashMap<String, Arc<ClusterTarget>>,
     quotas: Quotas,
 }
 
@@ -145,11 +146,16 @@ impl Metadata {
             prev_quotas,
             &governor::clock::DefaultClock::default(),
         );
+        let clusters = clusters
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         Self {
             version: state.version,
             state,
             routes,
             by_physical,
+            clusters,
             quotas,
         }
     }
@@ -167,6 +173,11 @@ impl Metadata {
     /// The route of a logical topic.
     pub fn route(&self, logical: &str) -> Option<&Arc<Route>> {
         self.routes.get(logical)
+    }
+
+    /// A configured (not disabled) cluster, with this application's merged client properties.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterTarget>> {
+        self.clusters.get(name)
     }
 
     /// Every routed logical topic.

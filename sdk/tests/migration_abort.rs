@@ -142,6 +142,7 @@ async fn an_abort_under_load_copies_the_destination_back_and_keeps_every_record_
             id: m.id.clone(),
             author: "abort-test".into(),
             comment: String::new(),
+            ..Default::default()
         })
         .await
         .expect("abort")

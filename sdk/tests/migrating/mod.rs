@@ -116,6 +116,23 @@ impl Group {
         n: usize,
         drain_grace: Duration,
     ) -> Self {
+        let opts = ConsumerOptions {
+            auto_commit: false,
+            drain_grace,
+            ..Default::default()
+        };
+        Self::start_with(endpoint, app, group, topic, n, opts).await
+    }
+
+    /// [`Group::start`] with the members' consumer options.
+    pub async fn start_with(
+        endpoint: &str,
+        app: &str,
+        group: &str,
+        topic: &str,
+        n: usize,
+        opts: ConsumerOptions,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let mut members = Vec::new();
@@ -123,16 +140,8 @@ impl Group {
         for i in 0..n {
             let sy = connect(endpoint, &format!("{app}-{i}")).await;
             let c = Arc::new(
-                sy.consumer_with(
-                    group,
-                    &[topic],
-                    ConsumerOptions {
-                        auto_commit: false,
-                        drain_grace,
-                        ..Default::default()
-                    },
-                )
-                .expect("consumer"),
+                sy.consumer_with(group, &[topic], opts.clone())
+                    .expect("consumer"),
             );
             let (c2, tx, mut stop_rx) = (c.clone(), tx.clone(), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
