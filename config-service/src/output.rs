@@ -429,18 +429,38 @@ pub fn migrations(l: &[Migration]) -> String {
                     m.groups.len()
                 ),
                 m.late_writes.to_string(),
+                draining_groups(m),
                 m.note.clone(),
             ]
         })
         .collect();
     let mut out = render(
         &[
-            "ID", "TOPIC", "FROM", "TO", "PHASE", "SWITCHED", "DRAINED", "LATE", "NOTE",
+            "ID", "TOPIC", "FROM", "TO", "PHASE", "SWITCHED", "DRAINED", "LATE", "DRAINING", "NOTE",
         ],
         &rows,
     );
     let _ = writeln!(out, "{} migrations", rows.len());
     out
+}
+
+/// The groups a migration waits for, each with the records below the seal it has not committed
+/// yet (when the coordinator read them from the source cluster), and the released ones.
+fn draining_groups(m: &Migration) -> String {
+    let mut parts: Vec<String> = m
+        .groups_draining
+        .iter()
+        .map(|g| match m.groups_behind.get(g) {
+            Some(n) => format!("{g}:{n}"),
+            None => g.clone(),
+        })
+        .collect();
+    parts.extend(m.ignored_groups.iter().map(|g| format!("{g}:released")));
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
 }
 
 /// Migrations as JSON.
@@ -456,6 +476,7 @@ pub fn migrations_json(l: &[Migration]) -> Value {
             "abort_version": m.abort_version, "late_writes": m.late_writes,
             "producers": m.producers, "producers_switched": m.producers_switched,
             "groups": m.groups, "groups_draining": m.groups_draining,
+            "groups_behind": m.groups_behind, "ignored_groups": m.ignored_groups,
             "clients_behind": m.clients_behind, "forced": m.forced, "note": m.note,
             "author": m.author, "comment": m.comment,
             "created_unix_ms": m.created_unix_ms, "switched_unix_ms": m.switched_unix_ms,

@@ -832,3 +832,85 @@ async fn an_operator_forces_the_seal_and_late_writes_are_counted() {
     assert!(topic.migrating_from.is_none(), "{topic:?}");
     e.stop().await;
 }
+
+/// Commits `offsets` (one per partition) for consumer group `group` on `topic`, as a group
+/// whose members are all gone would have left them.
+fn commit_group(bootstrap: &str, group: &str, topic: &str, offsets: &[i64]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in offsets.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Offset(*o))
+            .unwrap();
+    }
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+}
+
+/// A group that is offline through the whole move (nothing reports it) but has committed
+/// offsets on the source below the seal: the coordinator finds it on the source cluster, shows
+/// how far behind it is, and does not complete until an operator releases it
+/// (`move-topic --ignore-group GROUP ID`). A group that had committed everything does not hold
+/// the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_group_found_on_the_source_holds_the_move_until_released() {
+    let mut e = env().await;
+    let t = fresh("offline");
+    create_topic(&e.east, &t, 2, None).await;
+    produce(&e.east, &t, Some(6)).await;
+    let a = kadmin(&e.east);
+    let ends: Vec<i64> = (0..2)
+        .map(|p| {
+            a.inner()
+                .fetch_watermarks(&t, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert_eq!(ends.iter().sum::<i64>(), 6);
+    let behind = fresh("behind");
+    let done = fresh("caught-up");
+    commit_group(&e.east, &behind, &t, &[0, 0]);
+    commit_group(&e.east, &done, &t, &ends);
+    e.add_topic(&t, 2).await;
+    let m = e.start_migration(&t).await;
+    let m = e
+        .until(&m.id, "the offline group is found on the source", |m| {
+            m.groups_draining.contains(&behind)
+        })
+        .await;
+    assert_eq!(phase(&m), MigrationPhase::Drain);
+    assert_eq!(m.groups_behind.get(&behind), Some(&6), "{m:?}");
+    assert!(m.groups.contains(&done), "{m:?}");
+    assert!(!m.groups_draining.contains(&done), "{m:?}");
+    let table = e.cli_ok(&["migrations", "--id", &m.id]).await;
+    assert!(table.contains(&format!("{behind}:6")), "{table}");
+    let line = migration::progress_line(&m);
+    assert!(line.contains(&format!("{behind} (6 behind)")), "{line}");
+
+    // It stays in DRAIN while the group is offline.
+    let again = e.migration(&m.id).await;
+    assert_eq!(phase(&again), MigrationPhase::Drain);
+
+    // Bad input is refused precisely.
+    e.refused(
+        &["move-topic", "--ignore-group", &behind, "mig-nope"],
+        "no migration with id",
+    )
+    .await;
+    let out = e
+        .cli_ok(&["move-topic", "--ignore-group", &behind, &m.id, "--wait"])
+        .await;
+    assert!(out.contains("released"), "{out}");
+    let m = e.migration(&m.id).await;
+    assert_eq!(phase(&m), MigrationPhase::Complete, "{m:?}");
+    assert_eq!(m.ignored_groups, vec![behind.clone()]);
+    assert!(!m.forced);
+    let json = e.cli_ok(&["migrations", "--id", &m.id, "-o", "json"]).await;
+    assert!(json.contains("\"ignored_groups\""), "{json}");
+    e.stop().await;
+}

@@ -12,7 +12,7 @@
 //! "west"; production goes on through the move.
 //!
 //! Checks (the process exits 1 when any is non-zero): every acknowledged record received by
-//! the group exactly once and per consumer and key in order (`lost`, `duplicated`,
+//! the group exactly once and per key in order across the group's members (`lost`, `duplicated`,
 //! `out_of_order`), and, with an independent raw rdkafka reader of both physical topics, every
 //! acknowledged record in the logs exactly once where its delivery said, per key in one
 //! partition, in order, and all of a key's east records before its west records.
@@ -325,10 +325,11 @@ async fn connect(
         .with_context(|| format!("connect {app} to the config service"))
 }
 
-/// What one consumer received: (key, seq) in arrival order.
+/// What one consumer received: (arrival stamp across the whole group, key, seq) in arrival
+/// order.
 #[derive(Default)]
 struct Received {
-    got: Vec<(String, u64)>,
+    got: Vec<(u64, String, u64)>,
     first: Option<Instant>,
     last: Option<Instant>,
     /// Why `recv` stopped early, if it did.
@@ -352,10 +353,9 @@ fn spawn_consumer(
                     let now = Instant::now();
                     r.first.get_or_insert(now);
                     r.last = Some(now);
-                    r.got.push(workload::parse_payload(
-                        m.payload.as_deref().unwrap_or_default(),
-                    ));
-                    count.fetch_add(1, Ordering::Relaxed);
+                    let (k, seq) =
+                        workload::parse_payload(m.payload.as_deref().unwrap_or_default());
+                    r.got.push((count.fetch_add(1, Ordering::Relaxed), k, seq));
                 }
                 Err(e) => {
                     r.error = Some(e.to_string());
@@ -766,22 +766,26 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     let mut out_of_order = 0usize;
     let mut consumed_total = 0usize;
     let mut consumer_errors = Vec::new();
+    // Order is judged per key across the whole group (every member), in arrival order.
+    let mut arrivals: Vec<&(u64, String, u64)> = Vec::new();
     for (i, r) in received.iter().enumerate() {
         consumed_total += r.got.len();
         if let Some(e) = &r.error {
             consumer_errors.push(format!("consumer {i}: {e}"));
         }
-        let mut last_seq: HashMap<&str, u64> = HashMap::new();
-        for (k, seq) in &r.got {
-            match times.get_mut(&(k.as_str(), *seq)) {
-                Some(n) => *n += 1,
-                None => unexpected_consumed += 1,
-            }
-            if let Some(prev) = last_seq.insert(k.as_str(), *seq)
-                && prev >= *seq
-            {
-                out_of_order += 1;
-            }
+        arrivals.extend(&r.got);
+    }
+    arrivals.sort_by_key(|x| x.0);
+    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    for (_, k, seq) in arrivals {
+        match times.get_mut(&(k.as_str(), *seq)) {
+            Some(n) => *n += 1,
+            None => unexpected_consumed += 1,
+        }
+        if let Some(prev) = last_seq.insert(k.as_str(), *seq)
+            && prev >= *seq
+        {
+            out_of_order += 1;
         }
     }
     let lost = times.values().filter(|n| **n == 0).count();

@@ -273,9 +273,15 @@ function migrationCard(x) {
     x.groups.length
       ? el("ul", { class: "group-list" }, ...x.groups.map((g) => {
           const draining = x.groups_draining.includes(g);
-          return el("li", { "data-group": g, "data-state": draining ? "draining" : "drained" },
+          const released = (x.ignored_groups || []).includes(g);
+          const behind = (x.groups_behind || {})[g];
+          const label = released ? "released" : draining ? "draining" : "drained";
+          return el("li", { "data-group": g, "data-state": label },
             el("span", { class: "group-name" }, g),
-            el("span", { class: "badge " + (draining ? "draining" : "drained") }, draining ? "draining" : "drained"));
+            el("span", { class: "badge " + (draining ? "draining" : "drained") }, label),
+            draining && behind > 0
+              ? el("span", { class: "num", "data-behind": behind, title: "records below the seal the group has not committed yet" }, behind + " behind")
+              : null);
         }))
       : el("span", { class: "muted" }, "none reporting"),
     x.groups.length ? el("span", { class: "num" }, drained.length + "/" + x.groups.length + " drained") : null);

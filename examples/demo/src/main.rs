@@ -43,7 +43,7 @@ use workload::{Ledger, Sent, TOPIC};
 /// summary: produced=N consumed=N lost=N duplicated=N out_of_order=N moved=orders east->west migration=complete switch_pause_p99_ms=X
 ///
 /// lost: produced records never consumed; duplicated: records consumed more than once;
-/// out_of_order: per key, a consumer received a lower sequence number after a higher one;
+/// out_of_order: per key, the group (any of its members) received a lower sequence number after a higher one;
 /// switch_pause_p99_ms: p99 send latency of the sends started between the Apply and the first
 /// delivery on west (the sends the switch can hold). A raw rdkafka reader also checks that
 /// every produced record is on east or west exactly once (the `check:` line).

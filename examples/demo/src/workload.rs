@@ -70,8 +70,9 @@ pub struct Regression {
 struct Consumed {
     /// (key, seq) → times received.
     count: HashMap<(u32, u64), u32>,
-    /// (consumer member, key) → the last record of that key it received.
-    last: HashMap<(usize, u32), Seen>,
+    /// key → the last record of that key any member of the group received (order is judged
+    /// per key across the whole group, as a move must keep it).
+    last: HashMap<u32, Seen>,
     out_of_order: u64,
     regressions: Vec<Regression>,
     /// Records whose payload the demo did not write.
@@ -194,7 +195,7 @@ impl Ledger {
             partition: m.partition,
             offset: m.offset,
         };
-        if let Some(prev) = c.last.get(&(consumer, key)).cloned()
+        if let Some(prev) = c.last.get(&key).cloned()
             && seq < prev.seq
         {
             c.out_of_order += 1;
@@ -209,8 +210,8 @@ impl Ledger {
                 });
             }
         }
-        if c.last.get(&(consumer, key)).is_none_or(|p| p.seq < seq) {
-            c.last.insert((consumer, key), now);
+        if c.last.get(&key).is_none_or(|p| p.seq < seq) {
+            c.last.insert(key, now);
         }
     }
 
