@@ -505,7 +505,7 @@ impl Coordinator {
             };
             match self
                 .svc
-                .apply(ApplyRequest {
+                .apply_as_coordinator(ApplyRequest {
                     expected_version: state.version,
                     changes: vec![Change {
                         op: Some(Op::UpsertTopic(next)),

@@ -174,6 +174,23 @@ impl ConfigService {
 
     /// Validates and (unless a dry run or a no-op) commits a batch of changes.
     pub async fn apply(&self, req: ApplyRequest) -> Result<ApplyResponse, ServiceError> {
+        self.apply_inner(req, true).await
+    }
+
+    /// [`ConfigService::apply`] for the migration coordinator, whose writes are the ones that
+    /// may change a migrating topic's route and `migrating_from`.
+    pub(crate) async fn apply_as_coordinator(
+        &self,
+        req: ApplyRequest,
+    ) -> Result<ApplyResponse, ServiceError> {
+        self.apply_inner(req, false).await
+    }
+
+    async fn apply_inner(
+        &self,
+        req: ApplyRequest,
+        guard_migrations: bool,
+    ) -> Result<ApplyResponse, ServiceError> {
         let mut errs = Errors::default();
         validate::check_meta(&mut errs, &req.author, &req.comment);
         errs.finish()?;
@@ -188,6 +205,9 @@ impl ConfigService {
                 });
             }
             let (next, touched) = cur.apply_changes_touched(&req.changes)?;
+            if guard_migrations {
+                check_migrating(&cur, &next)?;
+            }
             commit(
                 &*store,
                 &cur,
@@ -247,6 +267,7 @@ impl ConfigService {
             };
             // Validation rules may have changed since that version: check it whole.
             validate::check_state(&next)?;
+            check_migrating(&cur, &next)?;
             commit(&*store, &cur, next, None, req.dry_run, req.author, comment)
         })
         .await??;
@@ -435,6 +456,53 @@ fn caller<T>(req: &Request<T>) -> Caller {
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Anonymous)
+}
+
+/// Refuses a change (an apply or a rollback, not the migration coordinator's own writes) that
+/// would re-route, delete or re-mark a topic a migration is moving: that would abandon the move
+/// without its hold, drain or copy-back, and lose or reorder records. `migrating_from` is the
+/// coordinator's alone, so a change may not set it on another topic either.
+fn check_migrating(cur: &State, next: &State) -> Result<(), ServiceError> {
+    use switchyard_proto::state::normalize_topic;
+    for (name, t) in &cur.topics {
+        let Some(f) = &t.migrating_from else {
+            continue;
+        };
+        let t = normalize_topic(t.clone());
+        let changed = match next.topics.get(name).cloned().map(normalize_topic) {
+            None => Some("delete it"),
+            Some(n) if n.cluster != t.cluster || n.physical != t.physical => Some("re-route it"),
+            Some(n) if n.migrating_from != t.migrating_from => Some("change its migrating_from"),
+            Some(_) => None,
+        };
+        if let Some(what) = changed {
+            return Err(ServiceError::Precondition(format!(
+                "topic {name:?} is being moved by migration {} ({} {}/{}); a change may not \
+                 {what} while the migration runs: let it complete, abort it (switchyard \
+                 move-topic --abort {}) or force it on (--advance {})",
+                f.migration_id,
+                if f.aborted {
+                    "aborting, back from"
+                } else {
+                    "from"
+                },
+                f.cluster,
+                f.physical,
+                f.migration_id,
+                f.migration_id
+            )));
+        }
+    }
+    for (name, n) in &next.topics {
+        let before = cur.topics.get(name).and_then(|t| t.migrating_from.as_ref());
+        if n.migrating_from.is_some() && before.is_none() {
+            return Err(ServiceError::Precondition(format!(
+                "topic {name:?}: migrating_from is set by the migration coordinator only (start \
+                 a move with switchyard move-topic)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A client token acts for its own app only.

@@ -19,8 +19,8 @@ use switchyard_config::{ServerConfig, StoreConfig};
 use switchyard_proto::v1::change::Op;
 use switchyard_proto::v1::{
     ApplyRequest, Change, ClientEndpoint, ClientStatus, Cluster, GetSnapshotRequest,
-    ListMigrationsRequest, Migration, MigrationPhase, ReportStatusRequest, StartMigrationRequest,
-    Topic,
+    ListMigrationsRequest, Migration, MigrationPhase, ReportStatusRequest, RollbackRequest,
+    StartMigrationRequest, Topic,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -912,5 +912,88 @@ async fn an_offline_group_found_on_the_source_holds_the_move_until_released() {
     assert!(!m.forced);
     let json = e.cli_ok(&["migrations", "--id", &m.id, "-o", "json"]).await;
     assert!(json.contains("\"ignored_groups\""), "{json}");
+    e.stop().await;
+}
+
+/// A plain apply (or rollback) that would re-route, delete or re-mark a topic while a migration
+/// moves it is refused with a message naming the migration, and changes nothing; the move goes
+/// on and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_re_routes_a_migrating_topic_is_refused() {
+    let mut e = env().await;
+    let t = fresh("guard");
+    create_topic(&e.east, &t, 2, None).await;
+    let v1 = e.add_topic(&t, 2).await;
+    // A producer that has not switched holds the move in SWITCH.
+    e.report(v1, &t, "east", "east").await;
+    let m = e.start_migration(&t).await;
+    let m = e
+        .until(&m.id, "the coordinator sees the producer", |m| {
+            m.producers == 1
+        })
+        .await;
+    assert_eq!(phase(&m), MigrationPhase::Switch);
+    let before = e.version().await;
+    let upsert = |cluster: &str| Change {
+        op: Some(Op::UpsertTopic(Topic {
+            name: t.clone(),
+            cluster: cluster.into(),
+            partitions: 2,
+            ..Default::default()
+        })),
+    };
+    for (changes, what) in [
+        (vec![upsert("east")], "re-route it"),
+        (
+            vec![Change {
+                op: Some(Op::DeleteTopic(t.clone())),
+            }],
+            "delete it",
+        ),
+        // Same route, but without the coordinator's marker.
+        (vec![upsert("west")], "change its migrating_from"),
+    ] {
+        let err = e
+            .admin
+            .apply(ApplyRequest {
+                expected_version: before,
+                changes,
+                author: "fat-finger".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a change to a migrating topic is refused");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains(&m.id), "{}", err.message());
+        assert!(err.message().contains(what), "{}", err.message());
+    }
+    let err = e
+        .admin
+        .rollback(RollbackRequest {
+            to_version: v1,
+            author: "fat-finger".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a rollback across the switch is refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(e.version().await, before, "nothing was written");
+    let topic = e.topic(&t).await;
+    assert_eq!(topic.cluster, "west");
+    assert_eq!(
+        topic
+            .migrating_from
+            .as_ref()
+            .map(|f| f.migration_id.as_str()),
+        Some(m.id.as_str())
+    );
+    // The operator forces it on; it completes.
+    e.cli_ok(&["move-topic", "--advance", &m.id]).await;
+    e.until(&m.id, "drain", |m| phase(m) == MigrationPhase::Drain)
+        .await;
+    let out = e
+        .cli_ok(&["move-topic", "--advance", &m.id, "--wait"])
+        .await;
+    assert!(out.contains("complete in"), "{out}");
     e.stop().await;
 }

@@ -48,6 +48,13 @@
 //! `RUST_LOG=librdkafka=debug` shows the clients' producer-id and topic events), `--dump-sends FILE`
 //! (every acknowledged send as CSV: producer, key, seq, cluster, partition, offset, and start and
 //! acknowledgement in microseconds from the start of the move).
+//! `--faults` adds the fleet's ordinary consumer faults: a second group (`offline`, one
+//! member) stops before the move and restarts, as a new process with an empty cache, once the
+//! move is in DRAIN; a third group (`latest`, one member, `auto.offset.reset=latest`) reads
+//! through the move; and the main group's last member is restarted (a new process) in DRAIN.
+//! Each group is checked on its own: every acknowledged record exactly once and per key in order
+//! across its members (for `latest`, "every" means every record acknowledged after the move
+//! started: before it, `latest` skipping what was written before the group joined is Kafka's).
 //! Exit status: 0 when every check passes, 1 when one fails, 2 for bad arguments or a setup
 //! failure. `RUST_LOG=switchyard=info` logs the SDK's switches and drains to stderr.
 
@@ -59,8 +66,8 @@ mod workload;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -83,7 +90,7 @@ const TASKS_PER_PRODUCER: usize = 2;
 
 const USAGE: &str = "usage: migration [--messages N] [--keys N] [--producers N] [--consumers N] \
 [--partitions N] [--move-at FRACTION] [--drain-grace-ms MS] [--commit-interval-ms MS] \
-[--timeout-s S] [--property KEY=VALUE]... [--dump-sends FILE]";
+[--timeout-s S] [--property KEY=VALUE]... [--dump-sends FILE] [--faults]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -100,6 +107,8 @@ struct Args {
     properties: Vec<(String, String)>,
     /// Write every acknowledged send here as CSV.
     dump: Option<std::path::PathBuf>,
+    /// Add the consumer faults (see the module docs).
+    faults: bool,
 }
 
 fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
@@ -115,6 +124,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         timeout: Duration::from_secs(900),
         properties: Vec::new(),
         dump: None,
+        faults: false,
     };
     fn num<T>(flag: &str, v: Option<String>, lo: T, hi: T) -> Result<T, String>
     where
@@ -134,6 +144,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         match flag.as_str() {
             // Cargo passes `--bench` to every bench binary.
             "--bench" => {}
+            "--faults" => a.faults = true,
             "--messages" => a.messages = num(&flag, it.next(), 1, 100_000_000)?,
             "--keys" => a.keys = num(&flag, it.next(), 1, 100_000)?,
             "--producers" => a.producers = num(&flag, it.next(), 1, 64)?,
@@ -412,15 +423,21 @@ struct GroupDrain {
     drained: Option<Instant>,
 }
 
+/// Watches the members it is given while they live (a member stopped by the fault mode is
+/// left out from then on; its replacement is not watched).
 fn spawn_group_monitor(
-    members: Vec<(Arc<Switchyard>, Arc<Consumer>)>,
+    members: Vec<(Weak<Switchyard>, Weak<Consumer>)>,
     topic: String,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<GroupDrain> {
     tokio::spawn(async move {
         let mut g = GroupDrain::default();
         while g.drained.is_none() {
-            let applied = members.iter().all(|(sy, _)| {
+            let live: Vec<(Arc<Switchyard>, Arc<Consumer>)> = members
+                .iter()
+                .filter_map(|(sy, c)| Some((sy.upgrade()?, c.upgrade()?)))
+                .collect();
+            let applied = live.iter().all(|(sy, _)| {
                 sy.metadata()
                     .route(&topic)
                     .is_some_and(|r| r.cluster.name == TO)
@@ -428,7 +445,7 @@ fn spawn_group_monitor(
             if applied {
                 let now = Instant::now();
                 g.applied.get_or_insert(now);
-                let on_source = members.iter().any(|(_, c)| {
+                let on_source = live.iter().any(|(_, c)| {
                     c.assignment_summary()
                         .iter()
                         .any(|(cluster, topics)| cluster == FROM && topics.contains(&topic))
@@ -437,6 +454,7 @@ fn spawn_group_monitor(
                     g.drained = Some(now);
                 }
             }
+            drop(live);
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = stop.wait_for(|v| *v) => break,
@@ -444,6 +462,156 @@ fn spawn_group_monitor(
         }
         g
     })
+}
+
+/// One consumer group of the bench: its live members (each with its own stop signal) and what
+/// the stopped ones received.
+struct BenchGroup {
+    name: &'static str,
+    id: String,
+    topic: String,
+    opts: ConsumerOptions,
+    members: Vec<(Arc<Switchyard>, Arc<Consumer>, watch::Sender<bool>)>,
+    tasks: Vec<tokio::task::JoinHandle<Received>>,
+    /// Records received by the group (also the arrival stamp of the next one).
+    count: Arc<AtomicU64>,
+    stopped: Vec<Received>,
+    started_members: usize,
+}
+
+impl BenchGroup {
+    async fn start(
+        name: &'static str,
+        addr: SocketAddr,
+        a: &Args,
+        topic: &str,
+        opts: ConsumerOptions,
+        n: usize,
+    ) -> anyhow::Result<Self> {
+        let mut g = Self {
+            name,
+            id: common::fresh(&format!("migbench-{name}")),
+            topic: topic.to_string(),
+            opts,
+            members: Vec::new(),
+            tasks: Vec::new(),
+            count: Arc::new(AtomicU64::new(0)),
+            stopped: Vec::new(),
+            started_members: 0,
+        };
+        for _ in 0..n {
+            g.add_member(addr, a).await?;
+        }
+        Ok(g)
+    }
+
+    /// Starts a member in a new SDK client (a new process, as far as the service and the
+    /// group know: its own client id, no cache).
+    async fn add_member(&mut self, addr: SocketAddr, a: &Args) -> anyhow::Result<()> {
+        let app = if self.name == "main" {
+            format!("migbench-reader-{}", self.started_members)
+        } else {
+            format!("migbench-{}-reader-{}", self.name, self.started_members)
+        };
+        self.started_members += 1;
+        let sy = Arc::new(connect(addr, &app, &a.properties).await?);
+        let c = Arc::new(
+            sy.consumer_with(&self.id, &[&self.topic], self.opts.clone())
+                .context("consumer")?,
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        self.tasks
+            .push(spawn_consumer(c.clone(), self.count.clone(), stop_rx));
+        self.members.push((sy, c, stop));
+        Ok(())
+    }
+
+    /// Stops member `i` (its client closes, as a process would on a deploy).
+    async fn stop_member(&mut self, i: usize) -> anyhow::Result<()> {
+        let (sy, c, stop) = self.members.remove(i);
+        let task = self.tasks.remove(i);
+        let _ = stop.send(true);
+        self.stopped.push(
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .context("a consumer task did not stop within 30 s")?
+                .context("a consumer task panicked")?,
+        );
+        drop(c);
+        drop(sy);
+        Ok(())
+    }
+
+    /// Stops every member; returns what every member, stopped before or now, received.
+    async fn stop_all(&mut self) -> anyhow::Result<Vec<Received>> {
+        while !self.members.is_empty() {
+            self.stop_member(0).await?;
+        }
+        Ok(std::mem::take(&mut self.stopped))
+    }
+
+    fn received(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// How one group did.
+#[derive(Debug, Default)]
+struct Verdict {
+    consumed: usize,
+    lost: usize,
+    duplicated: usize,
+    out_of_order: usize,
+    unexpected: usize,
+    errors: Vec<String>,
+}
+
+impl Verdict {
+    fn clean(&self) -> bool {
+        self.errors.is_empty()
+            && (
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.unexpected,
+            ) == (0, 0, 0, 0)
+    }
+}
+
+/// Judges what a group's members received against what was sent: `lost` counts the sent
+/// records `expected` selects that no member received; `duplicated` the records received more
+/// than once; `out_of_order` per key across all members, in arrival order; `unexpected` what
+/// nobody sent.
+fn judge(received: &[Received], sent: &[Sent], expected: impl Fn(&Sent) -> bool) -> Verdict {
+    let mut v = Verdict::default();
+    let mut times: HashMap<(&str, u64), (u32, bool)> = HashMap::with_capacity(sent.len());
+    for s in sent {
+        times.insert((s.key.as_str(), s.seq), (0, expected(s)));
+    }
+    let mut arrivals: Vec<&(u64, String, u64)> = Vec::new();
+    for (i, r) in received.iter().enumerate() {
+        v.consumed += r.got.len();
+        if let Some(e) = &r.error {
+            v.errors.push(format!("member {i}: {e}"));
+        }
+        arrivals.extend(&r.got);
+    }
+    arrivals.sort_by_key(|x| x.0);
+    let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    for (_, k, seq) in arrivals {
+        match times.get_mut(&(k.as_str(), *seq)) {
+            Some(n) => n.0 += 1,
+            None => v.unexpected += 1,
+        }
+        if let Some(prev) = last_seq.insert(k.as_str(), *seq)
+            && prev >= *seq
+        {
+            v.out_of_order += 1;
+        }
+    }
+    v.lost = times.values().filter(|(n, exp)| *n == 0 && *exp).count();
+    v.duplicated = times.values().filter(|(n, _)| *n > 1).count();
+    v
 }
 
 /// Latency percentiles of a set of sends, in ms.
@@ -569,31 +737,26 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
             .join(" ")
     );
 
-    // The consumer group.
-    let group = common::fresh("migbench-g");
-    let consumed = Arc::new(AtomicU64::new(0));
+    // The consumer group (and with --faults, two more).
     let (stop, stop_rx) = watch::channel(false);
-    let mut members = Vec::new();
-    let mut consumer_tasks = Vec::new();
-    for i in 0..a.consumers {
-        let sy = Arc::new(connect(addr, &format!("migbench-reader-{i}"), &a.properties).await?);
-        let c = Arc::new(
-            sy.consumer_with(
-                &group,
-                &[&topic],
-                ConsumerOptions {
-                    auto_commit: true,
-                    drain_grace: a.drain_grace,
-                    properties: BTreeMap::from([(
-                        "auto.commit.interval.ms".to_string(),
-                        a.commit_interval_ms.to_string(),
-                    )]),
-                },
-            )
-            .context("consumer")?,
-        );
-        consumer_tasks.push(spawn_consumer(c.clone(), consumed.clone(), stop_rx.clone()));
-        members.push((sy, c));
+    let opts = ConsumerOptions {
+        auto_commit: true,
+        drain_grace: a.drain_grace,
+        properties: BTreeMap::from([(
+            "auto.commit.interval.ms".to_string(),
+            a.commit_interval_ms.to_string(),
+        )]),
+    };
+    let mut group = BenchGroup::start("main", addr, &a, &topic, opts.clone(), a.consumers).await?;
+    let consumed = group.count.clone();
+    let mut extra_groups = Vec::new();
+    if a.faults {
+        extra_groups.push(BenchGroup::start("offline", addr, &a, &topic, opts.clone(), 1).await?);
+        let mut latest = opts.clone();
+        latest
+            .properties
+            .insert("auto.offset.reset".into(), "latest".into());
+        extra_groups.push(BenchGroup::start("latest", addr, &a, &topic, latest, 1).await?);
     }
 
     // The producers: key k belongs to producer k % producers and sends `per_key` records (the
@@ -624,7 +787,15 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         ));
         producers.push(sy);
     }
-    let group_monitor = spawn_group_monitor(members.clone(), topic.clone(), stop_rx.clone());
+    let group_monitor = spawn_group_monitor(
+        group
+            .members
+            .iter()
+            .map(|(sy, c, _)| (Arc::downgrade(sy), Arc::downgrade(c)))
+            .collect(),
+        topic.clone(),
+        stop_rx.clone(),
+    );
     let load_started = loads.iter().map(Load::started).min().expect("a producer");
     let counters: Vec<(Arc<AtomicU64>, Arc<AtomicU64>)> = loads
         .iter()
@@ -667,6 +838,11 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
             a.timeout
         );
     }
+    if a.faults {
+        // The offline group goes away before the move (its process stops).
+        eprintln!("  faults: group offline stops before the move");
+        extra_groups[0].stop_member(0).await?;
+    }
     let move_started = Instant::now();
     let acked_at_move = acked();
     eprintln!(
@@ -682,6 +858,46 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
             (r, Instant::now())
         })
     };
+
+    if a.faults {
+        // In DRAIN: the main group's last member restarts (a new process), and the offline
+        // group comes back (a new process, empty cache).
+        let mut adm = common::admin(addr).await;
+        let in_drain = {
+            let deadline = Instant::now() + a.timeout;
+            loop {
+                let l = adm
+                    .list_migrations(switchyard_proto::v1::ListMigrationsRequest {
+                        id: String::new(),
+                        active_only: false,
+                    })
+                    .await
+                    .context("ListMigrations")?
+                    .into_inner()
+                    .migrations;
+                let p = l
+                    .iter()
+                    .find(|m| m.topic == topic)
+                    .map(|m| MigrationPhase::try_from(m.phase).unwrap_or_default());
+                if matches!(p, Some(MigrationPhase::Drain | MigrationPhase::Complete)) {
+                    break p;
+                }
+                if Instant::now() > deadline {
+                    bail!("the migration did not reach DRAIN within {:?}", a.timeout);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        eprintln!(
+            "  [{:>6.1} s] faults: migration in {:?}; restarting main group member {} and group offline",
+            load_started.elapsed().as_secs_f64(),
+            in_drain,
+            a.consumers - 1
+        );
+        group.stop_member(a.consumers - 1).await?;
+        group.add_member(addr, &a).await?;
+        extra_groups[0].add_member(addr, &a).await?;
+    }
 
     // Production ends.
     let all_sent = wait_until(a.timeout, || finished() >= a.messages, progress).await;
@@ -714,32 +930,47 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         Err(_) => Err(format!("not complete within {:?}", a.timeout)),
     };
 
-    // The group receives everything; anything arriving after that within a quiet second is a
-    // duplicate.
+    // Every group receives everything it should; anything arriving after that within a quiet
+    // second is a duplicate.
+    let after_move = report
+        .sent
+        .iter()
+        .filter(|s| s.done >= move_started)
+        .count() as u64;
+    let want = |g: &BenchGroup| {
+        if g.name == "latest" {
+            after_move
+        } else {
+            produced
+        }
+    };
     let all_consumed = wait_until(
         a.timeout,
-        || consumed.load(Ordering::Relaxed) >= produced,
+        || group.received() >= produced && extra_groups.iter().all(|g| g.received() >= want(g)),
         progress,
     )
     .await;
-    let mut last = consumed.load(Ordering::Relaxed);
+    let total = || group.received() + extra_groups.iter().map(BenchGroup::received).sum::<u64>();
+    let mut last = total();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = consumed.load(Ordering::Relaxed);
+        let now = total();
         if now == last {
             break;
         }
         last = now;
     }
     let _ = stop.send(true);
-    let mut received = Vec::new();
-    for t in consumer_tasks {
-        received.push(
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .context("a consumer task did not stop within 30 s")?
-                .context("a consumer task panicked")?,
-        );
+    let received = group.stop_all().await?;
+    let mut extra_verdicts = Vec::new();
+    for g in &mut extra_groups {
+        let r = g.stop_all().await?;
+        let v = if g.name == "latest" {
+            judge(&r, &report.sent, |s| s.done >= move_started)
+        } else {
+            judge(&r, &report.sent, |_| true)
+        };
+        extra_verdicts.push((g.name, v));
     }
     let mut switches = Vec::new();
     for m in monitors {
@@ -757,39 +988,16 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     let exact = workload::exactness(&report, &found);
     let order = workload::order_violations(&found, FROM, TO);
 
-    // Consumer-side accounting.
-    let mut times: HashMap<(&str, u64), u32> = HashMap::with_capacity(report.sent.len());
-    for s in &report.sent {
-        times.insert((s.key.as_str(), s.seq), 0);
-    }
-    let mut unexpected_consumed = 0usize;
-    let mut out_of_order = 0usize;
-    let mut consumed_total = 0usize;
-    let mut consumer_errors = Vec::new();
-    // Order is judged per key across the whole group (every member), in arrival order.
-    let mut arrivals: Vec<&(u64, String, u64)> = Vec::new();
-    for (i, r) in received.iter().enumerate() {
-        consumed_total += r.got.len();
-        if let Some(e) = &r.error {
-            consumer_errors.push(format!("consumer {i}: {e}"));
-        }
-        arrivals.extend(&r.got);
-    }
-    arrivals.sort_by_key(|x| x.0);
-    let mut last_seq: HashMap<&str, u64> = HashMap::new();
-    for (_, k, seq) in arrivals {
-        match times.get_mut(&(k.as_str(), *seq)) {
-            Some(n) => *n += 1,
-            None => unexpected_consumed += 1,
-        }
-        if let Some(prev) = last_seq.insert(k.as_str(), *seq)
-            && prev >= *seq
-        {
-            out_of_order += 1;
-        }
-    }
-    let lost = times.values().filter(|n| **n == 0).count();
-    let duplicated = times.values().filter(|n| **n > 1).count();
+    // Consumer-side accounting: order is judged per key across the whole group (every
+    // member), in arrival order.
+    let Verdict {
+        consumed: consumed_total,
+        lost,
+        duplicated,
+        out_of_order,
+        unexpected: unexpected_consumed,
+        errors: consumer_errors,
+    } = judge(&received, &report.sent, |_| true);
 
     // Timing.
     let applied = switches.iter().filter_map(|s| s.applied).min();
@@ -815,6 +1023,24 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     );
     for e in &consumer_errors {
         println!("  {e}");
+    }
+    for (name, v) in &extra_verdicts {
+        println!(
+            "group {name}: consumed {}: lost={} duplicated={} out_of_order={} unexpected={}{}",
+            v.consumed,
+            v.lost,
+            v.duplicated,
+            v.out_of_order,
+            v.unexpected,
+            if *name == "latest" {
+                format!(" (of the {after_move} records acknowledged after the move started)")
+            } else {
+                String::new()
+            }
+        );
+        for e in &v.errors {
+            println!("  {e}");
+        }
     }
     println!(
         "independent reader ({FROM} + {TO}, {} records): lost={} duplicated={} out_of_order={} misplaced={} unexpected={}",
@@ -965,6 +1191,7 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         && exact.misplaced.is_empty()
         && exact.unexpected.is_empty()
         && order.is_empty()
+        && extra_verdicts.iter().all(|(_, v)| v.clean())
         && migration.as_ref().is_ok_and(|m| m.late_writes == 0)
         && cutover.is_some();
     println!(
@@ -981,7 +1208,8 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         done_at.map_or("-".into(), |d| format!("{:.2}", (d - t0).as_secs_f64())),
         if clean { "ok" } else { "FAILED" }
     );
-    drop(members);
+    drop(group);
+    drop(extra_groups);
     drop(producers);
     svc.shutdown().await.context("stop the config service")?;
     Ok(clean)
