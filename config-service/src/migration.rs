@@ -329,6 +329,7 @@ impl Coordinator {
 
     async fn step_all(&self) {
         let _g = self.step.lock().await;
+        self.adopt_from_config().await;
         let ids: Vec<String> = self
             .list
             .lock()
@@ -348,6 +349,85 @@ impl Coordinator {
             if m != before {
                 self.store(m, persist).await;
             }
+        }
+    }
+
+    /// The configuration is the source of truth of where a move stands: a topic that carries
+    /// `migrating_from` is mid-move whatever the migration records say. A record that is
+    /// missing (the coordinator's host lost its file) is rebuilt from the topic's marker, and a
+    /// finished one (a crash or an error between a configuration write and the record's) is
+    /// resumed: SWITCH before the seal, DRAIN after it, ABORTING for an abort's marker. So a
+    /// crash or a lost acknowledgement between two steps never wedges a move.
+    async fn adopt_from_config(&self) {
+        let state = self.svc.store().latest();
+        let mut adopted = Vec::new();
+        for t in state.topics.values() {
+            let Some(f) = &t.migrating_from else {
+                continue;
+            };
+            let t = switchyard_proto::state::normalize_topic(t.clone());
+            let existing = self.list.lock().get(&f.migration_id).cloned();
+            if existing.as_ref().is_some_and(|m| is_active(phase(m))) {
+                continue;
+            }
+            let resumed = existing.is_some();
+            let mut m = existing.unwrap_or_else(|| Migration {
+                id: f.migration_id.clone(),
+                topic: t.name.clone(),
+                partitions: t.partitions.max(
+                    f.destination_start_offsets
+                        .len()
+                        .max(f.sealed_offsets.len()) as i32,
+                ),
+                destination_start_offsets: f.destination_start_offsets.clone(),
+                author: "coordinator".into(),
+                comment: "rebuilt from the configuration (the migration record was lost)".into(),
+                created_unix_ms: unix_ms(),
+                ..Default::default()
+            });
+            let (here, there) = (
+                (t.cluster.clone(), t.physical.clone()),
+                (f.cluster.clone(), f.physical.clone()),
+            );
+            // An abort's marker names the abandoned destination; a move's names the source.
+            let ((fc, fp), (tc, tp)) = if f.aborted {
+                (here, there)
+            } else {
+                (there, here)
+            };
+            (m.from_cluster, m.from_physical, m.to_cluster, m.to_physical) = (fc, fp, tc, tp);
+            m.finished_unix_ms = 0;
+            if f.aborted {
+                m.phase = MigrationPhase::Aborting as i32;
+                if m.abort_version == 0 {
+                    m.abort_version = state.version;
+                }
+                if !f.hold_sends && m.release_version == 0 {
+                    m.release_version = state.version;
+                }
+            } else if !f.sealed_offsets.is_empty() {
+                m.phase = MigrationPhase::Drain as i32;
+                m.sealed_offsets.clone_from(&f.sealed_offsets);
+                if m.mirrored_offsets.len() != f.sealed_offsets.len() {
+                    m.mirrored_offsets.clone_from(&f.sealed_offsets);
+                }
+            } else {
+                m.phase = MigrationPhase::Switch as i32;
+                m.sealed_offsets.clear();
+            }
+            if m.switch_version == 0 {
+                m.switch_version = state.version;
+            }
+            m.note = if resumed {
+                "resumed: the topic still carries this migration".into()
+            } else {
+                "rebuilt from the topic's migration marker".into()
+            };
+            tracing::warn!(id = %m.id, topic = %m.topic, phase = phase_name(phase(&m)), resumed, "migration taken up again from the configuration");
+            adopted.push(m);
+        }
+        for m in adopted {
+            self.store(m, true).await;
         }
     }
 
@@ -458,6 +538,18 @@ impl Coordinator {
                 self.store(m.clone(), true).await;
                 self.wake.notify_one();
                 Ok(m)
+            }
+            Err(e) if !is_definite(&e) => {
+                // The write may have taken effect: the migration stays in PREPARE, and the
+                // background step finds the route changed (or changes it).
+                m.note = format!("the route change did not complete ({e}); retrying");
+                self.store(m.clone(), true).await;
+                self.wake.notify_one();
+                Err(ServiceError::Unavailable(format!(
+                    "migration {}: the route change did not complete ({e}); it stays in PREPARE \
+                     and is retried (switchyard move-topic --abort {} abandons it)",
+                    m.id, m.id
+                )))
             }
             Err(e) => {
                 m.phase = MigrationPhase::Aborted as i32;
@@ -693,6 +785,10 @@ impl Coordinator {
                 }
                 match self.switch_route(m).await {
                     Ok(()) => true,
+                    Err(e) if !is_definite(&e) => {
+                        m.note = format!("the route change did not complete ({e}); retrying");
+                        false
+                    }
                     Err(e) => {
                         m.phase = MigrationPhase::Aborted as i32;
                         m.note = format!("the route change failed: {e}");
@@ -1009,17 +1105,25 @@ impl Coordinator {
 
     /// SWITCH → SEALED: records the source's end offsets and publishes them on the topic, so
     /// consumer groups drain the source up to them (and no further).
+    ///
+    /// A published seal never moves: when the topic already carries this migration's seal (a
+    /// crash or a lost acknowledgement after the write), that seal is taken, not re-read.
     async fn seal(&self, m: &mut Migration, forced: bool) -> bool {
-        let ends = match self.source_ends(m).await {
-            Ok(e) => e,
-            Err(e) => {
-                m.note = format!("cannot read the source's end offsets: {e}");
-                return false;
-            }
+        let ends = match self.published_seal(m) {
+            Some(s) => s,
+            None => match self.source_ends(m).await {
+                Ok(e) => e,
+                Err(e) => {
+                    m.note = format!("cannot read the source's end offsets: {e}");
+                    return false;
+                }
+            },
         };
         let published = self
             .update_topic(m, "seal", |t| {
-                if let Some(f) = t.migrating_from.as_mut() {
+                if let Some(f) = t.migrating_from.as_mut()
+                    && f.sealed_offsets.is_empty()
+                {
                     f.sealed_offsets.clone_from(&ends);
                 }
             })
@@ -1028,6 +1132,8 @@ impl Coordinator {
             m.note = format!("cannot publish the seal: {e}");
             return false;
         }
+        // Whatever the topic carries now is the seal (another write may have got in first).
+        let ends = self.published_seal(m).unwrap_or(ends);
         m.sealed_offsets = ends.clone();
         m.mirrored_offsets = ends;
         m.phase = MigrationPhase::Sealed as i32;
@@ -1036,6 +1142,14 @@ impl Coordinator {
         m.note.clear();
         tracing::info!(id = %m.id, topic = %m.topic, forced, "migration sealed");
         true
+    }
+
+    /// The seal the topic carries for `m`, if it was published.
+    fn published_seal(&self, m: &Migration) -> Option<Vec<i64>> {
+        let state = self.svc.store().latest();
+        let f = state.topics.get(&m.topic)?.migrating_from.as_ref()?;
+        (f.migration_id == m.id && !f.aborted && !f.sealed_offsets.is_empty())
+            .then(|| f.sealed_offsets.clone())
     }
 
     /// Rewrites the migrating topic with `f` (one compare-and-set write), as long as it is
@@ -1127,10 +1241,26 @@ impl Coordinator {
 
     /// DRAIN → COMPLETE: clears the topic's `migrating_from` (the caller has just copied the
     /// late writes).
+    ///
+    /// Idempotent: a topic already on the destination without a marker was completed by this
+    /// step's earlier write (only the coordinator clears the marker).
     async fn complete(&self, m: &mut Migration, forced: bool) -> bool {
-        if let Err(e) = self
-            .update_topic(m, "complete", |t| t.migrating_from = None)
-            .await
+        let done = self
+            .svc
+            .store()
+            .latest()
+            .topics
+            .get(&m.topic)
+            .is_some_and(|t| {
+                let t = switchyard_proto::state::normalize_topic(t.clone());
+                t.cluster == m.to_cluster
+                    && t.physical == m.to_physical
+                    && t.migrating_from.is_none()
+            });
+        if !done
+            && let Err(e) = self
+                .update_topic(m, "complete", |t| t.migrating_from = None)
+                .await
         {
             m.note = format!("cannot clear the migration from the topic: {e}");
             return false;
@@ -1297,6 +1427,18 @@ impl Coordinator {
         self.wake.notify_one();
         Ok(m)
     }
+}
+
+/// Whether a failed write surely did not take effect (a refusal), rather than maybe (the store
+/// was unavailable or answered late).
+fn is_definite(e: &ServiceError) -> bool {
+    matches!(
+        e,
+        ServiceError::Precondition(_)
+            | ServiceError::Invalid(_)
+            | ServiceError::NotFound(_)
+            | ServiceError::Conflict { .. }
+    )
 }
 
 fn late_writes(now: &[i64], sealed: &[i64]) -> i64 {

@@ -997,3 +997,144 @@ async fn an_apply_that_re_routes_a_migrating_topic_is_refused() {
     assert!(out.contains("complete in"), "{out}");
     e.stop().await;
 }
+
+/// Where the coordinator "crashed": the migration record on disk is edited (or deleted)
+/// between a stop and a restart of the service, as a crash between a configuration write and
+/// the record's would have left it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Crash {
+    /// `complete` cleared the topic's marker, the record still says DRAIN.
+    AfterCompleteWrite,
+    /// The seal was published on the topic, the record still says SWITCH (and more records
+    /// reached the source meanwhile).
+    AfterSealWrite,
+    /// The route change took effect but the record says ABORTED (an error after the write).
+    SwitchRecordedAborted,
+    /// The record is gone (the coordinator's host lost its disk); the configuration remains.
+    RecordLost,
+}
+
+async fn crash_scenario(crash: Crash) {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("migrations.pb");
+    let mut e = env_with(
+        StoreConfig::File {
+            dir: dir.path().to_path_buf(),
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let t = fresh("crash");
+    create_topic(&e.east, &t, 2, None).await;
+    produce(&e.east, &t, Some(4)).await;
+    let v1 = e.add_topic(&t, 2).await;
+    e.report(v1, &t, "east", "east").await;
+    let m = e.start_migration(&t).await;
+    let m = e
+        .until(&m.id, "the coordinator sees the producer", |m| {
+            m.producers == 1
+        })
+        .await;
+    let v2 = m.switch_version;
+    let edit = |f: &dyn Fn(&mut Migration)| {
+        let mut log =
+            switchyard_proto::v1::MigrationLog::decode(std::fs::read(&file).unwrap().as_slice())
+                .unwrap();
+        for x in log.migrations.iter_mut().filter(|x| x.id == m.id) {
+            f(x);
+        }
+        std::fs::write(&file, log.encode_to_vec()).unwrap();
+    };
+    let mut seal = Vec::new();
+    match crash {
+        Crash::SwitchRecordedAborted | Crash::RecordLost => {
+            e.stop().await;
+            if crash == Crash::RecordLost {
+                std::fs::remove_file(&file).unwrap();
+            } else {
+                edit(&|x| x.phase = MigrationPhase::Aborted as i32);
+            }
+            e.restart().await;
+        }
+        Crash::AfterCompleteWrite | Crash::AfterSealWrite => {
+            e.report(v2, &t, "west", "east").await;
+            let d = e
+                .until(&m.id, "drain", |m| phase(m) == MigrationPhase::Drain)
+                .await;
+            seal = d.sealed_offsets.clone();
+            assert_eq!(seal.iter().sum::<i64>(), 4);
+            if crash == Crash::AfterCompleteWrite {
+                e.report(v2 + 1, &t, "west", "west").await;
+                e.until(&m.id, "complete", |m| phase(m) == MigrationPhase::Complete)
+                    .await;
+            }
+            e.stop().await;
+            if crash == Crash::AfterSealWrite {
+                edit(&|x| {
+                    x.phase = MigrationPhase::Switch as i32;
+                    x.sealed_offsets.clear();
+                    x.mirrored_offsets.clear();
+                    x.sealed_unix_ms = 0;
+                });
+                // A producer cut off from the service writes to the source meanwhile.
+                produce(&e.east, &t, Some(3)).await;
+            } else {
+                edit(&|x| {
+                    x.phase = MigrationPhase::Drain as i32;
+                    x.finished_unix_ms = 0;
+                });
+            }
+            e.restart().await;
+        }
+    }
+    // The clients report again after the restart; the move resumes and completes, and a
+    // published seal never moves.
+    let v = e.version().await;
+    e.report(v, &t, "west", "east").await;
+    let d = e
+        .until(&m.id, "the move resumes past the seal", |m| {
+            matches!(phase(m), MigrationPhase::Drain | MigrationPhase::Complete)
+        })
+        .await;
+    if !seal.is_empty() {
+        assert_eq!(d.sealed_offsets, seal, "a published seal never moves");
+        let topic = e.topic(&t).await;
+        if let Some(f) = &topic.migrating_from {
+            assert_eq!(f.sealed_offsets, seal, "a published seal never moves");
+        }
+    }
+    if crash == Crash::AfterSealWrite {
+        e.until(&m.id, "late writes counted", |m| m.late_writes == 3)
+            .await;
+    }
+    e.report(v, &t, "west", "west").await;
+    let done = e
+        .until(&m.id, "complete", |m| phase(m) == MigrationPhase::Complete)
+        .await;
+    assert!(!done.forced, "{done:?}");
+    let topic = e.topic(&t).await;
+    assert_eq!(topic.cluster, "west");
+    assert!(topic.migrating_from.is_none(), "{topic:?}");
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_completion_write_still_completes() {
+    crash_scenario(Crash::AfterCompleteWrite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_seal_write_keeps_the_published_seal() {
+    crash_scenario(Crash::AfterSealWrite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_recorded_as_aborted_while_the_topic_moved_resumes() {
+    crash_scenario(Crash::SwitchRecordedAborted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_migration_record_is_rebuilt_from_the_configuration() {
+    crash_scenario(Crash::RecordLost).await;
+}
