@@ -108,10 +108,10 @@ enum Cmd {
     /// phase (seal now / complete now).
     MoveTopic {
         /// The logical topic.
-        #[arg(required_unless_present_any = ["abort", "advance", "ignore_group"])]
+        #[arg(required_unless_present_any = ["abort", "advance", "ignore_group", "retire_source"])]
         topic: Option<String>,
         /// Destination cluster.
-        #[arg(long = "to", required_unless_present_any = ["abort", "advance", "ignore_group"])]
+        #[arg(long = "to", required_unless_present_any = ["abort", "advance", "ignore_group", "retire_source"])]
         to: Option<String>,
         /// Destination physical topic (default: the current physical name).
         #[arg(long)]
@@ -147,6 +147,12 @@ enum Cmd {
         #[arg(long, value_names = ["GROUP", "ID"], num_args = 2,
               conflicts_with_all = ["topic", "to", "abort", "advance", "dry_run"])]
         ignore_group: Option<Vec<String>>,
+        /// Stop watching the source of COMPLETE migration ID: until then (or the service's
+        /// `--source-watch-secs` window) records a producer cut off from the service writes to
+        /// the source are copied to the destination. What reached it so far is copied first.
+        #[arg(long, value_name = "ID",
+              conflicts_with_all = ["topic", "to", "abort", "advance", "ignore_group", "dry_run"])]
+        retire_source: Option<String>,
         /// Why (recorded in history).
         #[arg(short = 'm', long, default_value = "")]
         comment: String,
@@ -236,6 +242,11 @@ struct ServeArgs {
     /// client has reported after a (re)start; keep it above the SDK's status interval (10 s).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     migration_client_grace_secs: u64,
+    /// After a migration completes, its source stays watched this long: records a producer cut
+    /// off from the service writes there are copied to the destination
+    /// (`move-topic --retire-source ID` ends it sooner).
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    source_watch_secs: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -498,6 +509,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             abort,
             advance,
             ignore_group,
+            retire_source,
             comment,
         } => {
             let aborting = abort.is_some();
@@ -549,6 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         author: author(),
                         comment,
                         ignore_group: group.clone(),
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();
@@ -558,6 +571,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     migration::progress_line(&m)
                 );
                 m
+            } else if let Some(id) = retire_source {
+                let m = admin
+                    .advance_migration(MigrationRef {
+                        id,
+                        author: author(),
+                        comment,
+                        retire_source: true,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                println!(
+                    "{}: source {}/{} retired ({} late write(s), {} copied)",
+                    m.id, m.from_cluster, m.from_physical, m.late_writes, m.mirrored
+                );
+                return Ok(());
             } else {
                 let m = admin
                     .start_migration(StartMigrationRequest {
@@ -759,6 +788,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         client_tokens: args.client_tokens,
         migrations: switchyard_config::migration::MigrationConfig {
             client_grace: Duration::from_secs(args.migration_client_grace_secs),
+            source_watch: Duration::from_secs(args.source_watch_secs),
             ..Default::default()
         },
     };

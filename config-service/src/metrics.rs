@@ -49,6 +49,9 @@ pub struct Metrics {
     grpc_requests: IntCounterVec,
     clients: IntGaugeVec,
     migrations: IntGaugeVec,
+    late_writes: IntGauge,
+    late_writes_copied: IntGauge,
+    sources_watched: IntGauge,
     event_streams: IntGauge,
     /// Serializes scrapes: each refreshes the state gauges, then gathers.
     scrape: Mutex<()>,
@@ -111,6 +114,21 @@ impl Metrics {
         for p in MIGRATION_PHASES {
             migrations.with_label_values(&[p]).set(0);
         }
+        let late_writes = must(IntGauge::with_opts(Opts::new(
+            "switchyard_migration_late_writes",
+            "Records that reached a migration's source after its seal (a producer cut off from the service), over the migrations kept.",
+        )));
+        reg(Box::new(late_writes.clone()));
+        let late_writes_copied = must(IntGauge::with_opts(Opts::new(
+            "switchyard_migration_late_writes_copied",
+            "Of those, records copied to the destination (each once).",
+        )));
+        reg(Box::new(late_writes_copied.clone()));
+        let sources_watched = must(IntGauge::with_opts(Opts::new(
+            "switchyard_migration_sources_watched",
+            "Completed migrations whose source is still watched for late writes (not retired).",
+        )));
+        reg(Box::new(sources_watched.clone()));
         let event_streams = must(IntGauge::with_opts(Opts::new(
             "switchyard_dashboard_event_streams",
             "Dashboard server-sent-event streams currently open.",
@@ -134,6 +152,9 @@ impl Metrics {
             grpc_requests,
             clients,
             migrations,
+            late_writes,
+            late_writes_copied,
+            sources_watched,
             event_streams,
             scrape: Mutex::new(()),
         })
@@ -179,6 +200,11 @@ impl Metrics {
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         if let Some(c) = svc.coordinator() {
+            let (late, copied, watched) = c.late_write_totals();
+            self.late_writes.set(late);
+            self.late_writes_copied.set(copied);
+            self.sources_watched
+                .set(i64::try_from(watched).unwrap_or(i64::MAX));
             let counts = c.counts();
             for p in MIGRATION_PHASES {
                 let n = counts.get(p).copied().unwrap_or(0);

@@ -64,6 +64,9 @@ const KEEP_FINISHED: usize = 200;
 const GROUP_SCAN: Duration = Duration::from_secs(30);
 const GROUP_RECHECK: Duration = Duration::from_secs(2);
 
+/// How often a COMPLETE migration's source is looked at for late writes.
+const SOURCE_WATCH_EVERY: Duration = Duration::from_secs(2);
+
 /// What DRAIN knows of the consumer groups on a migration's source cluster.
 #[derive(Debug, Default)]
 struct GroupScan {
@@ -84,6 +87,10 @@ pub struct MigrationConfig {
     pub client_grace: Duration,
     /// How often active migrations are re-evaluated without a client report.
     pub tick: Duration,
+    /// How long after COMPLETE the source stays watched: records written to it (a producer
+    /// cut off from the service) are copied to the destination until then, or until an
+    /// operator retires the source (`move-topic --retire-source ID`).
+    pub source_watch: Duration,
 }
 
 impl Default for MigrationConfig {
@@ -91,6 +98,7 @@ impl Default for MigrationConfig {
         Self {
             client_grace: Duration::from_secs(15),
             tick: Duration::from_millis(250),
+            source_watch: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -116,6 +124,11 @@ pub struct Coordinator {
     kafka: Mutex<BTreeMap<String, (Cluster, Kafka)>>,
     /// Per migration in DRAIN (by id): the groups with committed offsets on its source.
     scans: Arc<Mutex<HashMap<String, GroupScan>>>,
+    /// Migrations whose copies (late writes, copy-back) were checked against the destination
+    /// since this coordinator started (see `movetopic::mirror`'s `scan_from`), by id and kind.
+    copies_checked: Mutex<BTreeSet<(String, &'static str)>>,
+    /// COMPLETE migrations whose source is still watched: when it was last looked at.
+    watched: Mutex<HashMap<String, Instant>>,
     wake: Notify,
     changes: watch::Sender<u64>,
 }
@@ -191,7 +204,17 @@ pub fn progress_line(m: &Migration) -> String {
         ));
     }
     if m.late_writes > 0 {
-        s.push_str(&format!(" · {} late write(s) to the source", m.late_writes));
+        s.push_str(&format!(
+            " · {} late write(s) to the source, {} copied",
+            m.late_writes, m.mirrored
+        ));
+    }
+    if p == MigrationPhase::Complete {
+        s.push_str(if m.source_retired {
+            " · source retired"
+        } else {
+            " · source watched for late writes"
+        });
     }
     if !m.note.is_empty() {
         s.push_str(&format!(" · {}", m.note));
@@ -269,6 +292,8 @@ impl Coordinator {
             step: tokio::sync::Mutex::new(()),
             kafka: Mutex::new(BTreeMap::new()),
             scans: Arc::default(),
+            copies_checked: Mutex::new(BTreeSet::new()),
+            watched: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changes: watch::channel(0).0,
         }))
@@ -350,6 +375,57 @@ impl Coordinator {
                 self.store(m, persist).await;
             }
         }
+        self.watch_sources().await;
+    }
+
+    /// After COMPLETE: copies what still reaches a source (a producer cut off from the service
+    /// writes there) to the destination, until the source is retired by an operator or after
+    /// [`MigrationConfig::source_watch`].
+    async fn watch_sources(&self) {
+        let due: Vec<Migration> = {
+            let l = self.list.lock();
+            let mut watched = self.watched.lock();
+            l.values()
+                .filter(|m| phase(m) == MigrationPhase::Complete && !m.source_retired)
+                .filter(|m| {
+                    watched
+                        .get(&m.id)
+                        .is_none_or(|t| t.elapsed() >= SOURCE_WATCH_EVERY)
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .inspect(|m| {
+                    watched.insert(m.id.clone(), Instant::now());
+                })
+                .collect()
+        };
+        for mut m in due {
+            let before = m.clone();
+            let over = unix_ms() - m.finished_unix_ms
+                >= i64::try_from(self.cfg.source_watch.as_millis()).unwrap_or(i64::MAX);
+            if self.mirror_late_writes(&mut m).await && over {
+                m.source_retired = true;
+                m.source_retired_unix_ms = unix_ms();
+                tracing::info!(id = %m.id, topic = %m.topic, late_writes = m.late_writes, "source watch window over; source retired");
+            }
+            if m != before {
+                self.store(m, true).await;
+            }
+        }
+    }
+
+    /// Totals over the migrations kept: records that reached a source after its seal, those
+    /// copied to the destination, and COMPLETE migrations whose source is still watched.
+    pub fn late_write_totals(&self) -> (i64, i64, usize) {
+        let l = self.list.lock();
+        (
+            l.values().map(|m| m.late_writes).sum(),
+            l.values().map(|m| m.mirrored).sum(),
+            l.values()
+                .filter(|m| phase(m) == MigrationPhase::Complete && !m.source_retired)
+                .count(),
+        )
     }
 
     /// The configuration is the source of truth of where a move stands: a topic that carries
@@ -827,7 +903,7 @@ impl Coordinator {
             }
             MigrationPhase::Drain => {
                 self.refresh(m);
-                self.mirror_late_writes(m).await;
+                let copied_all = self.mirror_late_writes(m).await;
                 self.scan_source_groups(m);
                 let scanned = self.merge_source_groups(m);
                 if !self.settled() {
@@ -841,7 +917,7 @@ impl Coordinator {
                     }
                     return false;
                 }
-                if m.groups_draining.is_empty() && m.clients_behind == 0 {
+                if m.groups_draining.is_empty() && m.clients_behind == 0 && copied_all {
                     return self.complete(m, false).await;
                 }
                 false
@@ -1075,9 +1151,23 @@ impl Coordinator {
         ) else {
             return Err("a cluster of the migration is no longer configured".into());
         };
+        if m.copy_back_scan_from.len() != ends.len() {
+            // Where the first copy will land on the source (recorded before it, so a crash
+            // during it is found again).
+            m.copy_back_scan_from = self
+                .end_offsets(&m.from_cluster, &m.from_physical, m.partitions)
+                .await?;
+            self.store(m.clone(), true).await;
+        }
+        let key = (m.id.clone(), "back");
         // `mirror` does a bounded amount of work per call.
         while ends.iter().zip(&m.copied_back_offsets).any(|(e, c)| e > c) {
-            let copied = movetopic::mirror(
+            let scan = self
+                .copies_checked
+                .lock()
+                .insert(key.clone())
+                .then(|| m.copy_back_scan_from.clone());
+            let r = match movetopic::mirror(
                 &dest,
                 &m.to_physical,
                 &source,
@@ -1085,17 +1175,31 @@ impl Coordinator {
                 &m.copied_back_offsets,
                 &ends,
                 &m.id,
+                scan.as_deref(),
             )
             .await
-            .map_err(|e| format!("{e:#}"))?;
-            let n: i64 = copied
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    if scan.is_some() {
+                        self.copies_checked.lock().remove(&key);
+                    }
+                    return Err(format!("{e:#}"));
+                }
+            };
+            let n: i64 = r
+                .copied
                 .iter()
                 .zip(&m.copied_back_offsets)
                 .map(|(a, b)| a - b)
                 .sum();
             m.copied_back += n;
-            m.copied_back_offsets = copied;
+            m.copied_back_offsets = r.copied;
+            m.copy_back_scan_from = r.destination_ends;
             self.store(m.clone(), true).await;
+            if let Some(e) = r.error {
+                return Err(format!("{e:#}"));
+            }
             if n == 0 {
                 return Err("the copy made no progress".into());
             }
@@ -1192,17 +1296,23 @@ impl Coordinator {
     }
 
     /// Copies records that reached the source after the seal to the same partition of the
-    /// destination (consumer groups stop reading the source at the seal).
-    async fn mirror_late_writes(&self, m: &mut Migration) {
-        let Ok(now) = self.source_ends(m).await else {
-            return;
+    /// destination (consumer groups stop reading the source at the seal), exactly once (see
+    /// `movetopic::mirror`), recording progress as it goes. Returns whether every record the
+    /// source holds past the seal is copied.
+    async fn mirror_late_writes(&self, m: &mut Migration) -> bool {
+        let now = match self.source_ends(m).await {
+            Ok(n) => n,
+            Err(e) => {
+                m.note = format!("cannot read the source's end offsets: {e}");
+                return false;
+            }
         };
         m.late_writes = late_writes(&now, &m.sealed_offsets);
         if m.mirrored_offsets.len() != now.len() {
             m.mirrored_offsets = m.sealed_offsets.clone();
         }
         if now.iter().zip(&m.mirrored_offsets).all(|(n, c)| n <= c) {
-            return;
+            return true;
         }
         let state = self.svc.store().latest();
         let (Some(from), Some(to)) = (
@@ -1210,8 +1320,31 @@ impl Coordinator {
             state.clusters.get(&m.to_cluster).cloned(),
         ) else {
             m.note = "a cluster of the migration is no longer configured".into();
-            return;
+            return false;
         };
+        if m.mirror_scan_from.len() != now.len() {
+            // Where the first copy will land (recorded before it, so a crash during it is
+            // found again).
+            match self
+                .end_offsets(&m.to_cluster, &m.to_physical, m.partitions)
+                .await
+            {
+                Ok(e) => {
+                    m.mirror_scan_from = e;
+                    self.store(m.clone(), true).await;
+                }
+                Err(e) => {
+                    m.note = format!("cannot read the destination's end offsets: {e}");
+                    return false;
+                }
+            }
+        }
+        let key = (m.id.clone(), "late");
+        let scan = self
+            .copies_checked
+            .lock()
+            .insert(key.clone())
+            .then(|| m.mirror_scan_from.clone());
         match movetopic::mirror(
             &from,
             &m.from_physical,
@@ -1220,22 +1353,38 @@ impl Coordinator {
             &m.mirrored_offsets,
             &now,
             &m.id,
+            scan.as_deref(),
         )
         .await
         {
-            Ok(copied) => {
-                let n: i64 = copied
+            Ok(r) => {
+                let n: i64 = r
+                    .copied
                     .iter()
                     .zip(&m.mirrored_offsets)
                     .map(|(a, b)| a - b)
                     .sum();
                 m.mirrored += n;
-                m.mirrored_offsets = copied;
-                tracing::warn!(id = %m.id, topic = %m.topic, copied = n, "late writes copied from the source to the destination");
+                m.mirrored_offsets = r.copied;
+                m.mirror_scan_from = r.destination_ends;
+                if n > 0 {
+                    tracing::warn!(id = %m.id, topic = %m.topic, copied = n, "late writes copied from the source to the destination");
+                }
                 // Persist how far it got, so a restart does not copy the same records again.
                 self.store(m.clone(), true).await;
+                if let Some(e) = r.error {
+                    m.note = format!("copying late writes: {e:#}");
+                    return false;
+                }
+                now.iter().zip(&m.mirrored_offsets).all(|(n, c)| n <= c)
             }
-            Err(e) => m.note = format!("copying late writes: {e:#}"),
+            Err(e) => {
+                if scan.is_some() {
+                    self.copies_checked.lock().remove(&key);
+                }
+                m.note = format!("copying late writes: {e:#}");
+                false
+            }
         }
     }
 
@@ -1289,6 +1438,31 @@ impl Coordinator {
         let mut m = self.get(&r.id)?;
         if !r.ignore_group.is_empty() {
             return self.ignore_group(m, &r).await;
+        }
+        if r.retire_source {
+            if phase(&m) != MigrationPhase::Complete {
+                return Err(ServiceError::Precondition(format!(
+                    "migration {} is in phase {}; a source is retired after COMPLETE",
+                    m.id,
+                    phase_name(phase(&m)).to_uppercase()
+                )));
+            }
+            // What reached the source until now is copied first.
+            if !self.mirror_late_writes(&mut m).await {
+                self.store(m.clone(), true).await;
+                return Err(ServiceError::Unavailable(format!(
+                    "migration {}: the source's last late writes are not copied yet ({}); \
+                     retry",
+                    m.id, m.note
+                )));
+            }
+            if !m.source_retired {
+                m.source_retired = true;
+                m.source_retired_unix_ms = unix_ms();
+            }
+            tracing::warn!(id = %m.id, author = %r.author, late_writes = m.late_writes, "migration source retired by an operator");
+            self.store(m.clone(), true).await;
+            return Ok(m);
         }
         match phase(&m) {
             MigrationPhase::Switch => {

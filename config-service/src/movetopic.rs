@@ -423,10 +423,34 @@ async fn topic_configs(a: &Kafka, topic: &str) -> anyhow::Result<BTreeMap<String
     Ok(out)
 }
 
+/// What one [`mirror`] call did.
+#[derive(Debug)]
+pub struct Mirrored {
+    /// Per partition, the source offset copied up to (a failure keeps what was copied before
+    /// it, in order).
+    pub copied: Vec<i64>,
+    /// Per partition, the destination's end after this call: where a restarted copy looks for
+    /// records it copied but had not recorded (see `scan_from`).
+    pub destination_ends: Vec<i64>,
+    /// Why the call stopped short, if it did.
+    pub error: Option<anyhow::Error>,
+}
+
+/// The source record a copy names in its `switchyard-copied-from` header.
+fn origin(cluster: &str, topic: &str, partition: i32, offset: i64) -> String {
+    format!("{cluster}/{topic}/{partition}/{offset}")
+}
+
 /// Copies the records of `from_topic` at `[start[p], end[p])` on cluster `from` to partition `p`
-/// of `to_topic` on cluster `to` (same key, value and headers, plus a `switchyard-copied-from`
-/// header naming the source record), idempotently and in order per partition. Returns the
-/// source offsets copied up to. At most ~10 s of work per call: the rest is left for the next.
+/// of `to_topic` on cluster `to` (same key, value, headers and timestamp, plus a
+/// `switchyard-copied-from` header naming the source record), in order per partition. At most
+/// ~10 s of work per call: the rest is left for the next.
+///
+/// Exactly once across crashes: `scan_from` (given on the first call after the coordinator
+/// started, from the destination ends recorded with the last progress) makes it first read the
+/// destination from there and skip every source record already copied, which a crash between
+/// the copy and the record of its progress would otherwise copy again.
+#[allow(clippy::too_many_arguments)]
 pub async fn mirror(
     from: &Cluster,
     from_topic: &str,
@@ -435,7 +459,8 @@ pub async fn mirror(
     start: &[i64],
     end: &[i64],
     migration_id: &str,
-) -> anyhow::Result<Vec<i64>> {
+    scan_from: Option<&[i64]>,
+) -> anyhow::Result<Mirrored> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -446,16 +471,90 @@ pub async fn mirror(
         Option<Vec<u8>>,
         Option<Vec<u8>>,
         Vec<(String, Vec<u8>)>,
+        Option<i64>,
     );
-    let mut cfg = ClientConfig::new();
-    for (k, v) in &from.properties {
-        cfg.set(k, v);
+    let client = |c: &Cluster| {
+        let mut cfg = ClientConfig::new();
+        for (k, v) in &c.properties {
+            cfg.set(k, v);
+        }
+        cfg.set("bootstrap.servers", c.bootstrap.join(","))
+            .set("group.id", format!("switchyard-copier-{migration_id}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        cfg
+    };
+    let mut start = start.to_vec();
+    if let Some(scan) = scan_from {
+        let dest: BaseConsumer = client(to)
+            .create()
+            .with_context(|| format!("cannot create a consumer for cluster {}", to.name))?;
+        let (to_topic2, from_name, from_topic2) = (
+            to_topic.to_string(),
+            from.name.clone(),
+            from_topic.to_string(),
+        );
+        let (scan, end2) = (scan.to_vec(), end.to_vec());
+        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
+            let mut found = vec![-1i64; end2.len()];
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            let mut until = vec![0i64; end2.len()];
+            for (p, from_offset) in scan.iter().enumerate().take(end2.len()) {
+                let (_, high) = dest
+                    .fetch_watermarks(&to_topic2, p as i32, KAFKA_TIMEOUT)
+                    .with_context(|| format!("cannot read the offsets of {to_topic2}/{p}"))?;
+                if *from_offset < high {
+                    tpl.add_partition_offset(
+                        &to_topic2,
+                        p as i32,
+                        rdkafka::Offset::Offset(*from_offset),
+                    )?;
+                    until[p] = high;
+                }
+            }
+            if tpl.count() == 0 {
+                return Ok(found);
+            }
+            dest.assign(&tpl)?;
+            let mut next: Vec<i64> = scan.clone();
+            let deadline = Instant::now() + KAFKA_TIMEOUT * 4;
+            while next.iter().zip(&until).any(|(n, u)| n < u) {
+                if Instant::now() > deadline {
+                    bail!("reading back what was copied to {to_topic2} took too long");
+                }
+                let Some(r) = dest.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let m = r.with_context(|| format!("reading {to_topic2}"))?;
+                let p = m.partition() as usize;
+                if p >= next.len() {
+                    continue;
+                }
+                next[p] = m.offset() + 1;
+                let prefix = origin(&from_name, &from_topic2, m.partition(), 0);
+                let prefix = &prefix[..prefix.len() - 1];
+                if let Some(h) = m.headers() {
+                    for x in h.iter() {
+                        if x.key == "switchyard-copied-from"
+                            && let Some(o) = x
+                                .value
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .and_then(|v| v.strip_prefix(prefix))
+                                .and_then(|v| v.parse::<i64>().ok())
+                        {
+                            found[p] = found[p].max(o);
+                        }
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await??;
+        for (s, f) in start.iter_mut().zip(found) {
+            *s = (*s).max(f + 1);
+        }
     }
-    cfg.set("bootstrap.servers", from.bootstrap.join(","))
-        .set("group.id", format!("switchyard-copier-{migration_id}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg
+    let consumer: BaseConsumer = client(from)
         .create()
         .with_context(|| format!("cannot create a consumer for cluster {}", from.name))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -464,8 +563,11 @@ pub async fn mirror(
             tpl.add_partition_offset(from_topic, p as i32, rdkafka::Offset::Offset(*s))?;
         }
     }
-    let (start2, end2, topic2) = (start.to_vec(), end.to_vec(), from_topic.to_string());
+    let (start2, end2, topic2) = (start.clone(), end.to_vec(), from_topic.to_string());
     let records: Vec<Copied> = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        if tpl.count() == 0 {
+            return Ok(Vec::new());
+        }
         consumer.assign(&tpl)?;
         let mut next = start2.clone();
         let mut out = Vec::new();
@@ -494,6 +596,7 @@ pub async fn mirror(
                 m.key().map(<[u8]>::to_vec),
                 m.payload().map(<[u8]>::to_vec),
                 headers,
+                m.timestamp().to_millis(),
             ));
         }
         Ok(out)
@@ -510,10 +613,13 @@ pub async fn mirror(
         .set("acks", "all")
         .create()
         .with_context(|| format!("cannot create a producer for cluster {}", to.name))?;
-    let mut copied = start.to_vec();
+    let mut copied = start.clone();
+    // Per partition: no copy of it failed so far (a later one then does not count: order).
+    let mut intact = vec![true; start.len()];
+    let mut error = None;
     let mut pending = Vec::new();
-    for (p, offset, key, payload, headers) in &records {
-        let origin = format!("{}/{from_topic}/{p}/{offset}", from.name);
+    for (p, offset, key, payload, headers, ts) in &records {
+        let origin = origin(&from.name, from_topic, *p, *offset);
         let mut hs = OwnedHeaders::new_with_capacity(headers.len() + 1);
         for (k, v) in headers {
             hs = hs.insert(Header {
@@ -528,25 +634,61 @@ pub async fn mirror(
         let mut rec = FutureRecord::<[u8], [u8]>::to(to_topic)
             .partition(*p)
             .headers(hs);
+        if let Some(t) = ts {
+            rec = rec.timestamp(*t);
+        }
         if let Some(k) = key {
             rec = rec.key(k.as_slice());
         }
         if let Some(v) = payload {
             rec = rec.payload(v.as_slice());
         }
-        let f = producer
-            .send_result(rec)
-            .map_err(|(e, _)| anyhow!("cannot copy {origin}: {e}"))?;
-        pending.push((*p, *offset, f));
-    }
-    for (p, offset, f) in pending {
-        match f.await {
-            Ok(Ok(_)) => copied[p as usize] = copied[p as usize].max(offset + 1),
-            Ok(Err((e, _))) => bail!("copying {from_topic}/{p}@{offset} failed: {e}"),
-            Err(_) => bail!("copying {from_topic}/{p}@{offset}: the producer went away"),
+        match producer.send_result(rec) {
+            Ok(f) => pending.push((*p, *offset, f)),
+            Err((e, _)) => {
+                error = Some(anyhow!("cannot copy {origin}: {e}"));
+                break;
+            }
         }
     }
-    Ok(copied)
+    for (p, offset, f) in pending {
+        let i = p as usize;
+        match f.await {
+            Ok(Ok(_)) if intact[i] => copied[i] = copied[i].max(offset + 1),
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => {
+                intact[i] = false;
+                error.get_or_insert(anyhow!("copying {from_topic}/{p}@{offset} failed: {e}"));
+            }
+            Err(_) => {
+                intact[i] = false;
+                error.get_or_insert(anyhow!(
+                    "copying {from_topic}/{p}@{offset}: the producer went away"
+                ));
+            }
+        }
+    }
+    let destination_ends = {
+        let dest: BaseConsumer = client(to)
+            .create()
+            .with_context(|| format!("cannot create a consumer for cluster {}", to.name))?;
+        let (to_topic2, n) = (to_topic.to_string(), start.len());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
+            (0..n)
+                .map(|p| {
+                    dest.fetch_watermarks(&to_topic2, p as i32, KAFKA_TIMEOUT)
+                        .map(|(_, h)| h)
+                        .with_context(|| format!("cannot read the offsets of {to_topic2}/{p}"))
+                })
+                .collect()
+        })
+        .await??
+    };
+    Ok(Mirrored {
+        copied,
+        destination_ends,
+        error,
+    })
 }
 
 /// Where a consumer group stands on a migration's source, from its committed offsets there.

@@ -428,7 +428,11 @@ pub fn migrations(l: &[Migration]) -> String {
                     m.groups.len() - m.groups_draining.len(),
                     m.groups.len()
                 ),
-                m.late_writes.to_string(),
+                if m.late_writes > 0 {
+                    format!("{}/{}", m.mirrored, m.late_writes)
+                } else {
+                    "0".into()
+                },
                 draining_groups(m),
                 m.note.clone(),
             ]
@@ -477,6 +481,8 @@ pub fn migrations_json(l: &[Migration]) -> Value {
             "producers": m.producers, "producers_switched": m.producers_switched,
             "groups": m.groups, "groups_draining": m.groups_draining,
             "groups_behind": m.groups_behind, "ignored_groups": m.ignored_groups,
+            "late_writes_copied": m.mirrored, "source_retired": m.source_retired,
+            "source_retired_unix_ms": m.source_retired_unix_ms,
             "clients_behind": m.clients_behind, "forced": m.forced, "note": m.note,
             "author": m.author, "comment": m.comment,
             "created_unix_ms": m.created_unix_ms, "switched_unix_ms": m.switched_unix_ms,

@@ -1138,3 +1138,175 @@ async fn a_switch_recorded_as_aborted_while_the_topic_moved_resumes() {
 async fn a_lost_migration_record_is_rebuilt_from_the_configuration() {
     crash_scenario(Crash::RecordLost).await;
 }
+
+/// Every record of `topic` on `bootstrap`: (partition, offset, CreateTime, payload, the
+/// `switchyard-copied-from` header).
+fn read_records(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64, String, Option<String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", fresh("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts = md.topics()[0].partitions().len() as i32;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in 0..parts {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        ends.push(high);
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut next: Vec<i64> = vec![0; parts as usize];
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while next.iter().zip(&ends).any(|(n, e)| n < e) {
+        assert!(std::time::Instant::now() < deadline, "reading {topic}");
+        let Some(r) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = r.unwrap();
+        next[m.partition() as usize] = m.offset() + 1;
+        let origin = m.headers().and_then(|h| {
+            h.iter()
+                .find(|x| x.key == "switchyard-copied-from")
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        out.push((
+            m.partition(),
+            m.offset(),
+            m.timestamp().to_millis().unwrap_or(-1),
+            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            origin,
+        ));
+    }
+    out
+}
+
+/// A producer cut off from the service keeps writing to the source after COMPLETE: the source
+/// stays watched, each late write is copied to the same partition of the destination exactly
+/// once — also across a coordinator crash between the copy and the record of its progress —
+/// with its CreateTime, until an operator retires the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_writes_after_complete_are_copied_once_until_the_source_is_retired() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("migrations.pb");
+    let mut e = env_with(
+        StoreConfig::File {
+            dir: dir.path().to_path_buf(),
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let t = fresh("afterdone");
+    create_topic(&e.east, &t, 2, None).await;
+    produce(&e.east, &t, Some(4)).await;
+    let v1 = e.add_topic(&t, 2).await;
+    e.report(v1, &t, "east", "east").await;
+    let m = e.start_migration(&t).await;
+    e.until(&m.id, "the coordinator sees the producer", |m| {
+        m.producers == 1
+    })
+    .await;
+    let v = e.version().await;
+    e.report(v, &t, "west", "east").await;
+    e.until(&m.id, "drain", |m| phase(m) == MigrationPhase::Drain)
+        .await;
+    let v = e.version().await;
+    e.report(v, &t, "west", "west").await;
+    let done = e
+        .until(&m.id, "complete", |m| phase(m) == MigrationPhase::Complete)
+        .await;
+    assert!(!done.source_retired);
+    assert!(
+        migration::progress_line(&done).contains("source watched"),
+        "{}",
+        migration::progress_line(&done)
+    );
+
+    // The cut-off producer writes 3 records (an hour-old CreateTime) after COMPLETE.
+    let raw: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &e.east)
+        .create()
+        .unwrap();
+    let ts0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    for i in 0..3i64 {
+        raw.send(
+            FutureRecord::<str, str>::to(&t)
+                .partition((i % 2) as i32)
+                .payload(&format!("late{i}"))
+                .timestamp(ts0 + i),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("a late write is acknowledged by the source");
+    }
+    let m = e
+        .until(&m.id, "the late writes are copied", |m| {
+            m.late_writes == 3 && m.mirrored == 3
+        })
+        .await;
+    let check_destination = |e: &Env| {
+        let dest = read_records(&e.west, &t);
+        assert_eq!(dest.len(), 3, "each late write once: {dest:?}");
+        for (p, _, ts, payload, origin) in &dest {
+            let i: i64 = payload.strip_prefix("late").unwrap().parse().unwrap();
+            assert_eq!(*p, (i % 2) as i32, "same partition");
+            assert_eq!(*ts, ts0 + i, "CreateTime kept");
+            assert!(
+                origin
+                    .as_deref()
+                    .is_some_and(|o| o.starts_with(&format!("east/{t}/{p}/"))),
+                "{origin:?}"
+            );
+        }
+    };
+    check_destination(&e);
+
+    // A crash after the copy, before its progress was recorded: the restarted coordinator finds
+    // the copies on the destination and does not copy them again.
+    e.stop().await;
+    let mut log =
+        switchyard_proto::v1::MigrationLog::decode(std::fs::read(&file).unwrap().as_slice())
+            .unwrap();
+    for x in log.migrations.iter_mut().filter(|x| x.id == m.id) {
+        x.mirrored_offsets = x.sealed_offsets.clone();
+        x.mirrored = 0;
+        x.mirror_scan_from = vec![0, 0];
+    }
+    std::fs::write(&file, log.encode_to_vec()).unwrap();
+    e.restart().await;
+    e.until(&m.id, "progress recovered from the destination", |m| {
+        m.mirrored == 3 && m.mirrored_offsets != m.sealed_offsets
+    })
+    .await;
+    check_destination(&e);
+
+    // The operator retires the source.
+    let out = e.cli_ok(&["move-topic", "--retire-source", &m.id]).await;
+    assert!(out.contains("retired"), "{out}");
+    let m = e.migration(&m.id).await;
+    assert!(m.source_retired, "{m:?}");
+    let json = e.cli_ok(&["migrations", "--id", &m.id, "-o", "json"]).await;
+    assert!(json.contains("\"source_retired\": true"), "{json}");
+    e.refused(
+        &["move-topic", "--retire-source", "mig-nope"],
+        "no migration with id",
+    )
+    .await;
+    e.stop().await;
+}

@@ -288,7 +288,14 @@ function migrationCard(x) {
   const late = el("div", { class: "kv" },
     el("span", { class: "k" }, "Late writes"),
     el("span", { class: "late" + (x.late_writes > 0 ? " warn" : ""), "data-late": x.late_writes,
-      title: "records that reached the source after the seal" }, String(x.late_writes)));
+      "data-copied": x.late_writes_copied,
+      title: "records that reached the source after the seal, and how many were copied to the destination" },
+      x.late_writes > 0 ? x.late_writes + " (" + x.late_writes_copied + " copied)" : String(x.late_writes)),
+    x.phase === "complete"
+      ? el("span", { class: "badge " + (x.source_retired ? "drained" : "draining"), "data-source": x.source_retired ? "retired" : "watched",
+          title: "after COMPLETE the source is watched and late writes copied until it is retired" },
+          x.source_retired ? "source retired" : "source watched")
+      : null);
   const behind = x.clients_behind && active
     ? el("div", { class: "kv" }, el("span", { class: "k" }, "Clients behind"),
         el("span", { class: "badge behind", title: "clients of the topic that have not applied the route change yet" },
