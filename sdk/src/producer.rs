@@ -267,6 +267,14 @@ pub struct ProducerOptions {
     /// to the source (the coordinator normally releases them within a second or two). Past it
     /// the held sends go out anyway — availability before order — with a warning. Default 30 s.
     pub max_abort_hold: Duration,
+    /// Longest a route switch waits for the sends in flight to the old location (the flush)
+    /// before it switches anyway. A degraded old cluster would otherwise hold every send to the
+    /// topic — and a migration's abort — for librdkafka's `message.timeout.ms` (300 s by
+    /// default). Past it, new sends go to the new location while the old ones still complete
+    /// (delivered or failed back to their callers, never re-sent); one still delivered to a
+    /// migration's source after that is a late write, copied by the coordinator, so per-key
+    /// order for those records is no longer guaranteed. Default 15 s.
+    pub max_switch_flush: Duration,
 }
 
 impl Default for ProducerOptions {
@@ -275,6 +283,7 @@ impl Default for ProducerOptions {
             properties: BTreeMap::new(),
             idle_client_close: CLIENT_IDLE_CLOSE,
             max_abort_hold: Duration::from_secs(30),
+            max_switch_flush: Duration::from_secs(15),
         }
     }
 }
@@ -298,6 +307,7 @@ pub(crate) struct ProducerInner {
     props: BTreeMap<String, String>,
     idle_close: Duration,
     max_abort_hold: Duration,
+    max_switch_flush: Duration,
     lanes: ArcSwap<FxHashMap<String, Arc<Lane>>>,
     /// Serialises lane creation (never held across an await, so a send that creates a lane
     /// is not overtaken by a later one).
@@ -923,6 +933,7 @@ impl Producer {
             props: opts.properties,
             idle_close: opts.idle_client_close,
             max_abort_hold: opts.max_abort_hold,
+            max_switch_flush: opts.max_switch_flush,
             lanes: ArcSwap::from_pointee(FxHashMap::default()),
             create_mu: Mutex::new(()),
             rerun: Arc::new(tokio::sync::Notify::new()),
@@ -1971,6 +1982,7 @@ impl ProducerInner {
                     .send_handles(&lane.logical, &r.cluster.name)
             });
             let registry = self.shared.metrics.clone();
+            let max_flush = self.max_switch_flush;
             switches.push(async move {
                 // A held lane is closed with nothing in flight already.
                 if !holding {
@@ -1979,8 +1991,13 @@ impl ProducerInner {
                         // still flow to the old one, so the cutover pause is short.
                         warm_up(c.clone(), r.physical.clone()).await;
                     }
-                    // Holds new sends and waits for in-flight ones: the flush.
-                    lane.flight.gate.close_and_drain().await;
+                    // Holds new sends and waits for in-flight ones: the flush (bounded).
+                    if tokio::time::timeout(max_flush, lane.flight.gate.close_and_drain())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(topic = %lane.logical, waited = ?max_flush, "sends to the old location did not complete in time; switching anyway (they still complete there; per-key order across the switch is not guaranteed for them)");
+                    }
                 }
                 let from = lane
                     .target
