@@ -77,6 +77,9 @@ struct GroupScan {
     recheck: Option<Instant>,
     groups: BTreeMap<String, SourceGroup>,
     error: Option<String>,
+    /// The source cluster cannot list its groups (librdkafka's mock cluster): only the groups
+    /// that report are waited for.
+    unsupported: bool,
 }
 
 /// How the coordinator runs.
@@ -975,12 +978,17 @@ impl Coordinator {
             };
             s.running = false;
             match r {
-                Ok(found) if full => {
+                Ok(None) => {
+                    s.unsupported = true;
+                    s.full = Some(Instant::now());
+                    s.error = None;
+                }
+                Ok(Some(found)) if full => {
                     s.groups = found;
                     s.full = Some(Instant::now());
                     s.error = None;
                 }
-                Ok(mut found) => {
+                Ok(Some(mut found)) => {
                     for g in pending {
                         match found.remove(&g) {
                             Some(x) => s.groups.insert(g, x),
@@ -1023,6 +1031,10 @@ impl Coordinator {
         m.groups_draining = draining.into_iter().collect();
         if let Some(e) = &s.error {
             m.note = format!("reading the consumer groups on the source: {e}");
+        } else if s.unsupported && m.note.is_empty() {
+            m.note = "the source cluster cannot list its consumer groups: only groups that \
+                      report are waited for"
+                .into();
         }
         s.full.is_some()
     }

@@ -706,12 +706,14 @@ pub struct SourceGroup {
 /// group's OffsetFetch), so a group that is offline — no member running, nothing reported to
 /// the config service — is found too. `only`: query just these groups (a re-check of the ones
 /// still draining) instead of listing them all. Blocking: run it off the async runtime.
+/// `Ok(None)`: the cluster cannot list its groups at all (librdkafka's mock cluster, in the
+/// zero-install demo); real Kafka always can.
 pub fn source_groups(
     c: &Cluster,
     topic: &str,
     sealed: &[i64],
     only: Option<&BTreeSet<String>>,
-) -> anyhow::Result<BTreeMap<String, SourceGroup>> {
+) -> anyhow::Result<Option<BTreeMap<String, SourceGroup>>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let mut cfg = ClientConfig::new();
@@ -732,14 +734,22 @@ pub fn source_groups(
         .collect::<anyhow::Result<_>>()?;
     let names: Vec<String> = match only {
         Some(g) => g.iter().cloned().collect(),
-        None => lister
-            .fetch_group_list(None, KAFKA_TIMEOUT)
-            .with_context(|| format!("cannot list the consumer groups of cluster {}", c.name))?
-            .groups()
-            .iter()
-            .filter(|g| g.state() != "Dead")
-            .map(|g| g.name().to_string())
-            .collect(),
+        None => match lister.fetch_group_list(None, KAFKA_TIMEOUT) {
+            Ok(l) => l
+                .groups()
+                .iter()
+                .filter(|g| g.state() != "Dead")
+                .map(|g| g.name().to_string())
+                .collect(),
+            Err(rdkafka::error::KafkaError::GroupListFetch(
+                rdkafka::types::RDKafkaErrorCode::UnsupportedFeature,
+            )) => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot list the consumer groups of cluster {}", c.name)
+                });
+            }
+        },
     };
     drop(lister);
     let mut tpl = TopicPartitionList::new();
@@ -783,5 +793,5 @@ pub fn source_groups(
             );
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
