@@ -20,11 +20,19 @@ struct Entry {
     seen_unix_ms: i64,
 }
 
+/// An inventory entry's key: the client id and the SDK instance (see
+/// `ClientStatus.instance_id`), so two instances sharing a client id stay two entries.
+type Key = (String, String);
+
+fn key(s: &ClientStatus) -> Key {
+    (s.client_id.clone(), s.instance_id.clone())
+}
+
 /// Clients that reported within their lease.
 #[derive(Debug)]
 pub struct Clients {
     lease: Duration,
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<HashMap<Key, Entry>>,
     /// Bumped whenever the listed clients or their shown fields change.
     changes: watch::Sender<u64>,
 }
@@ -111,7 +119,8 @@ impl Clients {
         check_status(&status)?;
         let now = Instant::now();
         let mut map = self.map.lock();
-        if map.len() >= MAX_CLIENTS && !map.contains_key(&status.client_id) {
+        let k = key(&status);
+        if map.len() >= MAX_CLIENTS && !map.contains_key(&k) {
             map.retain(|_, e| now.duration_since(e.seen) < self.lease);
             if map.len() >= MAX_CLIENTS {
                 return Err(ValidationError::one(
@@ -121,7 +130,7 @@ impl Clients {
             }
         }
         let old = map.insert(
-            status.client_id.clone(),
+            k.clone(),
             Entry {
                 status,
                 seen: now,
@@ -133,7 +142,7 @@ impl Clients {
             Some(o) => {
                 now.duration_since(o.seen) >= self.lease
                     || map
-                        .get(&o.status.client_id)
+                        .get(&k)
                         .is_some_and(|n| shown_change(&o.status, &n.status))
             }
         };
@@ -164,7 +173,8 @@ impl Clients {
             .collect();
         out.sort_by(|a, b| {
             let (a, b) = (a.status.as_ref(), b.status.as_ref());
-            (a.map(|s| (&s.app, &s.client_id))).cmp(&b.map(|s| (&s.app, &s.client_id)))
+            (a.map(|s| (&s.app, &s.client_id, &s.instance_id)))
+                .cmp(&b.map(|s| (&s.app, &s.client_id, &s.instance_id)))
         });
         out
     }
@@ -236,6 +246,7 @@ fn check_status(s: &ClientStatus) -> Result<(), ValidationError> {
     check_text(&mut errs, "status.language", &s.language, 32, false);
     check_text(&mut errs, "status.sdk_version", &s.sdk_version, 64, false);
     check_text(&mut errs, "status.hostname", &s.hostname, 255, false);
+    check_text(&mut errs, "status.instance_id", &s.instance_id, 64, false);
     check_endpoints(&mut errs, "status.producing", &s.producing);
     check_endpoints(&mut errs, "status.consuming", &s.consuming);
     errs.finish()
@@ -244,6 +255,53 @@ fn check_status(s: &ClientStatus) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two SDK instances that share a client id (the application set it) are two entries: one
+    /// still producing to a migration's source cannot hide behind the other.
+    #[test]
+    fn instances_sharing_a_client_id_are_kept_apart() {
+        let c = Clients::new(Duration::from_secs(60));
+        let ep = |cluster: &str| ClientEndpoint {
+            logical_topic: "orders".into(),
+            cluster: cluster.into(),
+            physical_topic: "orders".into(),
+            ..Default::default()
+        };
+        for (instance, cluster) in [("i1", "east"), ("i2", "west")] {
+            c.report(ClientStatus {
+                client_id: "billing-1".into(),
+                app: "billing".into(),
+                instance_id: instance.into(),
+                applied_version: 2,
+                producing: vec![ep(cluster)],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let listed = c.list("", 2);
+        assert_eq!(listed.len(), 2);
+        let m = switchyard_proto::v1::Migration {
+            topic: "orders".into(),
+            from_cluster: "east".into(),
+            from_physical: "orders".into(),
+            to_cluster: "west".into(),
+            to_physical: "orders".into(),
+            switch_version: 2,
+            ..Default::default()
+        };
+        let p = crate::movetopic::summarise(listed.iter().filter_map(|i| i.status.as_ref()), &m);
+        assert_eq!((p.producers, p.producers_switched), (2, 1));
+        // A too long instance id is refused.
+        let err = c
+            .report(ClientStatus {
+                client_id: "x".into(),
+                app: "billing".into(),
+                instance_id: "i".repeat(65),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("status.instance_id"), "{err}");
+    }
 
     #[test]
     fn entries_expire_after_the_lease() {

@@ -368,7 +368,7 @@ pub fn clients_json(l: &ListClientsResponse) -> Value {
                 "client_id": s.client_id, "app": s.app, "language": s.language,
                 "sdk_version": s.sdk_version, "applied_version": s.applied_version,
                 "versions_behind": c.versions_behind, "last_seen_unix_ms": c.last_seen_unix_ms,
-                "hostname": s.hostname, "pid": s.pid,
+                "hostname": s.hostname, "pid": s.pid, "instance_id": s.instance_id,
                 "producing": ep(&s.producing), "consuming": ep(&s.consuming),
             }))
         }).collect::<Vec<_>>(),

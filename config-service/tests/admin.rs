@@ -863,6 +863,7 @@ fn status(id: &str, app: &str, applied_version: u64) -> ClientStatus {
         consuming: vec![],
         hostname: "host-1".into(),
         pid: 4242,
+        instance_id: String::new(),
     }
 }
 

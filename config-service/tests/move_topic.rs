@@ -299,6 +299,7 @@ impl Env {
                     consuming: vec![ep(consume_on, "orders-readers")],
                     hostname: "test".into(),
                     pid: 1,
+                    instance_id: String::new(),
                 }),
             })
             .await

@@ -137,6 +137,7 @@ impl RateTracker {
             consuming,
             hostname: hostname(),
             pid: std::process::id(),
+            instance_id: shared.instance_id.clone(),
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum Source {
 pub struct Shared {
     pub(crate) app: String,
     pub(crate) client_id: String,
+    /// Random per instance (see `ClientStatus.instance_id`).
+    pub(crate) instance_id: String,
     pub(crate) app_props: BTreeMap<String, String>,
     pub(crate) language: String,
     registry: crate::status::Registry,
@@ -78,6 +80,7 @@ impl Shared {
             metrics,
             app,
             client_id,
+            instance_id: format!("{:016x}", rand::random::<u64>()),
             app_props,
             language,
             registry: crate::status::Registry::default(),

@@ -59,6 +59,7 @@ fn stuck_producer(
                         consuming: Vec::new(),
                         hostname: "test".into(),
                         pid: 1,
+                        instance_id: String::new(),
                     }),
                 })
                 .await;
