@@ -153,6 +153,17 @@ impl Clients {
         Ok(())
     }
 
+    /// The keys (client id, instance id) of the clients that reported within their lease.
+    pub fn keys(&self) -> std::collections::BTreeSet<(String, String)> {
+        let now = Instant::now();
+        self.map
+            .lock()
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.seen) < self.lease)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Live clients (of `app`, if not empty), sorted by app then id.
     pub fn list(&self, app: &str, current_version: u64) -> Vec<ClientInfo> {
         let now = Instant::now();

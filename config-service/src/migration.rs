@@ -64,6 +64,12 @@ const KEEP_FINISHED: usize = 200;
 const GROUP_SCAN: Duration = Duration::from_secs(30);
 const GROUP_RECHECK: Duration = Duration::from_secs(2);
 
+/// A client of the inventory: (client id, instance id).
+type ClientKey = (String, String);
+
+/// How often the set of live clients is written down (when it changed), for a restart.
+const KNOWN_CLIENTS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a COMPLETE migration's source is looked at for late writes.
 const SOURCE_WATCH_EVERY: Duration = Duration::from_secs(2);
 
@@ -132,6 +138,11 @@ pub struct Coordinator {
     copies_checked: Mutex<BTreeSet<(String, &'static str)>>,
     /// COMPLETE migrations whose source is still watched: when it was last looked at.
     watched: Mutex<HashMap<String, Instant>>,
+    /// The clients live when the previous run of the service last wrote them down: once each
+    /// has reported again, the start-up grace ends early.
+    known_before: BTreeSet<ClientKey>,
+    /// What was last written down, and when.
+    known_written: Mutex<(BTreeSet<ClientKey>, Option<Instant>)>,
     wake: Notify,
     changes: watch::Sender<u64>,
 }
@@ -282,6 +293,10 @@ impl Coordinator {
                 }
             }
         }
+        let known_before = match &persist {
+            Persist::File(path) => read_known_clients(&known_clients_path(path)),
+            Persist::Memory => BTreeSet::new(),
+        };
         let active = list.values().filter(|m| is_active(phase(m))).count();
         if active > 0 {
             tracing::info!(active, "resuming migrations");
@@ -297,6 +312,8 @@ impl Coordinator {
             scans: Arc::default(),
             copies_checked: Mutex::new(BTreeSet::new()),
             watched: Mutex::new(HashMap::new()),
+            known_before,
+            known_written: Mutex::new((BTreeSet::new(), None)),
             wake: Notify::new(),
             changes: watch::channel(0).0,
         }))
@@ -351,8 +368,31 @@ impl Coordinator {
                 _ = shutdown.wait_for(|v| *v) => break,
             }
             self.step_all().await;
+            self.write_known_clients().await;
         }
         self.svc.set_coordinator(None);
+    }
+
+    /// Writes down the live clients (at most every [`KNOWN_CLIENTS_EVERY`], when they changed),
+    /// so that after a restart the grace can end as soon as each has reported again.
+    async fn write_known_clients(&self) {
+        let Persist::File(path) = &self.persist else {
+            return;
+        };
+        let keys = self.svc.clients().keys();
+        {
+            let mut w = self.known_written.lock();
+            if w.0 == keys || w.1.is_some_and(|t| t.elapsed() < KNOWN_CLIENTS_EVERY) {
+                return;
+            }
+            *w = (keys.clone(), Some(Instant::now()));
+        }
+        let path = known_clients_path(path);
+        let text: String = keys.iter().map(|(c, i)| format!("{c}\t{i}\n")).collect();
+        let r = tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes())).await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::warn!("could not write down the live clients");
+        }
     }
 
     async fn step_all(&self) {
@@ -801,8 +841,17 @@ impl Coordinator {
         };
     }
 
+    /// Whether every live client has reported since the service started: the start-up grace
+    /// passed, or every client live before the restart (written down) has reported again.
     fn settled(&self) -> bool {
-        self.started.elapsed() >= self.cfg.client_grace
+        if self.started.elapsed() >= self.cfg.client_grace {
+            return true;
+        }
+        if self.known_before.is_empty() {
+            return false;
+        }
+        let now = self.svc.clients().keys();
+        self.known_before.iter().all(|k| now.contains(k))
     }
 
     /// Source end offsets of `m`.
@@ -1645,6 +1694,24 @@ fn move_error(e: MoveError) -> ServiceError {
         MoveError::Refused(m) => ServiceError::Precondition(m),
         MoveError::Kafka(e) => ServiceError::Unavailable(format!("{e:#}")),
     }
+}
+
+/// Where the live clients are written down, next to the migrations file.
+fn known_clients_path(migrations: &Path) -> PathBuf {
+    migrations.with_file_name("clients.known")
+}
+
+/// The clients written down by [`Coordinator::write_known_clients`] (none when the file is
+/// missing or unreadable).
+fn read_known_clients(path: &Path) -> BTreeSet<ClientKey> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (c, i) = l.split_once('\t')?;
+            Some((c.to_string(), i.to_string()))
+        })
+        .collect()
 }
 
 /// Writes `bytes` to `path` via a temporary file, fsync and rename (then fsyncs the directory).

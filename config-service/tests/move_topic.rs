@@ -1311,3 +1311,44 @@ async fn late_writes_after_complete_are_copied_once_until_the_source_is_retired(
     .await;
     e.stop().await;
 }
+
+/// After a restart the coordinator does not wait its whole start-up grace when every client it
+/// knew before the restart has reported again: it advances at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_service_advances_once_every_known_client_reported_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Longer than any wait here: only the clients' reports can end it.
+    let grace = Duration::from_secs(3600);
+    let mut e = env_with(
+        StoreConfig::File {
+            dir: dir.path().to_path_buf(),
+        },
+        grace,
+    )
+    .await;
+    let t = fresh("quickstart");
+    create_topic(&e.east, &t, 2, None).await;
+    let v1 = e.add_topic(&t, 2).await;
+    e.report(v1, &t, "east", "east").await;
+    // The service writes its live clients down.
+    let known = dir.path().join("clients.known");
+    tokio::time::timeout(LIMIT, async {
+        while !std::fs::read_to_string(&known).is_ok_and(|s| s.contains("fake-1")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the live clients are written down");
+    let m = e.start_migration(&t).await;
+    assert_eq!(phase(&m), MigrationPhase::Switch);
+    e.restart().await;
+    // The only client reports again, switched: the seal need not wait for the grace.
+    e.report(m.switch_version, &t, "west", "east").await;
+    let m = e
+        .until(&m.id, "sealed without waiting for the grace", |m| {
+            phase(m) == MigrationPhase::Drain
+        })
+        .await;
+    assert!(!m.forced);
+    e.stop().await;
+}
