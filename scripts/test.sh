@@ -61,9 +61,11 @@ test "${PIPESTATUS[0]}" -eq 0
 step "benchmark smoke runs"
 cargo bench -p switchyard-config --bench watch_fanout --locked -- --quick
 if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
-    # A live migration of 200,000 keyed records (moved after 20 %) on the two real clusters:
+    # A live migration of 200,000 keyed records (moved after 20 %) on the two real clusters, with
+    # the consumer faults (a group offline through the switch, a member restarted in DRAIN, a
+    # group on auto.offset.reset=latest):
     # exits non-zero when a record is lost, duplicated or out of order (about 10 s).
-    cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2
+    cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2 --faults
     # The Kafka-log store against the file store (3 replicas, 150 watchers; a few seconds).
     cargo bench -p switchyard-config --bench kafka_store --locked -- --quick
     # The C producer bench, one short round (raw librdkafka, the floor, switchyard-c through a

@@ -51,6 +51,12 @@ use switchyard_proto::v1::{
 use switchyard_proto::validate::{Errors, ValidationError};
 use tokio::sync::{Notify, watch};
 
+#[cfg(test)]
+mod model;
+pub mod step;
+
+use step::{Action, Marker, Observed};
+
 use crate::clients::unix_ms;
 use crate::error::ServiceError;
 use crate::movetopic::{self, Kafka, MoveError, SourceGroup};
@@ -516,22 +522,30 @@ impl Coordinator {
             };
             (m.from_cluster, m.from_physical, m.to_cluster, m.to_physical) = (fc, fp, tc, tp);
             m.finished_unix_ms = 0;
-            if f.aborted {
-                m.phase = MigrationPhase::Aborting as i32;
+            let marker = if f.aborted {
+                Marker::Aborting
+            } else {
+                Marker::Moving {
+                    sealed: (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone()),
+                }
+            };
+            let Some(resume) = step::resume_phase(&marker) else {
+                continue;
+            };
+            m.phase = resume as i32;
+            if resume == MigrationPhase::Aborting {
                 if m.abort_version == 0 {
                     m.abort_version = state.version;
                 }
                 if !f.hold_sends && m.release_version == 0 {
                     m.release_version = state.version;
                 }
-            } else if !f.sealed_offsets.is_empty() {
-                m.phase = MigrationPhase::Drain as i32;
+            } else if resume == MigrationPhase::Drain {
                 m.sealed_offsets.clone_from(&f.sealed_offsets);
                 if m.mirrored_offsets.len() != f.sealed_offsets.len() {
                     m.mirrored_offsets.clone_from(&f.sealed_offsets);
                 }
             } else {
-                m.phase = MigrationPhase::Switch as i32;
                 m.sealed_offsets.clear();
             }
             if m.switch_version == 0 {
@@ -925,54 +939,10 @@ impl Coordinator {
                     }
                 }
             }
-            MigrationPhase::Switch => {
-                self.refresh(m);
-                let state = self.svc.store().latest();
-                if let Some(t) = state.topics.get(&m.topic).cloned() {
-                    let t = switchyard_proto::state::normalize_topic(t);
-                    if t.cluster != m.to_cluster || t.physical != m.to_physical {
-                        m.phase = MigrationPhase::Aborted as i32;
-                        m.note = format!(
-                            "the topic was re-routed to {}/{} outside the migration",
-                            t.cluster, t.physical
-                        );
-                        m.finished_unix_ms = unix_ms();
-                        return true;
-                    }
-                }
-                if !self.settled() {
-                    m.note = "waiting for clients to report after the service started".into();
-                    return false;
-                }
-                if m.producers_switched == m.producers && m.clients_behind == 0 {
-                    return self.seal(m, false).await;
-                }
-                false
-            }
-            MigrationPhase::Sealed => {
-                m.phase = MigrationPhase::Drain as i32;
-                true
-            }
-            MigrationPhase::Drain => {
-                self.refresh(m);
-                let copied_all = self.mirror_late_writes(m).await;
-                self.scan_source_groups(m);
-                let scanned = self.merge_source_groups(m);
-                if !self.settled() {
-                    m.note = "waiting for clients to report after the service started".into();
-                    return false;
-                }
-                if !scanned {
-                    if m.note.is_empty() {
-                        m.note = "looking for consumer groups with committed offsets on the source"
-                            .into();
-                    }
-                    return false;
-                }
-                if m.groups_draining.is_empty() && m.clients_behind == 0 && copied_all {
-                    return self.complete(m, false).await;
-                }
-                false
+            p @ (MigrationPhase::Switch | MigrationPhase::Sealed | MigrationPhase::Drain) => {
+                let o = self.observe(m, false).await;
+                let a = step::step(p, &o);
+                self.act(m, a, false).await
             }
             MigrationPhase::Aborting => self.step_abort(m, false).await,
             MigrationPhase::Complete | MigrationPhase::Aborted | MigrationPhase::Unspecified => {
@@ -1086,6 +1056,78 @@ impl Coordinator {
                 .into();
         }
         s.full.is_some()
+    }
+
+    /// What [`step::step`] decides on for `m` (SWITCH, SEALED or DRAIN): the topic's marker,
+    /// the clients' reports and, in DRAIN, the source cluster's groups and late writes (which
+    /// it copies on the way).
+    async fn observe(&self, m: &mut Migration, forced: bool) -> Observed {
+        self.refresh(m);
+        let (mut groups_drained, mut late_writes_copied) = (None, true);
+        if matches!(phase(m), MigrationPhase::Sealed | MigrationPhase::Drain) {
+            late_writes_copied = self.mirror_late_writes(m).await;
+            self.scan_source_groups(m);
+            if self.merge_source_groups(m) {
+                groups_drained = Some(m.groups_draining.is_empty());
+            }
+        }
+        Observed {
+            marker: self.marker(m),
+            settled: self.settled(),
+            producers_switched: m.producers_switched == m.producers,
+            clients_behind: m.clients_behind > 0,
+            groups_drained,
+            late_writes_copied,
+            forced,
+        }
+    }
+
+    /// The topic as the configuration has it now, seen from `m`.
+    fn marker(&self, m: &Migration) -> Marker {
+        let state = self.svc.store().latest();
+        let Some(t) = state.topics.get(&m.topic) else {
+            return Marker::Elsewhere;
+        };
+        let t = switchyard_proto::state::normalize_topic(t.clone());
+        let at_destination = t.cluster == m.to_cluster && t.physical == m.to_physical;
+        let at_source = t.cluster == m.from_cluster && t.physical == m.from_physical;
+        match t.migrating_from.as_ref() {
+            Some(f) if f.migration_id == m.id && f.aborted && at_source => Marker::Aborting,
+            Some(f) if f.migration_id == m.id && !f.aborted && at_destination => Marker::Moving {
+                sealed: (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone()),
+            },
+            None if at_destination => Marker::Done,
+            _ => Marker::Elsewhere,
+        }
+    }
+
+    /// Carries out what [`step::step`] decided. Returns whether `m` must be persisted.
+    async fn act(&self, m: &mut Migration, a: Action, forced: bool) -> bool {
+        match a {
+            Action::Wait(why) => {
+                if m.note.is_empty() && !why.is_empty() {
+                    m.note = why.into();
+                }
+                false
+            }
+            Action::Seal { reuse } => self.seal(m, forced, reuse).await,
+            Action::Record(p) => {
+                m.phase = p as i32;
+                if p == MigrationPhase::Complete {
+                    m.finished_unix_ms = unix_ms();
+                    m.forced |= forced;
+                    tracing::info!(id = %m.id, topic = %m.topic, "migration complete (its completion was written before)");
+                }
+                true
+            }
+            Action::Complete => self.complete(m, forced).await,
+            Action::Abandon(why) => {
+                m.phase = MigrationPhase::Aborted as i32;
+                m.note = why.into();
+                m.finished_unix_ms = unix_ms();
+                true
+            }
+        }
     }
 
     /// One step of an abort (ABORTING). Until the release: once every live producer is back on
@@ -1273,8 +1315,8 @@ impl Coordinator {
     ///
     /// A published seal never moves: when the topic already carries this migration's seal (a
     /// crash or a lost acknowledgement after the write), that seal is taken, not re-read.
-    async fn seal(&self, m: &mut Migration, forced: bool) -> bool {
-        let ends = match self.published_seal(m) {
+    async fn seal(&self, m: &mut Migration, forced: bool, reuse: Option<Vec<i64>>) -> bool {
+        let ends = match reuse {
             Some(s) => s,
             None => match self.source_ends(m).await {
                 Ok(e) => e,
@@ -1526,17 +1568,29 @@ impl Coordinator {
             return Ok(m);
         }
         match phase(&m) {
-            MigrationPhase::Switch => {
-                self.refresh(&mut m);
-                if !self.seal(&mut m, true).await {
-                    return Err(ServiceError::Unavailable(m.note));
-                }
-            }
-            MigrationPhase::Sealed | MigrationPhase::Drain => {
-                self.refresh(&mut m);
-                self.mirror_late_writes(&mut m).await;
-                if !self.complete(&mut m, true).await {
-                    return Err(ServiceError::Unavailable(m.note));
+            p @ (MigrationPhase::Switch | MigrationPhase::Sealed | MigrationPhase::Drain) => {
+                // SWITCH: seal now; SEALED or DRAIN: complete now.
+                let p = if p == MigrationPhase::Switch {
+                    p
+                } else {
+                    MigrationPhase::Drain
+                };
+                let o = self.observe(&mut m, true).await;
+                let a = step::step(p, &o);
+                let advanced = matches!(
+                    a,
+                    Action::Seal { .. } | Action::Complete | Action::Record(_)
+                );
+                let stored = self.act(&mut m, a, true).await;
+                if !(advanced && stored) {
+                    return Err(ServiceError::Unavailable(if m.note.is_empty() {
+                        format!(
+                            "migration {} cannot be advanced: the topic was changed outside it",
+                            m.id
+                        )
+                    } else {
+                        m.note.clone()
+                    }));
                 }
             }
             MigrationPhase::Aborting => {
