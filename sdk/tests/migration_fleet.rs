@@ -60,11 +60,15 @@ async fn send_batch(
     out
 }
 
-/// Per key, the sequence numbers a group received, in arrival order (whichever member).
+/// Per key, where a record's first delivery to the group (whichever member) comes after a
+/// later record's (a repeated delivery is counted as a duplicate, not here).
 fn order_breaks(got: &[migrating::Received]) -> Vec<String> {
     let mut per_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut first: HashSet<(&str, u64)> = HashSet::new();
     for (_, k, seq, _) in got {
-        per_key.entry(k).or_default().push(*seq);
+        if first.insert((k.as_str(), *seq)) {
+            per_key.entry(k).or_default().push(*seq);
+        }
     }
     let mut out = Vec::new();
     for (k, v) in per_key {
@@ -425,6 +429,135 @@ async fn a_source_partition_whose_records_expired_does_not_stall_the_drain() {
     )
     .await;
     for r in group.stop().await {
+        r.expect("consumer task");
+    }
+    drop(producer);
+    svc.shutdown().await.unwrap();
+}
+
+/// Scenario 1 (a partial restart): one process of a group drains a backlog from the source
+/// (slowly, under a consume quota) when another process of the same group restarts with an
+/// empty cache. The restarted member must not read the destination while its group still has
+/// source records to hand out: per key, the group receives everything in order across both
+/// processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_mid_drain_keeps_its_group_s_order() {
+    let Setup {
+        svc,
+        endpoint,
+        mut adm,
+        east: _,
+        west: _,
+        topic: t,
+    } = setup("partial").await;
+    let g = fresh("partial-g");
+    let slow_app = "partial-slow-reader";
+    // The slow process (its app is `{slow_app}-0`) reads at most 100 records/s.
+    apply(
+        &mut adm,
+        vec![switchyard_proto::v1::Change {
+            op: Some(switchyard_proto::v1::change::Op::UpsertQuota(
+                switchyard_proto::v1::Quota {
+                    app: format!("{slow_app}-0"),
+                    topic: t.clone(),
+                    consume_msgs_per_sec: 100,
+                    ..Default::default()
+                },
+            )),
+        }],
+    )
+    .await;
+    let producer = migrating::connect(&endpoint, "partial-writer").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut slow = migrating::Group::start_into(
+        &endpoint,
+        slow_app,
+        &g,
+        &t,
+        1,
+        consumer_opts(false),
+        tx.clone(),
+    )
+    .await;
+    // Everything before the move is read once the group is up.
+    let warm = send_batch(&producer, &t, 0..1).await;
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while seen.len() < warm.len() {
+            let (_, k, s, _) = rx.recv().await.expect("receiving");
+            seen.insert((k, s));
+        }
+    })
+    .await
+    .expect("the warm-up batch is received");
+
+    // A backlog the slow process has to drain after the switch (about 12 s at its quota).
+    let backlog = send_batch(&producer, &t, 1..101).await;
+    let m = migrating::start_move(&mut adm, &t, "fleet-test", false).await;
+    migrating::migration_until(
+        &adm,
+        &m.id,
+        Duration::from_secs(60),
+        "the migration is sealed",
+        |m| !m.sealed_offsets.is_empty(),
+    )
+    .await;
+    let after = send_batch(&producer, &t, 101..111).await;
+    assert!(after.iter().all(|(_, c)| c == "west"));
+    // Another process of the group starts (a deploy, a crash loop), with an empty cache and no
+    // quota, while the slow one still drains.
+    let mut fresh_member = migrating::Group::start_into(
+        &endpoint,
+        "partial-fresh-reader",
+        &g,
+        &t,
+        1,
+        consumer_opts(false),
+        tx.clone(),
+    )
+    .await;
+    drop(tx);
+    let expected: HashSet<(String, u64)> = backlog
+        .iter()
+        .chain(&after)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut got: Vec<migrating::Received> = Vec::new();
+    let mut have: HashSet<(String, u64)> = HashSet::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while !expected.iter().all(|k| have.contains(k)) {
+            let r = rx.recv().await.expect("receiving");
+            have.insert((r.1.clone(), r.2));
+            got.push(r);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "received {} of {} records",
+            expected.iter().filter(|k| have.contains(*k)).count(),
+            expected.len()
+        )
+    });
+    let breaks = order_breaks(&got);
+    assert!(
+        breaks.is_empty(),
+        "{} records out of order across the group's processes, e.g. {:?}",
+        breaks.len(),
+        &breaks[..breaks.len().min(5)]
+    );
+    let mut count: HashMap<(String, u64), usize> = HashMap::new();
+    for (_, k, s, _) in &got {
+        *count.entry((k.clone(), *s)).or_default() += 1;
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "received twice: {dups:?}");
+    for r in slow
+        .stop()
+        .await
+        .into_iter()
+        .chain(fresh_member.stop().await)
+    {
         r.expect("consumer task");
     }
     drop(producer);

@@ -134,6 +134,36 @@ impl Group {
         opts: ConsumerOptions,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        Self::start_sending(endpoint, app, group, topic, n, opts, tx, rx).await
+    }
+
+    /// [`Group::start_with`] reporting into `tx` (shared with other processes of the same
+    /// group, so that what all of them receive is seen in one arrival order); its own `rx`
+    /// then gets nothing.
+    pub async fn start_into(
+        endpoint: &str,
+        app: &str,
+        group: &str,
+        topic: &str,
+        n: usize,
+        opts: ConsumerOptions,
+        tx: mpsc::UnboundedSender<Received>,
+    ) -> Self {
+        let (_, rx) = mpsc::unbounded_channel();
+        Self::start_sending(endpoint, app, group, topic, n, opts, tx, rx).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_sending(
+        endpoint: &str,
+        app: &str,
+        group: &str,
+        topic: &str,
+        n: usize,
+        opts: ConsumerOptions,
+        tx: mpsc::UnboundedSender<Received>,
+        rx: mpsc::UnboundedReceiver<Received>,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         let mut members = Vec::new();
         let mut tasks = Vec::new();
