@@ -190,6 +190,20 @@ pub(crate) async fn run(
         }
         reports.send_replace(Some(tracker.status(&shared)));
     }
+    // Leaving: a last report without endpoints, so that a migration does not wait for this
+    // client's lease to end (bounded: an unreachable service does not hold the close up).
+    if shared.has_config() {
+        let mut last = tracker.status(&shared);
+        last.producing.clear();
+        last.consuming.clear();
+        reports.send_replace(Some(last));
+        drop(reports);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            futures::future::join_all(senders.iter_mut()),
+        )
+        .await;
+    }
     for s in senders {
         s.abort();
     }

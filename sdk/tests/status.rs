@@ -320,3 +320,41 @@ async fn a_client_reports_to_every_endpoint_it_is_given() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A client that closes tells the service it left (a last report without endpoints), so a
+/// migration does not wait for its lease to end (30 s here) before the seal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_client_reports_that_it_left() {
+    let (east, _) = kafka();
+    let svc = config_service(StoreConfig::Memory, "127.0.0.1:0".parse().unwrap()).await;
+    let mut adm = admin(svc.local_addr()).await;
+    let t = fresh("leaving");
+    create_topic(&east, &t, 1).await;
+    apply(
+        &mut adm,
+        vec![cluster("east", &east), topic(&t, "east", "", 1)],
+    )
+    .await;
+    let sy = Switchyard::builder("leaving-app")
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .without_cache()
+        .status_interval(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let p = sy.producer();
+    p.send(Record::new(&t).payload("x")).await.unwrap();
+    let id = sy.client_id().to_string();
+    wait_for_client(&adm, &id, "the client reports producing", |c| {
+        !c.status.as_ref().unwrap().producing.is_empty()
+    })
+    .await;
+    drop(p);
+    drop(sy);
+    wait_for_client(&adm, &id, "the client reports that it left", |c| {
+        let s = c.status.as_ref().unwrap();
+        s.producing.is_empty() && s.consuming.is_empty()
+    })
+    .await;
+    svc.shutdown().await.unwrap();
+}
