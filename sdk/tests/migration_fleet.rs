@@ -563,3 +563,93 @@ async fn a_member_restarted_mid_drain_keeps_its_group_s_order() {
     drop(producer);
     svc.shutdown().await.unwrap();
 }
+
+/// Scenario 4: a move to another topic on the same cluster, while the group's one process
+/// drains a backlog from the old topic slowly (a consume quota): the member that drains the
+/// old topic holds the new one until the drain ends, so per key nothing is read out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_within_one_cluster_holds_the_new_topic_while_the_old_one_drains() {
+    let Setup {
+        svc,
+        endpoint,
+        mut adm,
+        east: _,
+        west: _,
+        topic: t,
+    } = setup("samecluster").await;
+    let g = fresh("samecluster-g");
+    let app = "samecluster-reader";
+    // The reader (its app is `{app}-0`) reads at most 100 records/s.
+    apply(
+        &mut adm,
+        vec![switchyard_proto::v1::Change {
+            op: Some(switchyard_proto::v1::change::Op::UpsertQuota(
+                switchyard_proto::v1::Quota {
+                    app: format!("{app}-0"),
+                    topic: t.clone(),
+                    consume_msgs_per_sec: 100,
+                    ..Default::default()
+                },
+            )),
+        }],
+    )
+    .await;
+    let producer = migrating::connect(&endpoint, "samecluster-writer").await;
+    // A small fetch queue: the consumer fetches from both topics as it goes, instead of having
+    // the old topic's whole backlog queued ahead of the new one's records.
+    let mut opts = consumer_opts(false);
+    for (k, v) in [
+        ("queued.min.messages", "1"),
+        ("queued.max.messages.kbytes", "1"),
+        ("message.max.bytes", "2000"),
+        ("fetch.max.bytes", "2512"),
+        ("max.partition.fetch.bytes", "1000"),
+        ("fetch.wait.max.ms", "10"),
+    ] {
+        opts.properties.insert(k.into(), v.into());
+    }
+    let mut group = migrating::Group::start_with(&endpoint, app, &g, &t, 1, opts).await;
+    let warm = send_batch(&producer, &t, 0..1).await;
+    let warm: HashSet<(String, u64)> = warm.into_iter().map(|(k, _)| k).collect();
+    let mut got = group.receive_all(&warm, Duration::from_secs(60)).await;
+    // A backlog of about 4 s at the quota, then the move to another topic on the same cluster.
+    let backlog = send_batch(&producer, &t, 1..36).await;
+    let m = adm
+        .start_migration(StartMigrationRequest {
+            topic: t.clone(),
+            to_cluster: "east".into(),
+            to_topic: format!("{t}-renamed"),
+            author: "fleet-test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the migration starts")
+        .into_inner();
+    migrating::migration_until(
+        &adm,
+        &m.id,
+        Duration::from_secs(60),
+        "the migration is sealed",
+        |m| !m.sealed_offsets.is_empty(),
+    )
+    .await;
+    let after = send_batch(&producer, &t, 36..46).await;
+    let expected: HashSet<(String, u64)> = backlog
+        .iter()
+        .chain(&after)
+        .map(|(k, _)| k.clone())
+        .collect();
+    got.extend(group.receive_all(&expected, Duration::from_secs(120)).await);
+    let breaks = order_breaks(&got);
+    assert!(
+        breaks.is_empty(),
+        "{} records out of order, e.g. {:?}",
+        breaks.len(),
+        &breaks[..breaks.len().min(5)]
+    );
+    for r in group.stop().await {
+        r.expect("consumer task");
+    }
+    drop(producer);
+    svc.shutdown().await.unwrap();
+}
