@@ -144,6 +144,33 @@ async fn env() -> Env {
     env_with(StoreConfig::Memory, Duration::ZERO).await
 }
 
+/// [`env_with`] on a file store in a fresh directory (kept while the directory lives), so the
+/// service can be restarted with what it persisted.
+async fn file_env(grace: Duration) -> (tempfile::TempDir, Env) {
+    let dir = tempfile::tempdir().unwrap();
+    let e = env_with(
+        StoreConfig::File {
+            dir: dir.path().to_path_buf(),
+        },
+        grace,
+    )
+    .await;
+    (dir, e)
+}
+
+/// Edits migration `id` in the coordinator's file `file` (the service stopped), as a crash
+/// between a configuration write and the record's would have left it.
+fn edit_record(file: &std::path::Path, id: &str, f: impl Fn(&mut Migration)) {
+    use prost::Message as _;
+    let mut log =
+        switchyard_proto::v1::MigrationLog::decode(std::fs::read(file).unwrap().as_slice())
+            .unwrap();
+    for x in log.migrations.iter_mut().filter(|x| x.id == id) {
+        f(x);
+    }
+    std::fs::write(file, log.encode_to_vec()).unwrap();
+}
+
 /// A service whose coordinator advances nothing during its first `grace`.
 async fn env_with(store: StoreConfig, grace: Duration) -> Env {
     let (east, west) = kafka();
@@ -511,15 +538,8 @@ async fn bad_moves_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_completes_across_a_config_service_restart() {
-    let dir = tempfile::tempdir().unwrap();
     let grace = Duration::from_secs(2);
-    let mut e = env_with(
-        StoreConfig::File {
-            dir: dir.path().to_path_buf(),
-        },
-        grace,
-    )
-    .await;
+    let (_dir, mut e) = file_env(grace).await;
     let t = fresh("restart");
     create_topic(&e.east, &t, 3, None).await;
     let v1 = e.add_topic(&t, 3).await;
@@ -1016,16 +1036,8 @@ enum Crash {
 }
 
 async fn crash_scenario(crash: Crash) {
-    use prost::Message as _;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut e) = file_env(Duration::ZERO).await;
     let file = dir.path().join("migrations.pb");
-    let mut e = env_with(
-        StoreConfig::File {
-            dir: dir.path().to_path_buf(),
-        },
-        Duration::ZERO,
-    )
-    .await;
     let t = fresh("crash");
     create_topic(&e.east, &t, 2, None).await;
     produce(&e.east, &t, Some(4)).await;
@@ -1038,15 +1050,7 @@ async fn crash_scenario(crash: Crash) {
         })
         .await;
     let v2 = m.switch_version;
-    let edit = |f: &dyn Fn(&mut Migration)| {
-        let mut log =
-            switchyard_proto::v1::MigrationLog::decode(std::fs::read(&file).unwrap().as_slice())
-                .unwrap();
-        for x in log.migrations.iter_mut().filter(|x| x.id == m.id) {
-            f(x);
-        }
-        std::fs::write(&file, log.encode_to_vec()).unwrap();
-    };
+    let edit = |f: &dyn Fn(&mut Migration)| edit_record(&file, &m.id, f);
     let mut seal = Vec::new();
     match crash {
         Crash::SwitchRecordedAborted | Crash::RecordLost => {
@@ -1199,16 +1203,8 @@ fn read_records(bootstrap: &str, topic: &str) -> Vec<(i32, i64, i64, String, Opt
 /// with its CreateTime, until an operator retires the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_writes_after_complete_are_copied_once_until_the_source_is_retired() {
-    use prost::Message as _;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut e) = file_env(Duration::ZERO).await;
     let file = dir.path().join("migrations.pb");
-    let mut e = env_with(
-        StoreConfig::File {
-            dir: dir.path().to_path_buf(),
-        },
-        Duration::ZERO,
-    )
-    .await;
     let t = fresh("afterdone");
     create_topic(&e.east, &t, 2, None).await;
     produce(&e.east, &t, Some(4)).await;
@@ -1281,15 +1277,11 @@ async fn late_writes_after_complete_are_copied_once_until_the_source_is_retired(
     // A crash after the copy, before its progress was recorded: the restarted coordinator finds
     // the copies on the destination and does not copy them again.
     e.stop().await;
-    let mut log =
-        switchyard_proto::v1::MigrationLog::decode(std::fs::read(&file).unwrap().as_slice())
-            .unwrap();
-    for x in log.migrations.iter_mut().filter(|x| x.id == m.id) {
+    edit_record(&file, &m.id, |x| {
         x.mirrored_offsets = x.sealed_offsets.clone();
         x.mirrored = 0;
         x.mirror_scan_from = vec![0, 0];
-    }
-    std::fs::write(&file, log.encode_to_vec()).unwrap();
+    });
     e.restart().await;
     e.until(&m.id, "progress recovered from the destination", |m| {
         m.mirrored == 3 && m.mirrored_offsets != m.sealed_offsets
@@ -1316,16 +1308,9 @@ async fn late_writes_after_complete_are_copied_once_until_the_source_is_retired(
 /// knew before the restart has reported again: it advances at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_service_advances_once_every_known_client_reported_again() {
-    let dir = tempfile::tempdir().unwrap();
     // Longer than any wait here: only the clients' reports can end it.
     let grace = Duration::from_secs(3600);
-    let mut e = env_with(
-        StoreConfig::File {
-            dir: dir.path().to_path_buf(),
-        },
-        grace,
-    )
-    .await;
+    let (dir, mut e) = file_env(grace).await;
     let t = fresh("quickstart");
     create_topic(&e.east, &t, 2, None).await;
     let v1 = e.add_topic(&t, 2).await;

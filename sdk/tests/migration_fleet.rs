@@ -122,6 +122,29 @@ fn topic_change(t: &str) -> switchyard_proto::v1::Change {
     topic(t, "east", "", PARTITIONS)
 }
 
+/// Limits app `app` to `per_sec` received records of `topic` per second (a slow reader).
+async fn consume_quota(
+    adm: &mut switchyard_config::client::AdminClient,
+    app: &str,
+    topic: &str,
+    per_sec: u64,
+) {
+    apply(
+        adm,
+        vec![switchyard_proto::v1::Change {
+            op: Some(switchyard_proto::v1::change::Op::UpsertQuota(
+                switchyard_proto::v1::Quota {
+                    app: app.into(),
+                    topic: topic.into(),
+                    consume_msgs_per_sec: per_sec,
+                    ..Default::default()
+                },
+            )),
+        }],
+    )
+    .await;
+}
+
 fn consumer_opts(latest: bool) -> ConsumerOptions {
     let mut properties = BTreeMap::new();
     if latest {
@@ -453,20 +476,7 @@ async fn a_member_restarted_mid_drain_keeps_its_group_s_order() {
     let g = fresh("partial-g");
     let slow_app = "partial-slow-reader";
     // The slow process (its app is `{slow_app}-0`) reads at most 100 records/s.
-    apply(
-        &mut adm,
-        vec![switchyard_proto::v1::Change {
-            op: Some(switchyard_proto::v1::change::Op::UpsertQuota(
-                switchyard_proto::v1::Quota {
-                    app: format!("{slow_app}-0"),
-                    topic: t.clone(),
-                    consume_msgs_per_sec: 100,
-                    ..Default::default()
-                },
-            )),
-        }],
-    )
-    .await;
+    consume_quota(&mut adm, &format!("{slow_app}-0"), &t, 100).await;
     let producer = migrating::connect(&endpoint, "partial-writer").await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut slow = migrating::Group::start_into(
@@ -580,20 +590,7 @@ async fn a_move_within_one_cluster_holds_the_new_topic_while_the_old_one_drains(
     let g = fresh("samecluster-g");
     let app = "samecluster-reader";
     // The reader (its app is `{app}-0`) reads at most 100 records/s.
-    apply(
-        &mut adm,
-        vec![switchyard_proto::v1::Change {
-            op: Some(switchyard_proto::v1::change::Op::UpsertQuota(
-                switchyard_proto::v1::Quota {
-                    app: format!("{app}-0"),
-                    topic: t.clone(),
-                    consume_msgs_per_sec: 100,
-                    ..Default::default()
-                },
-            )),
-        }],
-    )
-    .await;
+    consume_quota(&mut adm, &format!("{app}-0"), &t, 100).await;
     let producer = migrating::connect(&endpoint, "samecluster-writer").await;
     // A small fetch queue: the consumer fetches from both topics as it goes, instead of having
     // the old topic's whole backlog queued ahead of the new one's records.
