@@ -79,6 +79,10 @@ const KNOWN_CLIENTS_EVERY: Duration = Duration::from_secs(1);
 /// How often a COMPLETE migration's source is looked at for late writes.
 const SOURCE_WATCH_EVERY: Duration = Duration::from_secs(2);
 
+/// Most COMPLETE sources looked at in one round of the coordinator (the longest-unwatched
+/// first), so that many watched sources never delay the steps of running migrations.
+const SOURCE_WATCH_PER_ROUND: usize = 4;
+
 /// What DRAIN knows of the consumer groups on a migration's source cluster.
 #[derive(Debug, Default)]
 struct GroupScan {
@@ -434,18 +438,19 @@ impl Coordinator {
         let due: Vec<Migration> = {
             let l = self.list.lock();
             let mut watched = self.watched.lock();
-            l.values()
+            let mut due: Vec<(Option<Instant>, &Migration)> = l
+                .values()
                 .filter(|m| phase(m) == MigrationPhase::Complete && !m.source_retired)
-                .filter(|m| {
-                    watched
-                        .get(&m.id)
-                        .is_none_or(|t| t.elapsed() >= SOURCE_WATCH_EVERY)
-                })
-                .cloned()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .inspect(|m| {
-                    watched.insert(m.id.clone(), Instant::now());
+                .map(|m| (watched.get(&m.id).copied(), m))
+                .filter(|(t, _)| t.is_none_or(|t| t.elapsed() >= SOURCE_WATCH_EVERY))
+                .collect();
+            due.sort_by_key(|(t, _)| *t);
+            due.truncate(SOURCE_WATCH_PER_ROUND);
+            let now = Instant::now();
+            due.into_iter()
+                .map(|(_, m)| {
+                    watched.insert(m.id.clone(), now);
+                    m.clone()
                 })
                 .collect()
         };
