@@ -522,9 +522,7 @@ impl Member {
             let _ = self.consumer.resume(&tpl);
         }
     }
-}
 
-impl Member {
     /// Whether partition `partition` of `topic` is a running migration's destination that this
     /// member has not positioned yet (see [`Member::position_starts`]).
     fn needs_position(&self, topic: &str, partition: i32) -> bool {

@@ -1345,7 +1345,10 @@ impl Coordinator {
             return false;
         }
         // Whatever the topic carries now is the seal (another write may have got in first).
-        let ends = self.published_seal(m).unwrap_or(ends);
+        let ends = match self.marker(m) {
+            Marker::Moving { sealed: Some(s) } => s,
+            _ => ends,
+        };
         m.sealed_offsets = ends.clone();
         m.mirrored_offsets = ends;
         m.phase = MigrationPhase::Sealed as i32;
@@ -1354,14 +1357,6 @@ impl Coordinator {
         m.note.clear();
         tracing::info!(id = %m.id, topic = %m.topic, forced, "migration sealed");
         true
-    }
-
-    /// The seal the topic carries for `m`, if it was published.
-    fn published_seal(&self, m: &Migration) -> Option<Vec<i64>> {
-        let state = self.svc.store().latest();
-        let f = state.topics.get(&m.topic)?.migrating_from.as_ref()?;
-        (f.migration_id == m.id && !f.aborted && !f.sealed_offsets.is_empty())
-            .then(|| f.sealed_offsets.clone())
     }
 
     /// Rewrites the migrating topic with `f` (one compare-and-set write), as long as it is
@@ -1502,19 +1497,7 @@ impl Coordinator {
     /// Idempotent: a topic already on the destination without a marker was completed by this
     /// step's earlier write (only the coordinator clears the marker).
     async fn complete(&self, m: &mut Migration, forced: bool) -> bool {
-        let done = self
-            .svc
-            .store()
-            .latest()
-            .topics
-            .get(&m.topic)
-            .is_some_and(|t| {
-                let t = switchyard_proto::state::normalize_topic(t.clone());
-                t.cluster == m.to_cluster
-                    && t.physical == m.to_physical
-                    && t.migrating_from.is_none()
-            });
-        if !done
+        if self.marker(m) != Marker::Done
             && let Err(e) = self
                 .update_topic(m, "complete", |t| t.migrating_from = None)
                 .await
