@@ -64,6 +64,25 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The topic is being moved (switched to its destination, not sealed yet) and the config
+    /// service has not heard from this client for over half its lease, so the move may have
+    /// been aborted without it: the send was held rather than written to a location the move
+    /// may have abandoned, and failed after waiting [`crate::ProducerOptions::max_cut_off_hold`].
+    /// The record was written nowhere; it can be sent again. Kind
+    /// [`ErrorKind::ConfigService`].
+    #[error(
+        "logical topic {topic:?} is being moved (migration {migration}) and this client has not reached the config service for {silent_for:?} (over half its lease): the send was held for {held_for:?} and written nowhere; send it again once the service is reachable"
+    )]
+    CutOff {
+        /// The logical topic.
+        topic: String,
+        /// The migration moving it.
+        migration: String,
+        /// Since the service last acknowledged this client's status report.
+        silent_for: std::time::Duration,
+        /// How long the send was held.
+        held_for: std::time::Duration,
+    },
     /// Timed out.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -98,7 +117,7 @@ impl Error {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::UnknownTopic { .. } => ErrorKind::UnknownTopic,
             Error::NoConfig(_) => ErrorKind::NoConfig,
-            Error::ConfigService(_) => ErrorKind::ConfigService,
+            Error::ConfigService(_) | Error::CutOff { .. } => ErrorKind::ConfigService,
             Error::Cache { .. } => ErrorKind::Cache,
             Error::Kafka { .. } => ErrorKind::Kafka,
             Error::Timeout(_) => ErrorKind::Timeout,
@@ -117,7 +136,8 @@ impl Error {
             Error::Timeout(_)
             | Error::ConfigService(_)
             | Error::NoConfig(_)
-            | Error::QuotaExceeded { .. } => true,
+            | Error::QuotaExceeded { .. }
+            | Error::CutOff { .. } => true,
             _ => false,
         }
     }

@@ -63,6 +63,12 @@ impl Gate {
         }
     }
 
+    /// Closes the entrance of a gate nothing has entered yet (a new lane that starts held).
+    pub(crate) fn close_unused(&self) {
+        debug_assert_eq!(self.state.load(Ordering::Acquire) & !CLOSED, 0);
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
     /// Reopens the entrance.
     pub(crate) fn open(&self) {
         self.state.fetch_and(!CLOSED, Ordering::AcqRel);

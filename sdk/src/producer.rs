@@ -275,6 +275,15 @@ pub struct ProducerOptions {
     /// migration's source after that is a late write, copied by the coordinator, so per-key
     /// order for those records is no longer guaranteed. Default 15 s.
     pub max_switch_flush: Duration,
+    /// Longest a send waits while this client is cut off from the config service and its topic
+    /// is in the middle of a move (switched to the destination, not sealed yet). The
+    /// coordinator forgets a silent client when its lease ends and may then abort the move
+    /// without it; a record written to the abandoned destination after the copy-back would
+    /// reach no group. So once the service has not acknowledged this client for half its lease,
+    /// such sends are held; they go on to wherever the topic is once the client has reached
+    /// the service and applied its newest version, or fail with [`Error::CutOff`] (written
+    /// nowhere) after this long. Sends to topics not being moved are never held. Default 30 s.
+    pub max_cut_off_hold: Duration,
 }
 
 impl Default for ProducerOptions {
@@ -284,6 +293,7 @@ impl Default for ProducerOptions {
             idle_client_close: CLIENT_IDLE_CLOSE,
             max_abort_hold: Duration::from_secs(30),
             max_switch_flush: Duration::from_secs(15),
+            max_cut_off_hold: Duration::from_secs(30),
         }
     }
 }
@@ -308,6 +318,7 @@ pub(crate) struct ProducerInner {
     idle_close: Duration,
     max_abort_hold: Duration,
     max_switch_flush: Duration,
+    max_cut_off_hold: Duration,
     lanes: ArcSwap<FxHashMap<String, Arc<Lane>>>,
     /// Serialises lane creation (never held across an await, so a send that creates a lane
     /// is not overtaken by a later one).
@@ -774,11 +785,15 @@ struct Lane {
     hold: Mutex<Hold>,
 }
 
-/// Whether a lane holds its sends for an aborted migration.
+/// Whether a lane holds its sends, for an aborted migration or while cut off from the
+/// service.
 #[derive(Default)]
 struct Hold {
     /// Holding (the gate stays closed after the switch) since then.
     since: Option<Instant>,
+    /// Why: `Some(migration)` while cut off from the service during that migration (held sends
+    /// fail after `max_cut_off_hold`); `None` for an aborted migration's copy-back.
+    cut_off: Option<String>,
     /// The migration whose hold this lane gave up after the longest hold.
     gave_up: Option<String>,
 }
@@ -811,6 +826,8 @@ enum Waiter {
 struct Held {
     record: Record,
     waiter: Option<Waiter>,
+    /// When it was held.
+    at: Instant,
 }
 
 impl Held {
@@ -825,6 +842,19 @@ impl Held {
             std::mem::replace(&mut self.record, empty),
             self.waiter.take(),
         )
+    }
+
+    /// Answers the send with `error` (its record handed back).
+    fn fail(mut self, error: Error) {
+        let (record, waiter) = self.take();
+        let e = SendError { error, record };
+        match waiter {
+            Some(Waiter::Future(reply)) => {
+                let _ = reply.send(Err(e));
+            }
+            Some(Waiter::Callback(cb)) => cb.call(Err(e)),
+            None => {}
+        }
     }
 }
 
@@ -934,6 +964,7 @@ impl Producer {
             idle_close: opts.idle_client_close,
             max_abort_hold: opts.max_abort_hold,
             max_switch_flush: opts.max_switch_flush,
+            max_cut_off_hold: opts.max_cut_off_hold,
             lanes: ArcSwap::from_pointee(FxHashMap::default()),
             create_mu: Mutex::new(()),
             rerun: Arc::new(tokio::sync::Notify::new()),
@@ -946,7 +977,12 @@ impl Producer {
             rt: tokio::runtime::Handle::current(),
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(router(weak, shared.subscribe(), inner.rerun.clone()));
+        tokio::spawn(router(
+            weak,
+            shared.subscribe(),
+            shared.cut_off(),
+            inner.rerun.clone(),
+        ));
         let src: Weak<dyn StatusSource> = Arc::downgrade(&inner) as Weak<dyn StatusSource>;
         shared.register(src);
         Self { inner }
@@ -1006,6 +1042,7 @@ impl Producer {
                 held.push_back(Held {
                     record,
                     waiter: Some(Waiter::Future(tx)),
+                    at: Instant::now(),
                 });
                 rx
             };
@@ -1243,6 +1280,7 @@ impl Producer {
             held.push_back(Held {
                 record: record.to_record(),
                 waiter: Some(Waiter::Callback(callback)),
+                at: Instant::now(),
             });
             return Ok(());
         }
@@ -1785,10 +1823,18 @@ impl ProducerInner {
             held: Mutex::new(VecDeque::new()),
             hold: Mutex::new(Hold::default()),
         });
+        // A topic whose sends are held right now starts held (the router releases it).
+        let held = self.wants_hold(&md, &lane, self.shared.is_cut_off());
+        if let Some(why) = held.clone() {
+            lane.flight.gate.close_unused();
+            let mut h = lane.hold.lock();
+            h.since = Some(Instant::now());
+            h.cut_off = why;
+        }
         let mut map = (**self.lanes.load()).clone();
         map.insert(topic.to_string(), lane.clone());
         self.lanes.store(Arc::new(map));
-        if self.shared.load().version != md.version {
+        if held.is_some() || self.shared.load().version != md.version {
             self.rerun.notify_one();
         }
         Ok(lane)
@@ -1874,17 +1920,26 @@ impl ProducerInner {
     }
 }
 
-/// Applies every new configuration version to the lanes; ends with the producer.
+/// Applies every new configuration version (and every change of contact with the service) to
+/// the lanes; ends with the producer.
 async fn router(
     weak: Weak<ProducerInner>,
     mut versions: tokio::sync::watch::Receiver<(u64, bool)>,
+    mut cut_off: tokio::sync::watch::Receiver<bool>,
     rerun: Arc<tokio::sync::Notify>,
 ) {
     let idle_check = match weak.upgrade() {
         Some(i) => (i.idle_close / 4).max(Duration::from_millis(50)),
         None => return,
     };
+    let mut cut_off_holds = false;
     loop {
+        // While sends are held for a cut-off, look often for those held too long.
+        let tick = if cut_off_holds {
+            idle_check.min(CUT_OFF_CHECK)
+        } else {
+            idle_check
+        };
         let changed = tokio::select! {
             r = versions.changed() => {
                 if r.is_err() {
@@ -1892,70 +1947,128 @@ async fn router(
                 }
                 true
             }
+            r = cut_off.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                true
+            }
             _ = rerun.notified() => true,
-            _ = tokio::time::sleep(idle_check) => false,
+            _ = tokio::time::sleep(tick) => false,
         };
         let Some(inner) = weak.upgrade() else {
             return;
         };
         if changed || inner.hold_expired() {
-            inner.reroute().await;
+            let cut = *cut_off.borrow_and_update();
+            inner.reroute(cut).await;
         } else {
             inner.collect_unused();
         }
+        cut_off_holds = inner.fail_cut_off_held();
     }
 }
+
+/// How often sends held for a cut-off are checked for their time limit.
+const CUT_OFF_CHECK: Duration = Duration::from_millis(100);
 
 impl ProducerInner {
     /// Whether a lane has held its sends for longer than allowed.
     fn hold_expired(&self) -> bool {
         self.lanes.load().values().any(|l| {
-            l.hold
-                .lock()
-                .since
-                .is_some_and(|t| t.elapsed() >= self.max_abort_hold)
+            let hold = l.hold.lock();
+            hold.cut_off.is_none()
+                && hold
+                    .since
+                    .is_some_and(|t| t.elapsed() >= self.max_abort_hold)
         })
     }
 
-    /// Whether `lane` must hold its sends under `md`: the topic's migration was aborted and the
-    /// coordinator still copies the abandoned destination's records back (and this lane has
-    /// not given up waiting for that).
-    fn wants_hold(&self, md: &Metadata, lane: &Lane) -> bool {
-        let Some(f) = md
+    /// Fails the sends held for a cut-off longer than `max_cut_off_hold` (written nowhere).
+    /// Returns whether any lane still holds for a cut-off.
+    fn fail_cut_off_held(&self) -> bool {
+        let mut any = false;
+        for lane in self.lanes.load().values() {
+            let Some(migration) = lane.hold.lock().cut_off.clone() else {
+                continue;
+            };
+            any = true;
+            let expired: Vec<Held> = {
+                let mut held = lane.held.lock();
+                let n = held
+                    .iter()
+                    .take_while(|h| h.at.elapsed() >= self.max_cut_off_hold)
+                    .count();
+                held.drain(..n).collect()
+            };
+            if expired.is_empty() {
+                continue;
+            }
+            let silent_for = self.shared.silent_for();
+            tracing::warn!(topic = %lane.logical, migration = %migration, sends = expired.len(), ?silent_for, "failing sends held while cut off from the config service during a move");
+            for h in expired {
+                let held_for = h.at.elapsed();
+                h.fail(Error::CutOff {
+                    topic: lane.logical.clone(),
+                    migration: migration.clone(),
+                    silent_for,
+                    held_for,
+                });
+            }
+        }
+        any
+    }
+
+    /// Whether `lane` must hold its sends under `md`, and why:
+    /// - the topic's migration was aborted and the coordinator still copies the abandoned
+    ///   destination's records back (and this lane has not given up waiting for that):
+    ///   `Some(None)`;
+    /// - this client is `cut_off` from the service while the topic is switched to its
+    ///   destination and not sealed (the move may be aborted without this client):
+    ///   `Some(Some(migration))`.
+    fn wants_hold(&self, md: &Metadata, lane: &Lane, cut_off: bool) -> Option<Option<String>> {
+        let f = md
             .state
             .topics
             .get(&lane.logical)
-            .and_then(|t| t.migrating_from.as_ref())
-            .filter(|f| f.aborted && f.hold_sends)
-        else {
-            return false;
-        };
+            .and_then(|t| t.migrating_from.as_ref())?;
+        if cut_off && !f.aborted && f.sealed_offsets.is_empty() {
+            return Some(Some(f.migration_id.clone()));
+        }
+        if !(f.aborted && f.hold_sends) {
+            return None;
+        }
         let mut hold = lane.hold.lock();
         if hold.gave_up.as_deref() == Some(&f.migration_id) {
-            return false;
+            return None;
         }
-        if hold
-            .since
-            .is_some_and(|t| t.elapsed() >= self.max_abort_hold)
+        if hold.cut_off.is_none()
+            && hold
+                .since
+                .is_some_and(|t| t.elapsed() >= self.max_abort_hold)
         {
             tracing::warn!(topic = %lane.logical, migration = %f.migration_id, held_for = ?self.max_abort_hold, "an aborted migration's copy-back takes too long; releasing the held sends (per-key order with the copied records is no longer guaranteed)");
             hold.gave_up = Some(f.migration_id.clone());
-            return false;
+            return None;
         }
-        true
+        Some(None)
     }
 
-    async fn reroute(&self) {
+    async fn reroute(&self, cut_off: bool) {
         let md = self.shared.load_full();
         let lanes: Vec<Arc<Lane>> = self.lanes.load().values().cloned().collect();
         let mut switches = Vec::new();
         for lane in lanes {
             let desired = md.route(&lane.logical).cloned();
             let cur = lane.target.load_full();
-            let hold = self.wants_hold(&md, &lane);
+            let why = self.wants_hold(&md, &lane, cut_off);
+            let hold = why.is_some();
             let holding = lane.hold.lock().since.is_some();
             let moved = !same_target(cur.route.as_ref(), desired.as_ref());
             if !moved && hold == holding {
+                if let Some(why) = why {
+                    lane.hold.lock().cut_off = why;
+                }
                 // Same destination: record the version for deliveries without holding sends.
                 lane.target.store(Arc::new(Target::new(
                     md.version,
@@ -2013,13 +2126,22 @@ impl ProducerInner {
                     &lane.flight,
                     &registry,
                 )));
-                if hold {
+                if let Some(why) = why {
+                    let mut h = lane.hold.lock();
                     if !holding {
-                        lane.hold.lock().since = Some(Instant::now());
-                        tracing::info!(topic = %lane.logical, version, "holding sends while an aborted migration's records are copied back");
+                        h.since = Some(Instant::now());
+                        match &why {
+                            Some(m) => tracing::warn!(topic = %lane.logical, migration = %m, version, "holding sends: the topic is being moved and the config service has not acknowledged this client for half its lease (the move may be aborted without it)"),
+                            None => tracing::info!(topic = %lane.logical, version, "holding sends while an aborted migration's records are copied back"),
+                        }
                     }
+                    h.cut_off = why;
                 } else {
-                    lane.hold.lock().since = None;
+                    {
+                        let mut h = lane.hold.lock();
+                        h.since = None;
+                        h.cut_off = None;
+                    }
                     release_held(&lane).await;
                     if holding {
                         tracing::info!(topic = %lane.logical, version, "released held sends");

@@ -149,6 +149,9 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// How often contact with the config service is judged (see `Shared::check_contact`).
+const CONTACT_CHECK: Duration = Duration::from_millis(250);
+
 /// Reports every `interval` (and right after a switch or a drain) until `shutdown`, to every
 /// configured endpoint: each config-service replica keeps its own client inventory, and the
 /// migration coordinator (on one of them) must see every client that lists it. One task per
@@ -163,9 +166,11 @@ pub(crate) async fn run(
         return;
     };
     let (reports, _) = watch::channel::<Option<ClientStatus>>(None);
+    shared.watch_contact();
     let mut senders = Vec::new();
     for ep in &cfg.endpoints {
         senders.push(tokio::spawn(send_to(
+            shared.clone(),
             ep.clone(),
             cfg.ca_pem.clone(),
             token.clone(),
@@ -175,10 +180,16 @@ pub(crate) async fn run(
     let mut tracker = RateTracker::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut contact = tokio::time::interval(CONTACT_CHECK);
+    contact.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let requested = tokio::select! {
             _ = tick.tick() => false,
             _ = shared.report_requested() => true,
+            _ = contact.tick() => {
+                shared.check_contact();
+                continue;
+            }
             _ = shutdown.wait_for(|v| *v) => break,
         };
         if requested {
@@ -212,6 +223,7 @@ pub(crate) async fn run(
 /// Sends each new report to `endpoint` (the newest one only, when it falls behind),
 /// reconnecting after a failure.
 async fn send_to(
+    shared: Arc<Shared>,
     endpoint: String,
     ca_pem: Option<Vec<u8>>,
     token: BearerToken,
@@ -234,6 +246,7 @@ async fn send_to(
             }
         }
         let Some(c) = client.as_mut() else { continue };
+        let sent_at = Instant::now();
         match tokio::time::timeout(
             Duration::from_secs(5),
             c.report_status(ReportStatusRequest {
@@ -242,7 +255,10 @@ async fn send_to(
         )
         .await
         {
-            Ok(Ok(_)) => {}
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                shared.report_acked(sent_at, r.lease_seconds, r.current_version);
+            }
             Ok(Err(s)) => {
                 tracing::debug!(endpoint = %endpoint, error = %s.message(), "status report refused");
                 client = None;

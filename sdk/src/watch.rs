@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -20,6 +20,9 @@ use tokio::sync::watch;
 
 use crate::cache::SnapshotCache;
 use crate::metadata::Metadata;
+
+/// The client lease assumed until the service announces its own (the service's default).
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Where an applied version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,28 @@ pub struct Shared {
     /// Asks the status reporter to report now (a route switch or a drain finished: the
     /// migration coordinator advances on these reports).
     report_soon: tokio::sync::Notify,
+    /// How recently the config service heard from this client (see [`Shared::check_contact`]).
+    contact: Mutex<Contact>,
+    /// Whether this client counts as cut off from the config service.
+    cut_off_tx: watch::Sender<bool>,
     pub(crate) metrics: crate::metrics::Metrics,
+}
+
+/// What the SDK knows of the config service's view of it.
+#[derive(Debug)]
+struct Contact {
+    /// Whether this client reports to a config service at all (a client started from a static
+    /// file never counts as cut off).
+    watched: bool,
+    /// When the newest status report the service acknowledged was sent (or when reporting
+    /// started). The service's lease for this client runs from no earlier than this.
+    last_ok: Instant,
+    /// The client lease the service announced.
+    lease: Duration,
+    /// The newest version a service replica said it had.
+    server_version: u64,
+    /// Since when the applied version has been behind `server_version`.
+    behind_since: Option<Instant>,
 }
 
 impl Shared {
@@ -90,7 +114,98 @@ impl Shared {
             cache,
             last_error: Mutex::new(None),
             report_soon: tokio::sync::Notify::new(),
+            contact: Mutex::new(Contact {
+                watched: false,
+                last_ok: Instant::now(),
+                lease: DEFAULT_LEASE,
+                server_version: 0,
+                behind_since: None,
+            }),
+            cut_off_tx: watch::channel(false).0,
         }
+    }
+
+    /// Starts judging contact with the config service (the status reporter calls it once).
+    pub(crate) fn watch_contact(&self) {
+        let mut c = self.contact.lock();
+        c.watched = true;
+        c.last_ok = Instant::now();
+    }
+
+    /// A status report sent at `sent_at` was acknowledged with this lease and version.
+    pub(crate) fn report_acked(&self, sent_at: Instant, lease_seconds: u32, server_version: u64) {
+        {
+            let mut c = self.contact.lock();
+            c.last_ok = c.last_ok.max(sent_at);
+            if lease_seconds > 0 {
+                c.lease = Duration::from_secs(u64::from(lease_seconds));
+            }
+            c.server_version = c.server_version.max(server_version);
+        }
+        self.check_contact();
+    }
+
+    /// Decides whether this client is cut off from the config service.
+    ///
+    /// The coordinator forgets a client whose lease (counted from its last report the service
+    /// received) has ended, and may then seal, complete or abort a move without it. So a
+    /// client counts as cut off once no report of the last half lease was acknowledged, or its
+    /// applied version has stayed behind what the service said it had for half a lease (its
+    /// watch is not getting through). It counts as reachable again only when a report got
+    /// through within half a lease *and* it has applied the version the service had then — so
+    /// it never goes back to sending on a route it has not re-read.
+    pub(crate) fn check_contact(&self) {
+        let applied = if self.has_config() {
+            self.load().version
+        } else {
+            0
+        };
+        let cut = {
+            let mut c = self.contact.lock();
+            if !c.watched {
+                return;
+            }
+            let behind = applied < c.server_version;
+            if !behind {
+                c.behind_since = None;
+            } else if c.behind_since.is_none() {
+                c.behind_since = Some(Instant::now());
+            }
+            let half = c.lease / 2;
+            let silent = c.last_ok.elapsed() > half;
+            if *self.cut_off_tx.borrow() {
+                silent || behind
+            } else {
+                silent || c.behind_since.is_some_and(|t| t.elapsed() > half)
+            }
+        };
+        self.cut_off_tx.send_if_modified(|v| {
+            if *v == cut {
+                return false;
+            }
+            *v = cut;
+            if cut {
+                tracing::warn!("the config service has not acknowledged this client for over half its lease; sends to topics in the middle of a move are held");
+            } else {
+                tracing::info!("the config service is reachable again");
+            }
+            true
+        });
+    }
+
+    /// Whether this client is cut off from the config service (see [`Shared::check_contact`]).
+    pub(crate) fn cut_off(&self) -> watch::Receiver<bool> {
+        self.cut_off_tx.subscribe()
+    }
+
+    /// Whether this client is cut off from the config service right now.
+    pub(crate) fn is_cut_off(&self) -> bool {
+        *self.cut_off_tx.borrow()
+    }
+
+    /// Since the service last acknowledged a report of this client.
+    pub(crate) fn silent_for(&self) -> Duration {
+        self.contact.lock().last_ok.elapsed()
     }
 
     /// The current metadata. Callers hold it briefly and never across an `.await`.

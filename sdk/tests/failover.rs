@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,56 +11,8 @@ use std::time::Duration;
 use common::*;
 use switchyard::Switchyard;
 use switchyard_config::StoreConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Copies bytes until `frozen`; then holds both sockets open and forwards nothing more.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if frozen.load(Ordering::SeqCst) {
-            // A hung server: the connection is up, nothing is answered.
-            let _keep = (from, to);
-            std::future::pending::<()>().await;
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A TCP proxy to `target` that can be frozen.
-async fn freezable_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let frozen = Arc::new(AtomicBool::new(false));
-    let f = frozen.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = l.accept().await {
-            let Ok(server) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::spawn(pump(cr, sw, f.clone()));
-            tokio::spawn(pump(sr, cw, f.clone()));
-        }
-    });
-    (addr, frozen)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_watch_fails_over_and_never_goes_back_a_version() {

@@ -19,57 +19,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use switchyard_config::client::{self, BearerToken};
 use switchyard_config::migration;
-use switchyard_proto::v1::{
-    ClientEndpoint, ClientStatus, MigrationPhase, MigrationRef, ReportStatusRequest,
-};
+use switchyard_proto::v1::{MigrationPhase, MigrationRef};
 use workload::*;
 
 const PARTITIONS: i32 = 6;
 const PRODUCERS: usize = 4;
 const CONSUMERS: usize = 3;
-
-/// Reports, every 300 ms, a producer of `topic` on `cluster` that has applied the service's
-/// current version — one that never switches — until the task is aborted.
-fn stuck_producer(
-    endpoint: String,
-    topic: String,
-    cluster: &'static str,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let ch = client::connect(&endpoint, None).await.unwrap();
-        let mut meta = client::metadata(ch, BearerToken::default());
-        let mut applied = 0;
-        loop {
-            let r = meta
-                .report_status(ReportStatusRequest {
-                    status: Some(ClientStatus {
-                        client_id: "stuck-producer".into(),
-                        app: "legacy".into(),
-                        language: "test".into(),
-                        sdk_version: "0".into(),
-                        applied_version: applied,
-                        producing: vec![ClientEndpoint {
-                            logical_topic: topic.clone(),
-                            cluster: cluster.into(),
-                            physical_topic: topic.clone(),
-                            ..Default::default()
-                        }],
-                        consuming: Vec::new(),
-                        hostname: "test".into(),
-                        pid: 1,
-                        instance_id: String::new(),
-                    }),
-                })
-                .await;
-            if let Ok(r) = r {
-                applied = r.into_inner().current_version;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_under_load_copies_the_destination_back_and_keeps_every_record_once_in_order() {
@@ -90,7 +46,7 @@ async fn an_abort_under_load_copies_the_destination_back_and_keeps_every_record_
         ],
     )
     .await;
-    let stuck = stuck_producer(endpoint.clone(), t.clone(), "east");
+    let stuck = migrating::stuck_producer(endpoint.clone(), t.clone(), "east");
 
     let mut group = migrating::Group::start(
         &endpoint,

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::{Consumer, ConsumerOptions, Switchyard};
-use switchyard_config::client::AdminClient;
+use switchyard_config::client::{self, AdminClient, BearerToken};
 use switchyard_config::migration::MigrationConfig;
 use switchyard_config::{RunningServer, ServerConfig, StoreConfig};
-use switchyard_proto::v1::{ListMigrationsRequest, Migration, StartMigrationRequest};
+use switchyard_proto::v1::{
+    ClientEndpoint, ClientStatus, ListMigrationsRequest, Migration, ReportStatusRequest,
+    StartMigrationRequest,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -241,4 +244,45 @@ impl Group {
         }
         out
     }
+}
+
+/// Reports, every 300 ms, a producer of `topic` on `cluster` that has applied the service's
+/// current version — one that never switches — until the task is aborted.
+pub fn stuck_producer(
+    endpoint: String,
+    topic: String,
+    cluster: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ch = client::connect(&endpoint, None).await.unwrap();
+        let mut meta = client::metadata(ch, BearerToken::default());
+        let mut applied = 0;
+        loop {
+            let r = meta
+                .report_status(ReportStatusRequest {
+                    status: Some(ClientStatus {
+                        client_id: "stuck-producer".into(),
+                        app: "legacy".into(),
+                        language: "test".into(),
+                        sdk_version: "0".into(),
+                        applied_version: applied,
+                        producing: vec![ClientEndpoint {
+                            logical_topic: topic.clone(),
+                            cluster: cluster.into(),
+                            physical_topic: topic.clone(),
+                            ..Default::default()
+                        }],
+                        consuming: Vec::new(),
+                        hostname: "test".into(),
+                        pid: 1,
+                        instance_id: String::new(),
+                    }),
+                })
+                .await;
+            if let Ok(r) = r {
+                applied = r.into_inner().current_version;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
 }
