@@ -201,9 +201,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Directory of the embedded version log (default: switchyard-data). With --store, the
-    /// directory of the migration coordinator's log: only a replica given one runs the
-    /// coordinator.
+    /// Directory of the embedded version log (default: switchyard-data). With --store: only a
+    /// replica given one runs the migration coordinator (whose record lives in the topic
+    /// TOPIC-migrations next to the config log).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Keep versions in memory only (nothing survives a restart).

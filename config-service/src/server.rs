@@ -19,9 +19,9 @@ use crate::clients::Clients;
 use crate::dashboard::{self, AdminHttp};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::migration::{Coordinator, MigrationConfig, Persist};
+use crate::migration::{Coordinator, KNOWN_CLIENTS_KEY, MIGRATIONS_KEY, MigrationConfig, Persist};
 use crate::service::ConfigService;
-use crate::store::{FileStore, KafkaConfig, KafkaStore, MemoryStore, Store};
+use crate::store::{FileStore, KafkaConfig, KafkaStore, KeyedRecords, MemoryStore, Store};
 use crate::tokens::ClientTokens;
 
 pub use switchyard_proto::client::MAX_MESSAGE_BYTES;
@@ -40,8 +40,10 @@ pub enum StoreConfig {
     Kafka {
         /// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC`.
         url: String,
-        /// Where this replica keeps the migration coordinator's log. The coordinator runs only on
-        /// a replica given one: run exactly one such replica.
+        /// Set on the one replica that runs the migration coordinator (run exactly one such
+        /// replica). The coordinator's record lives in the topic `TOPIC-migrations` on the same
+        /// cluster, so a coordinator started on another replica after this one is lost takes up
+        /// every move; a `migrations.pb` left here by an earlier version is taken up once.
         coordinator_dir: Option<PathBuf>,
     },
 }
@@ -275,13 +277,28 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         StoreConfig::Memory => Some(Persist::Memory),
         StoreConfig::File { dir } => Some(Persist::File(dir.join("migrations.pb"))),
         StoreConfig::Kafka {
+            url,
             coordinator_dir: Some(dir),
-            ..
         } => {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("could not create the data directory {}", dir.display())
-            })?;
-            Some(Persist::File(dir.join("migrations.pb")))
+            // The record lives in the replicated store's cluster, next to the config log; the
+            // directory only says that this replica coordinates (and holds the migrations file
+            // of an earlier version, taken up once).
+            let kcfg = KafkaConfig::from_url(url, cfg.retain_versions)
+                .map_err(|e| anyhow::anyhow!("invalid --store: {e}"))?;
+            let topic = format!("{}-migrations", kcfg.topic);
+            let t = topic.clone();
+            let (records, mut newest) = tokio::task::spawn_blocking(move || {
+                KeyedRecords::open(&kcfg, &t, &[MIGRATIONS_KEY, KNOWN_CLIENTS_KEY])
+            })
+            .await?
+            .with_context(|| format!("could not open the migrations topic {topic}"))?;
+            let legacy = dir.join("migrations.pb");
+            Some(Persist::Kafka {
+                records: Arc::new(records),
+                migrations: newest.remove(MIGRATIONS_KEY),
+                known_clients: newest.remove(KNOWN_CLIENTS_KEY),
+                legacy_file: legacy.exists().then_some(legacy),
+            })
         }
         StoreConfig::Kafka {
             coordinator_dir: None,
@@ -289,8 +306,20 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         } => None,
     };
     if let Some(persist) = persist {
+        let take_up = matches!(
+            &persist,
+            Persist::Kafka {
+                migrations: None,
+                legacy_file: Some(_),
+                ..
+            }
+        );
         let coordinator = Coordinator::open(service.clone(), persist, cfg.migrations.clone())
             .context("could not load the migrations")?;
+        if take_up {
+            // The migrations file of an earlier run moves into the replicated store.
+            coordinator.save().await;
+        }
         service.set_coordinator(Some(coordinator.clone()));
         tokio::spawn(coordinator.run(shutdown_rx.clone()));
     } else {

@@ -1337,3 +1337,65 @@ async fn a_restarted_service_advances_once_every_known_client_reported_again() {
     assert!(!m.forced);
     e.stop().await;
 }
+
+/// With the replicated (Kafka-log) store the coordinator's record lives in the store's cluster:
+/// its host lost (directory and all), a coordinator started on another host takes up every
+/// move — here a COMPLETE one whose source is still watched, so a late write after the
+/// takeover is still copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_replicated_store_a_coordinator_on_a_new_host_takes_up_every_move() {
+    let (east, _) = kafka();
+    let url = format!("kafka://{east}/{}", fresh("mstore"));
+    let host_a = tempfile::tempdir().unwrap();
+    let mut e = env_with(
+        StoreConfig::Kafka {
+            url: url.clone(),
+            coordinator_dir: Some(host_a.path().to_path_buf()),
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let t = fresh("takeover");
+    create_topic(&e.east, &t, 2, None).await;
+    produce(&e.east, &t, Some(4)).await;
+    let v1 = e.add_topic(&t, 2).await;
+    e.report(v1, &t, "east", "east").await;
+    let m = e.start_migration(&t).await;
+    e.until(&m.id, "the coordinator sees the producer", |m| {
+        m.producers == 1
+    })
+    .await;
+    let v = e.version().await;
+    e.report(v, &t, "west", "east").await;
+    e.until(&m.id, "drain", |m| phase(m) == MigrationPhase::Drain)
+        .await;
+    let v = e.version().await;
+    e.report(v, &t, "west", "west").await;
+    e.until(&m.id, "complete", |m| phase(m) == MigrationPhase::Complete)
+        .await;
+
+    // Host A is lost with its directory; the coordinator starts on host B.
+    e.stop().await;
+    drop(host_a);
+    let host_b = tempfile::tempdir().unwrap();
+    e.cfg.store = StoreConfig::Kafka {
+        url,
+        coordinator_dir: Some(host_b.path().to_path_buf()),
+    };
+    e.restart().await;
+    let took = e
+        .until(&m.id, "host B knows the move", |m| {
+            phase(m) == MigrationPhase::Complete
+        })
+        .await;
+    assert!(!took.source_retired, "{took:?}");
+
+    // A late write after the takeover is copied: the source is still watched.
+    produce(&e.east, &t, Some(1)).await;
+    e.until(&m.id, "the late write is copied", |m| {
+        m.late_writes == 1 && m.mirrored == 1
+    })
+    .await;
+    assert_eq!(read_records(&e.west, &t).len(), 1);
+    e.stop().await;
+}

@@ -129,7 +129,27 @@ pub enum Persist {
     Memory,
     /// This file (replaced atomically on every change).
     File(PathBuf),
+    /// Records of a compacted topic of the replicated store (key [`MIGRATIONS_KEY`], and the
+    /// live clients under [`KNOWN_CLIENTS_KEY`]), replaced whole on every change; so losing the
+    /// coordinator's host loses no move: a coordinator started on another replica takes them
+    /// up. With what the topic held when opened.
+    Kafka {
+        /// The topic.
+        records: Arc<crate::store::KeyedRecords>,
+        /// The newest [`MIGRATIONS_KEY`] record when opened.
+        migrations: Option<Vec<u8>>,
+        /// The newest [`KNOWN_CLIENTS_KEY`] record when opened.
+        known_clients: Option<Vec<u8>>,
+        /// A migrations file of an earlier run (`--data-dir`), taken up when the topic has no
+        /// record yet.
+        legacy_file: Option<PathBuf>,
+    },
 }
+
+/// Key of the migrations record with [`Persist::Kafka`].
+pub const MIGRATIONS_KEY: &str = "migrations";
+/// Key of the live clients record with [`Persist::Kafka`].
+pub const KNOWN_CLIENTS_KEY: &str = "known-clients";
 
 /// The coordinator of one config service.
 pub struct Coordinator {
@@ -153,6 +173,9 @@ pub struct Coordinator {
     known_before: BTreeSet<ClientKey>,
     /// What was last written down, and when.
     known_written: Mutex<(BTreeSet<ClientKey>, Option<Instant>)>,
+    /// Serialises writes of the migrations record, each taken from the list inside it, so a
+    /// slower write never overwrites a newer one.
+    save_mu: tokio::sync::Mutex<()>,
     wake: Notify,
     changes: watch::Sender<u64>,
 }
@@ -287,8 +310,8 @@ impl Coordinator {
         cfg: MigrationConfig,
     ) -> anyhow::Result<Arc<Self>> {
         let mut list = BTreeMap::new();
-        if let Persist::File(path) = &persist {
-            match std::fs::read(path) {
+        let read_file =
+            |path: &Path, list: &mut BTreeMap<String, Migration>| match std::fs::read(path) {
                 Ok(bytes) => {
                     let log = MigrationLog::decode(bytes.as_slice()).map_err(|e| {
                         anyhow::anyhow!("{} is not a migrations file: {e}", path.display())
@@ -296,16 +319,50 @@ impl Coordinator {
                     for m in log.migrations {
                         list.insert(m.id.clone(), m);
                     }
+                    Ok(())
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(anyhow::anyhow!("cannot read {}: {e}", path.display()));
-                }
-            }
-        }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+            };
         let known_before = match &persist {
-            Persist::File(path) => read_known_clients(&known_clients_path(path)),
+            Persist::File(path) => {
+                read_file(path, &mut list)?;
+                parse_known_clients(
+                    &std::fs::read_to_string(known_clients_path(path)).unwrap_or_default(),
+                )
+            }
             Persist::Memory => BTreeSet::new(),
+            Persist::Kafka {
+                records,
+                migrations,
+                known_clients,
+                legacy_file,
+            } => {
+                match migrations {
+                    Some(bytes) => {
+                        let log = MigrationLog::decode(bytes.as_slice()).map_err(|e| {
+                            anyhow::anyhow!(
+                                "the {MIGRATIONS_KEY:?} record of {} is not a migrations record: {e}",
+                                records.topic()
+                            )
+                        })?;
+                        for m in log.migrations {
+                            list.insert(m.id.clone(), m);
+                        }
+                    }
+                    None => {
+                        if let Some(path) = legacy_file {
+                            read_file(path, &mut list)?;
+                            if !list.is_empty() {
+                                tracing::info!(file = %path.display(), topic = records.topic(), migrations = list.len(), "taking up the migrations file of an earlier run");
+                            }
+                        }
+                    }
+                }
+                parse_known_clients(&String::from_utf8_lossy(
+                    known_clients.as_deref().unwrap_or_default(),
+                ))
+            }
         };
         let active = list.values().filter(|m| is_active(phase(m))).count();
         if active > 0 {
@@ -324,6 +381,7 @@ impl Coordinator {
             watched: Mutex::new(HashMap::new()),
             known_before,
             known_written: Mutex::new((BTreeSet::new(), None)),
+            save_mu: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             changes: watch::channel(0).0,
         }))
@@ -386,9 +444,9 @@ impl Coordinator {
     /// Writes down the live clients (at most every [`KNOWN_CLIENTS_EVERY`], when they changed),
     /// so that after a restart the grace can end as soon as each has reported again.
     async fn write_known_clients(&self) {
-        let Persist::File(path) = &self.persist else {
+        if matches!(self.persist, Persist::Memory) {
             return;
-        };
+        }
         let keys = self.svc.clients().keys();
         {
             let mut w = self.known_written.lock();
@@ -397,10 +455,22 @@ impl Coordinator {
             }
             *w = (keys.clone(), Some(Instant::now()));
         }
-        let path = known_clients_path(path);
         let text: String = keys.iter().map(|(c, i)| format!("{c}\t{i}\n")).collect();
-        let r = tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes())).await;
-        if !matches!(r, Ok(Ok(()))) {
+        let ok = match &self.persist {
+            Persist::Memory => true,
+            Persist::File(path) => {
+                let path = known_clients_path(path);
+                let r =
+                    tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+                        .await;
+                matches!(r, Ok(Ok(())))
+            }
+            Persist::Kafka { records, .. } => records
+                .write(KNOWN_CLIENTS_KEY, text.into_bytes())
+                .await
+                .is_ok(),
+        };
+        if !ok {
             tracing::warn!("could not write down the live clients");
         }
     }
@@ -569,9 +639,10 @@ impl Coordinator {
         }
     }
 
-    /// Stores `m`; writes the file when `persist` (phase changes), and tells listeners.
+    /// Stores `m`; writes the migrations record when `persist` (phase changes), and tells
+    /// listeners.
     async fn store(&self, m: Migration, persist: bool) {
-        let log = {
+        {
             let mut l = self.list.lock();
             l.insert(m.id.clone(), m);
             // Keep every active migration and the newest finished ones.
@@ -586,22 +657,38 @@ impl Coordinator {
                     l.remove(id);
                 }
             }
-            MigrationLog {
-                migrations: l.values().cloned().collect(),
-            }
-        };
-        if persist && let Persist::File(path) = &self.persist {
-            let path = path.clone();
-            let r =
-                tokio::task::spawn_blocking(move || write_atomically(&path, &log.encode_to_vec()))
-                    .await;
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "could not persist migrations"),
-                Err(e) => tracing::error!(error = %e, "could not persist migrations"),
-            }
+        }
+        if persist {
+            self.save().await;
         }
         self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Writes the migrations record (the file, or the replicated store's topic) from the list
+    /// as it is now.
+    pub async fn save(&self) {
+        let _w = self.save_mu.lock().await;
+        let bytes = MigrationLog {
+            migrations: self.list.lock().values().cloned().collect(),
+        }
+        .encode_to_vec();
+        let r = match &self.persist {
+            Persist::Memory => Ok(()),
+            Persist::File(path) => {
+                let path = path.clone();
+                match tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Persist::Kafka { records, .. } => records
+                .write(MIGRATIONS_KEY, bytes)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "could not persist migrations");
+        }
     }
 
     /// Validates and starts a migration: prepares the destination and re-routes the topic
@@ -1743,12 +1830,10 @@ fn known_clients_path(migrations: &Path) -> PathBuf {
     migrations.with_file_name("clients.known")
 }
 
-/// The clients written down by [`Coordinator::write_known_clients`] (none when the file is
-/// missing or unreadable).
-fn read_known_clients(path: &Path) -> BTreeSet<ClientKey> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+/// The clients written down by [`Coordinator::write_known_clients`] (none when missing or
+/// unreadable).
+fn parse_known_clients(text: &str) -> BTreeSet<ClientKey> {
+    text.lines()
         .filter_map(|l| {
             let (c, i) = l.split_once('\t')?;
             Some((c.to_string(), i.to_string()))

@@ -52,8 +52,10 @@
 //! from it and replays only what follows; without one it replays from the beginning. History
 //! older than the snapshot a replica started from is not retained on that replica.
 //!
-//! **Migrations.** The migration coordinator keeps its own log in a data directory, so with this
-//! store it runs only on a replica given one (`--data-dir`); see [`crate::server::StoreConfig`].
+//! **Migrations.** The migration coordinator keeps its record in a second compacted topic on the
+//! same cluster, `TOPIC-migrations` ([`KeyedRecords`]), so losing the coordinator's host loses no
+//! move; it runs only on the replica started with `--data-dir` (see
+//! [`crate::server::StoreConfig`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -648,6 +650,156 @@ fn find_snapshot(
         window = window.saturating_mul(4);
     }
     Ok(None)
+}
+
+/// A small compacted topic on the store's home cluster holding a few keyed records, each
+/// replaced whole on every write (the migration coordinator's record lives in one, so losing
+/// the coordinator's host loses no move). Created like the config log (one partition,
+/// `cleanup.policy=compact`, replication `min(3, brokers)`); writes are idempotent with
+/// `acks=all` and are waited for.
+pub struct KeyedRecords {
+    cfg: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for KeyedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedRecords")
+            .field("bootstrap", &self.cfg.bootstrap)
+            .field("topic", &self.cfg.topic)
+            .finish()
+    }
+}
+
+impl KeyedRecords {
+    /// Opens (creating if missing) `topic` on `store`'s home cluster and reads the newest
+    /// record of each of `keys` (blocking, bounded by the store's open timeout).
+    pub fn open(
+        store: &KafkaConfig,
+        topic: &str,
+        keys: &[&str],
+    ) -> Result<(Self, HashMap<String, Vec<u8>>), StoreError> {
+        check_topic(topic).map_err(StoreError::Corrupt)?;
+        let cfg = KafkaConfig {
+            topic: topic.to_string(),
+            ..store.clone()
+        };
+        let deadline = Instant::now() + cfg.open_timeout;
+        ensure_topic(&cfg, deadline)?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set(
+                "message.timeout.ms",
+                cfg.write_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| unavailable(format!("could not create a Kafka producer: {e}")))?;
+        let newest = read_newest(&cfg, keys, deadline)?;
+        Ok((Self { cfg, producer }, newest))
+    }
+
+    /// Replaces the record of `key`; returns once the cluster acknowledged it (bounded by the
+    /// store's write timeout).
+    pub async fn write(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let rec = FutureRecord::to(&self.cfg.topic).key(key).payload(&value);
+        self.producer
+            .send(rec, self.cfg.write_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| {
+                unavailable(format!(
+                    "could not write {key:?} to {} on {}: {e}",
+                    self.cfg.topic, self.cfg.bootstrap
+                ))
+            })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.cfg.topic
+    }
+}
+
+/// The newest record of each of `keys` in `cfg.topic`'s only partition: scans backwards from
+/// the end in growing windows until every key is found or the beginning is reached.
+fn read_newest(
+    cfg: &KafkaConfig,
+    keys: &[&str],
+    deadline: Instant,
+) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.bootstrap)
+        .set("group.id", "switchyard-keyed-records")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|e| unavailable(format!("could not create a Kafka consumer: {e}")))?;
+    let (low, high) = consumer
+        .fetch_watermarks(&cfg.topic, 0, remaining(deadline))
+        .map_err(|e| {
+            unavailable(format!(
+                "could not read the end of {} on {}: {e}",
+                cfg.topic, cfg.bootstrap
+            ))
+        })?;
+    let mut found: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut end = high;
+    let mut window = 64i64;
+    while end > low && found.len() < keys.len() {
+        let start = low.max(end - window);
+        assign(&consumer, &cfg.topic, start)?;
+        // The newest of each key within [start, end) (later offsets overwrite earlier ones).
+        let mut here: HashMap<String, Vec<u8>> = HashMap::new();
+        loop {
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "could not read {} within {:?}",
+                    cfg.topic, cfg.open_timeout
+                )));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if m.offset() >= end {
+                        break;
+                    }
+                    if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok())
+                        && keys.contains(&k)
+                    {
+                        here.insert(k.to_string(), m.payload().unwrap_or_default().to_vec());
+                    }
+                    if m.offset() >= end - 1 {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, topic = %cfg.topic, "keyed records consumer")
+                }
+                // Compaction leaves gaps: the window is read once the position passed its end.
+                None => {
+                    let pos = consumer.position().ok().and_then(|tpl| {
+                        match tpl.find_partition(&cfg.topic, 0)?.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        }
+                    });
+                    if pos.is_some_and(|o| o >= end) {
+                        break;
+                    }
+                }
+            }
+        }
+        for (k, v) in here {
+            found.entry(k).or_insert(v);
+        }
+        end = start;
+        window = window.saturating_mul(4);
+    }
+    Ok(found)
 }
 
 /// The applier: reads the log in offset order until stopped.

@@ -15,7 +15,7 @@ use switchyard_proto::v1::Delta;
 
 pub use file::FileStore;
 pub use history::History;
-pub use kafka::{KafkaConfig, KafkaOpen, KafkaStore};
+pub use kafka::{KafkaConfig, KafkaOpen, KafkaStore, KeyedRecords};
 pub use memory::MemoryStore;
 
 /// Why a store operation failed.
