@@ -55,7 +55,7 @@ use tokio::sync::{Notify, watch};
 mod model;
 pub mod step;
 
-use step::{Action, Marker, Observed};
+use step::{AbortAction, Action, Marker, Observed};
 
 use crate::clients::unix_ms;
 use crate::error::ServiceError;
@@ -598,7 +598,7 @@ impl Coordinator {
             (m.from_cluster, m.from_physical, m.to_cluster, m.to_physical) = (fc, fp, tc, tp);
             m.finished_unix_ms = 0;
             let marker = if f.aborted {
-                Marker::Aborting
+                Marker::Aborting { held: f.hold_sends }
             } else {
                 Marker::Moving {
                     sealed: (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone()),
@@ -1184,11 +1184,14 @@ impl Coordinator {
         let at_destination = t.cluster == m.to_cluster && t.physical == m.to_physical;
         let at_source = t.cluster == m.from_cluster && t.physical == m.from_physical;
         match t.migrating_from.as_ref() {
-            Some(f) if f.migration_id == m.id && f.aborted && at_source => Marker::Aborting,
+            Some(f) if f.migration_id == m.id && f.aborted && at_source => {
+                Marker::Aborting { held: f.hold_sends }
+            }
             Some(f) if f.migration_id == m.id && !f.aborted && at_destination => Marker::Moving {
                 sealed: (!f.sealed_offsets.is_empty()).then(|| f.sealed_offsets.clone()),
             },
             None if at_destination => Marker::Done,
+            None if at_source => Marker::Back,
             _ => Marker::Elsewhere,
         }
     }
@@ -1231,73 +1234,79 @@ impl Coordinator {
     async fn step_abort(&self, m: &mut Migration, forced: bool) -> bool {
         self.refresh(m);
         let state = self.svc.store().latest();
-        let marked = state.topics.get(&m.topic).is_some_and(|t| {
-            let t = switchyard_proto::state::normalize_topic(t.clone());
-            t.cluster == m.from_cluster
-                && t.physical == m.from_physical
-                && t.migrating_from
-                    .as_ref()
-                    .is_some_and(|f| f.migration_id == m.id && f.aborted)
-        });
-        if !marked {
-            m.phase = MigrationPhase::Aborted as i32;
-            m.note = "the topic was changed outside the abort".into();
-            m.finished_unix_ms = unix_ms();
-            return true;
-        }
-        if !forced && !self.settled() {
-            m.note = "waiting for clients to report after the service started".into();
-            return false;
-        }
-        if m.release_version == 0 {
-            if !forced && (m.producers_switched < m.producers || m.clients_behind > 0) {
-                return false;
+        let o = step::AbortObserved {
+            marker: self.marker(m),
+            released: m.release_version != 0,
+            settled: self.settled(),
+            producers_back: m.producers_switched >= m.producers && m.clients_behind == 0,
+            groups_left: m.groups_draining.is_empty() && m.clients_behind == 0,
+            forced,
+        };
+        match step::step_abort(&o) {
+            AbortAction::Wait(why) => {
+                if !why.is_empty() {
+                    m.note = why.into();
+                }
+                false
             }
-            match self.copy_back(m).await {
-                Ok(()) => self.truncate_destination(m, &state).await,
-                Err(e) => {
-                    m.note = format!("copying the destination's records back to the source: {e}");
-                    if !forced {
-                        return false;
+            AbortAction::Abandon(why) => {
+                m.phase = MigrationPhase::Aborted as i32;
+                m.note = why.into();
+                m.finished_unix_ms = unix_ms();
+                true
+            }
+            AbortAction::RecordReleased => {
+                m.release_version = state.version;
+                true
+            }
+            AbortAction::CopyBackAndRelease => {
+                match self.copy_back(m).await {
+                    Ok(()) => self.truncate_destination(m, &state).await,
+                    Err(e) => {
+                        m.note =
+                            format!("copying the destination's records back to the source: {e}");
+                        if !forced {
+                            return false;
+                        }
+                        tracing::error!(id = %m.id, topic = %m.topic, error = %m.note, "abort forced without copying back the destination's records");
+                        m.forced = true;
                     }
-                    tracing::error!(id = %m.id, topic = %m.topic, error = %m.note, "abort forced without copying back the destination's records");
-                    m.forced = true;
+                }
+                let released = self
+                    .update_topic(m, "release", |t| {
+                        if let Some(f) = t.migrating_from.as_mut() {
+                            f.hold_sends = false;
+                        }
+                    })
+                    .await;
+                match released {
+                    Ok(v) => {
+                        m.release_version = v.unwrap_or(state.version);
+                        tracing::info!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "abort: records copied back; producers released");
+                        true
+                    }
+                    Err(e) => {
+                        m.note = format!("cannot release the producers: {e}");
+                        false
+                    }
                 }
             }
-            let released = self
-                .update_topic(m, "release", |t| {
-                    if let Some(f) = t.migrating_from.as_mut() {
-                        f.hold_sends = false;
-                    }
-                })
-                .await;
-            match released {
-                Ok(v) => {
-                    m.release_version = v.unwrap_or(state.version);
-                    tracing::info!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "abort: records copied back; producers released");
-                    return true;
-                }
-                Err(e) => {
-                    m.note = format!("cannot release the producers: {e}");
+            a @ (AbortAction::Clear | AbortAction::RecordAborted) => {
+                if a == AbortAction::Clear
+                    && let Err(e) = self
+                        .update_topic(m, "aborted", |t| t.migrating_from = None)
+                        .await
+                {
+                    m.note = format!("cannot clear the migration from the topic: {e}");
                     return false;
                 }
+                m.phase = MigrationPhase::Aborted as i32;
+                m.forced |= forced;
+                m.finished_unix_ms = unix_ms();
+                tracing::warn!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "migration aborted");
+                true
             }
         }
-        if !forced && (!m.groups_draining.is_empty() || m.clients_behind > 0) {
-            return false;
-        }
-        if let Err(e) = self
-            .update_topic(m, "aborted", |t| t.migrating_from = None)
-            .await
-        {
-            m.note = format!("cannot clear the migration from the topic: {e}");
-            return false;
-        }
-        m.phase = MigrationPhase::Aborted as i32;
-        m.forced |= forced;
-        m.finished_unix_ms = unix_ms();
-        tracing::warn!(id = %m.id, topic = %m.topic, copied_back = m.copied_back, "migration aborted");
-        true
     }
 
     /// Deletes the records copied back from the abandoned destination, when everything in it is
@@ -1726,16 +1735,25 @@ impl Coordinator {
     pub async fn abort(&self, r: MigrationRef) -> Result<Migration, ServiceError> {
         let _g = self.step.lock().await;
         let mut m = self.get(&r.id)?;
-        match phase(&m) {
-            MigrationPhase::Prepare | MigrationPhase::Switch => {}
-            p => {
-                return Err(ServiceError::Precondition(format!(
-                    "migration {} is in phase {}; abort is allowed until the seal (PREPARE, \
-                     SWITCH) — move the topic back with a new migration instead",
-                    m.id,
-                    phase_name(p).to_uppercase()
-                )));
+        if let Err(why) = step::abort_allowed(phase(&m), &self.marker(&m)) {
+            return Err(ServiceError::Precondition(format!(
+                "migration {} is in phase {}; {why} — move the topic back with a new migration \
+                 instead",
+                m.id,
+                phase_name(phase(&m)).to_uppercase()
+            )));
+        }
+        if let Marker::Aborting { .. } = self.marker(&m) {
+            // This abort's route-back was written before (its record lost in a crash, or its
+            // acknowledgement): take it up instead of writing again.
+            m.phase = MigrationPhase::Aborting as i32;
+            if m.abort_version == 0 {
+                m.abort_version = self.svc.store().latest().version;
             }
+            m.note = "abort taken up: the topic already carries it".into();
+            self.store(m.clone(), true).await;
+            self.wake.notify_one();
+            return Ok(m);
         }
         let comment = if r.comment.is_empty() {
             format!(

@@ -20,8 +20,12 @@ pub enum Marker {
     Moving { sealed: Option<Vec<i64>> },
     /// Routed to the destination without a marker: this move's completion was written.
     Done,
-    /// Routed back to the source with this migration's abort marker.
-    Aborting,
+    /// Routed back to the source with this migration's abort marker; `held` while producers
+    /// are told to hold their sends (until the copy-back is done).
+    Aborting { held: bool },
+    /// Routed to the source without a marker: this migration's abort was cleared (or the move
+    /// never left the source).
+    Back,
     /// Deleted, or routed or marked by something other than this migration.
     Elsewhere,
 }
@@ -80,8 +84,10 @@ pub fn step(phase: MigrationPhase, o: &Observed) -> Action {
                 Action::Wait("")
             }
         }
-        // The completion or an abort's route change of this migration cannot precede its
-        // seal; anything else was done outside it.
+        // This migration's abort was written (routed back with its marker) and its record lost.
+        (P::Switch, Marker::Aborting { .. }) => Action::Record(P::Aborting),
+        // The completion of this migration cannot precede its seal; anything else was done
+        // outside it.
         (P::Switch, _) => Action::Abandon("the topic was re-routed outside the migration"),
         (P::Sealed, Marker::Moving { sealed: Some(_) }) => Action::Record(P::Drain),
         (P::Sealed | P::Drain, Marker::Moving { sealed: None }) => {
@@ -112,6 +118,81 @@ pub fn step(phase: MigrationPhase, o: &Observed) -> Action {
     }
 }
 
+/// Whether an operator may abort a move recorded in `phase` whose topic is as `marker` says:
+/// only before the seal. The record alone is not enough: a crash after the seal's
+/// configuration write leaves the record in SWITCH while groups may already have drained up to
+/// the published seal and gone on to the destination.
+pub fn abort_allowed(phase: MigrationPhase, marker: &Marker) -> Result<(), &'static str> {
+    match (phase, marker) {
+        (_, Marker::Moving { sealed: Some(_) }) => {
+            Err("its seal is published: abort is allowed until the seal")
+        }
+        (MigrationPhase::Prepare | MigrationPhase::Switch, _) => Ok(()),
+        _ => Err("abort is allowed until the seal (PREPARE, SWITCH)"),
+    }
+}
+
+/// What the coordinator observes before a step of an abort (ABORTING).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbortObserved {
+    pub marker: Marker,
+    /// The record says the producers were released (the release was written and recorded).
+    pub released: bool,
+    /// Every live client has reported since the service started.
+    pub settled: bool,
+    /// Every live producer of the topic is back on the source at the abort's version.
+    pub producers_back: bool,
+    /// No consumer group reads the abandoned destination, and every client applied the abort.
+    pub groups_left: bool,
+    /// An operator forces the abort on (`--advance`).
+    pub forced: bool,
+}
+
+/// What the coordinator does next in an abort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortAction {
+    /// Nothing yet, for this reason.
+    Wait(&'static str),
+    /// Copy what reached the abandoned destination back to the source (idempotent: copies
+    /// found on the source are skipped), then release the producers (clear `hold_sends`), then
+    /// record the release.
+    CopyBackAndRelease,
+    /// The release was written and not recorded: record it.
+    RecordReleased,
+    /// Clear the topic's marker, then record ABORTED.
+    Clear,
+    /// The clear was written and not recorded: record ABORTED.
+    RecordAborted,
+    /// The topic was changed outside the abort: record ABORTED with this note.
+    Abandon(&'static str),
+}
+
+/// The next action of an abort.
+pub fn step_abort(o: &AbortObserved) -> AbortAction {
+    let held = match &o.marker {
+        Marker::Aborting { held } => *held,
+        Marker::Back if o.released => return AbortAction::RecordAborted,
+        _ => return AbortAction::Abandon("the topic was changed outside the abort"),
+    };
+    if !o.forced && !o.settled {
+        return AbortAction::Wait("waiting for clients to report after the service started");
+    }
+    if !o.released {
+        if !held {
+            return AbortAction::RecordReleased;
+        }
+        if !o.forced && !o.producers_back {
+            // The progress shows which producers.
+            return AbortAction::Wait("");
+        }
+        return AbortAction::CopyBackAndRelease;
+    }
+    if !o.forced && !o.groups_left {
+        return AbortAction::Wait("");
+    }
+    AbortAction::Clear
+}
+
 /// The phase to take a move up again in when its record is missing (the coordinator's file
 /// was lost) or finished while the topic still carries its marker (a crash or an error between
 /// a configuration write and the record's): the configuration's word. `None`: nothing to take
@@ -120,8 +201,8 @@ pub fn resume_phase(marker: &Marker) -> Option<MigrationPhase> {
     match marker {
         Marker::Moving { sealed: Some(_) } => Some(MigrationPhase::Drain),
         Marker::Moving { sealed: None } => Some(MigrationPhase::Switch),
-        Marker::Aborting => Some(MigrationPhase::Aborting),
-        Marker::Done | Marker::Elsewhere => None,
+        Marker::Aborting { .. } => Some(MigrationPhase::Aborting),
+        Marker::Done | Marker::Back | Marker::Elsewhere => None,
     }
 }
 
@@ -246,6 +327,72 @@ mod tests {
     }
 
     #[test]
+    fn an_abort_copies_back_releases_and_clears_and_takes_up_its_own_writes() {
+        let o = |marker: Marker, released: bool| AbortObserved {
+            marker,
+            released,
+            settled: true,
+            producers_back: true,
+            groups_left: true,
+            forced: false,
+        };
+        let held = Marker::Aborting { held: true };
+        let free = Marker::Aborting { held: false };
+        assert_eq!(
+            step_abort(&o(held.clone(), false)),
+            AbortAction::CopyBackAndRelease
+        );
+        let not_back = AbortObserved {
+            producers_back: false,
+            ..o(held.clone(), false)
+        };
+        assert!(matches!(step_abort(&not_back), AbortAction::Wait(_)));
+        assert_eq!(
+            step_abort(&AbortObserved {
+                forced: true,
+                ..not_back
+            }),
+            AbortAction::CopyBackAndRelease
+        );
+        // The release was written, its record lost.
+        assert_eq!(
+            step_abort(&o(free.clone(), false)),
+            AbortAction::RecordReleased
+        );
+        assert_eq!(step_abort(&o(free.clone(), true)), AbortAction::Clear);
+        let reading = AbortObserved {
+            groups_left: false,
+            ..o(free.clone(), true)
+        };
+        assert!(matches!(step_abort(&reading), AbortAction::Wait(_)));
+        // The clear was written, its record lost.
+        assert_eq!(
+            step_abort(&o(Marker::Back, true)),
+            AbortAction::RecordAborted
+        );
+        assert!(matches!(
+            step_abort(&o(Marker::Back, false)),
+            AbortAction::Abandon(_)
+        ));
+        assert!(matches!(
+            step_abort(&o(Marker::Elsewhere, true)),
+            AbortAction::Abandon(_)
+        ));
+        // The abort's route-back was written, its record lost: the move takes it up.
+        assert_eq!(
+            step(P::Switch, &observed(held.clone())),
+            Action::Record(P::Aborting)
+        );
+        // Abort is refused once a seal is published, whatever the record says.
+        let sealed = Marker::Moving {
+            sealed: Some(vec![2]),
+        };
+        assert!(abort_allowed(P::Switch, &sealed).is_err());
+        assert!(abort_allowed(P::Switch, &Marker::Moving { sealed: None }).is_ok());
+        assert!(abort_allowed(P::Drain, &Marker::Moving { sealed: None }).is_err());
+    }
+
+    #[test]
     fn a_move_is_taken_up_again_from_the_configuration() {
         assert_eq!(
             resume_phase(&Marker::Moving { sealed: None }),
@@ -257,7 +404,11 @@ mod tests {
             }),
             Some(P::Drain)
         );
-        assert_eq!(resume_phase(&Marker::Aborting), Some(P::Aborting));
+        assert_eq!(
+            resume_phase(&Marker::Aborting { held: true }),
+            Some(P::Aborting)
+        );
+        assert_eq!(resume_phase(&Marker::Back), None);
         assert_eq!(resume_phase(&Marker::Done), None);
         assert_eq!(resume_phase(&Marker::Elsewhere), None);
     }
