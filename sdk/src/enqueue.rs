@@ -20,7 +20,7 @@ use bytes::Bytes;
 use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext as _;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaTopic;
@@ -156,6 +156,14 @@ pub(crate) fn try_enqueue(
         b.map_or((std::ptr::null_mut(), 0), |b| {
             (b.as_ptr().cast_mut().cast(), b.len())
         })
+    }
+    if topic.client.failure.recent().is_some() {
+        // The cluster refused this client's credentials moments ago: fail now (the caller
+        // names the reason) instead of waiting in the queue.
+        return Err((
+            KafkaError::MessageProduction(RDKafkaErrorCode::Authentication),
+            report,
+        ));
     }
     let (key, key_len) = bytes(record.key());
     let (payload, payload_len) = bytes(record.payload());

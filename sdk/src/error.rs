@@ -83,6 +83,17 @@ pub enum Error {
         /// How long the send was held.
         held_for: std::time::Duration,
     },
+    /// The cluster refused this client's connection in a way retrying does not fix by itself:
+    /// wrong credentials, an untrusted server certificate, a refused client certificate. The
+    /// record was not written. Kind [`ErrorKind::Kafka`]; retriable (the configuration may be
+    /// corrected meanwhile).
+    #[error("kafka ({cluster}): cannot connect: {reason}")]
+    Connect {
+        /// The cluster.
+        cluster: String,
+        /// librdkafka's reason.
+        reason: String,
+    },
     /// Timed out.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -119,7 +130,7 @@ impl Error {
             Error::NoConfig(_) => ErrorKind::NoConfig,
             Error::ConfigService(_) | Error::CutOff { .. } => ErrorKind::ConfigService,
             Error::Cache { .. } => ErrorKind::Cache,
-            Error::Kafka { .. } => ErrorKind::Kafka,
+            Error::Kafka { .. } | Error::Connect { .. } => ErrorKind::Kafka,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Closed => ErrorKind::Closed,
             Error::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
@@ -137,7 +148,8 @@ impl Error {
             | Error::ConfigService(_)
             | Error::NoConfig(_)
             | Error::QuotaExceeded { .. }
-            | Error::CutOff { .. } => true,
+            | Error::CutOff { .. }
+            | Error::Connect { .. } => true,
             _ => false,
         }
     }

@@ -24,7 +24,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -343,6 +343,8 @@ pub(crate) struct ProducerInner {
 pub(crate) struct ClusterProducer {
     pub(crate) cluster: String,
     fingerprint: u64,
+    /// Its last failure to connect that retrying does not fix by itself (see [`Reports`]).
+    pub(crate) failure: Arc<ConnectFailure>,
     /// For an idempotent client: whether it has its producer id (see [`Reports`]).
     pid_assigned: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Always `Some` until dropped (taken by `Drop`).
@@ -390,13 +392,94 @@ impl Drop for ClusterProducer {
     }
 }
 
-/// The cluster clients' context: hands each delivery report to the send waiting for it, and
-/// watches the idempotent producer's state in the client's statistics.
+/// The cluster clients' context: hands each delivery report to the send waiting for it,
+/// watches the idempotent producer's state in the client's statistics, and records failures to
+/// connect that retrying does not fix by itself (wrong credentials, an untrusted or refused
+/// certificate).
 pub(crate) struct Reports {
     /// Whether the idempotent producer has its producer id (librdkafka's `eos.idemp_state` is
     /// `Assigned`): until then its first records wait in the queue. Updated on every
     /// statistics report ([`PID_STATS_INTERVAL_MS`]).
     pid_assigned: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) failure: Arc<ConnectFailure>,
+    cluster: String,
+}
+
+/// How long after a failure to authenticate (or to agree on TLS) new sends to the cluster fail
+/// at once instead of waiting in the client's queue. librdkafka keeps reconnecting meanwhile;
+/// a send after this window waits for the next attempt, which fails it again or succeeds.
+const FAIL_FAST: Duration = Duration::from_secs(10);
+
+/// A cluster client's last failure to connect that retrying does not fix by itself.
+///
+/// librdkafka reports such a failure as an error event and keeps the records in its queue,
+/// retrying until `message.timeout.ms` (300 s by default) ends: a send with a wrong password
+/// would hang for five minutes and then fail without saying why. So the failure is recorded,
+/// the client's queue is purged (the report thread does it after the event), and every record
+/// purged, and every send within [`FAIL_FAST`] after it, fails with [`Error::Connect`] naming
+/// the cluster and librdkafka's reason. A delivered record clears it.
+#[derive(Default)]
+pub(crate) struct ConnectFailure {
+    last: Mutex<Option<(Instant, String)>>,
+    /// Set with `last`: the report thread purges the client's queue.
+    purge: AtomicBool,
+    /// Whether `last` is set (read on every delivered batch).
+    set: AtomicBool,
+}
+
+impl ConnectFailure {
+    fn record(&self, reason: String) {
+        *self.last.lock() = Some((Instant::now(), reason));
+        self.set.store(true, Ordering::Release);
+        self.purge.store(true, Ordering::Release);
+    }
+
+    /// The reason of a failure recorded within [`FAIL_FAST`].
+    pub(crate) fn recent(&self) -> Option<String> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FAIL_FAST)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// The reason of the last failure, however old (for records purged because of it).
+    fn reason(&self) -> Option<String> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.last.lock().as_ref().map(|(_, r)| r.clone())
+    }
+
+    fn clear(&self) {
+        if self.set.swap(false, Ordering::AcqRel) {
+            *self.last.lock() = None;
+        }
+    }
+
+    /// Whether the client's queue must be purged now (once per recorded failure).
+    pub(crate) fn take_purge(&self) -> bool {
+        self.purge.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Whether an error event of a client is a failure to connect that retrying does not fix by
+/// itself: an authentication failure, a TLS failure on this side (an untrusted server
+/// certificate), or a TLS alert from the broker (it refused this client's certificate), which
+/// librdkafka reports as a transport failure with the alert in its reason.
+fn is_connect_failure(e: &KafkaError, reason: &str) -> bool {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL,
+        ) => true,
+        Some(RDKafkaErrorCode::BrokerTransportFailure) => reason.contains("SSL alert number"),
+        _ => false,
+    }
 }
 
 /// How often an idempotent cluster client reports its statistics (read only for its
@@ -404,6 +487,18 @@ pub(crate) struct Reports {
 const PID_STATS_INTERVAL_MS: &str = "100";
 
 impl ClientContext for Reports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_connect_failure(&error, reason) {
+            tracing::error!(cluster = %self.cluster, %reason, "cannot connect to the cluster; failing its queued sends");
+            self.failure.record(reason.to_string());
+        } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            // Follows every failed connection attempt; the attempt's own error says why.
+            tracing::debug!(cluster = %self.cluster, %reason, "all brokers down");
+        } else {
+            tracing::warn!(cluster = %self.cluster, %error, %reason, "librdkafka error");
+        }
+    }
+
     fn stats_raw(&self, statistics: &[u8]) {
         if let Some(state) = idemp_state(statistics) {
             self.pid_assigned
@@ -451,6 +546,9 @@ impl Reports {
     /// callbacks in report order. So a callback never sees counters without its record, and
     /// it runs once its batch has left librdkafka's queue.
     pub(crate) fn serve_batch(&self, drs: &mut [Dr<'_>]) {
+        if self.failure.set.load(Ordering::Acquire) && drs.iter().any(|d| d.error().is_none()) {
+            self.failure.clear();
+        }
         let mut tally = Tally::default();
         for dr in drs.iter_mut() {
             if !matches!(dr.report(), Some(Report::Callback(_))) {
@@ -625,7 +723,13 @@ impl CallbackSend {
         match e {
             KafkaError::MessageProduction(
                 RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
-            ) => Error::Closed,
+            ) => match self.ctx.failure.as_ref().and_then(|f| f.reason()) {
+                Some(reason) => Error::Connect {
+                    cluster: self.ctx.route.cluster.name.clone(),
+                    reason,
+                },
+                None => Error::Closed,
+            },
             e => Error::Kafka {
                 cluster: self.ctx.route.cluster.name.clone(),
                 source: e.clone(),
@@ -898,10 +1002,12 @@ impl Target {
         flight: &Arc<Flight>,
         registry: &crate::metrics::Metrics,
     ) -> Self {
+        let failure = client.as_ref().map(|(c, _)| c.failure.clone());
         let ctx = route.as_ref().map(|r| {
             Arc::new(SendContext {
                 flight: flight.clone(),
                 route: r.clone(),
+                failure: failure.clone(),
                 version,
                 metrics: metrics.clone(),
                 registry: registry.clone(),
@@ -925,6 +1031,8 @@ impl Target {
 pub(crate) struct SendContext {
     flight: Arc<Flight>,
     route: Arc<Route>,
+    /// The client's connection failure (see [`ConnectFailure`]).
+    failure: Option<Arc<ConnectFailure>>,
     version: u64,
     /// Metric handles of (logical topic, cluster), and the registry (for errors).
     metrics: Option<SendHandles>,
@@ -1493,6 +1601,14 @@ fn is_queue_full(e: &KafkaError) -> bool {
 }
 
 fn kafka_error(client: &ClusterProducer, source: KafkaError) -> Error {
+    if let KafkaError::MessageProduction(RDKafkaErrorCode::Authentication) = source
+        && let Some(reason) = client.failure.reason()
+    {
+        return Error::Connect {
+            cluster: client.cluster.clone(),
+            reason,
+        };
+    }
     Error::Kafka {
         cluster: client.cluster.clone(),
         source,
@@ -1597,6 +1713,15 @@ fn enqueue_blocking(
 async fn delivered(target: &Target, rx: ReportRx) -> Result<(i32, i64), Error> {
     match rx.await {
         Ok(Ok(d)) => Ok(d),
+        Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue)))
+            if let Some(c) = &target.client
+                && let Some(reason) = c.failure.reason() =>
+        {
+            Err(Error::Connect {
+                cluster: c.cluster.clone(),
+                reason,
+            })
+        }
         Ok(Err(source)) => Err(Error::Kafka {
             cluster: target
                 .client
@@ -1889,9 +2014,12 @@ impl ProducerInner {
             cfg.set("statistics.interval.ms", PID_STATS_INTERVAL_MS);
         }
         let pid_assigned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failure = Arc::new(ConnectFailure::default());
         let producer: BaseProducer<Reports> = cfg
             .create_with_context(Reports {
                 pid_assigned: pid_assigned.clone(),
+                failure: failure.clone(),
+                cluster: route.cluster.name.clone(),
             })
             .map_err(|source| Error::Kafka {
                 cluster: route.cluster.name.clone(),
@@ -1910,6 +2038,7 @@ impl ProducerInner {
         let c = Arc::new(ClusterProducer {
             cluster: route.cluster.name.clone(),
             fingerprint: route.cluster.fingerprint,
+            failure,
             pid_assigned: idempotent.then_some(pid_assigned),
             producer: Some(producer),
         });

@@ -204,7 +204,10 @@ fn report_thread(
             Some(q) => {
                 serve_one(producer, q, GRACE);
             }
-            None => producer.poll(GRACE),
+            None => {
+                producer.poll(GRACE);
+                purge_after_failure(producer);
+            }
         }
     }
 }
@@ -213,5 +216,16 @@ fn report_thread(
 /// batch of delivery reports goes to [`Reports::serve_batch`]. Returns how many reports.
 fn serve_one(producer: &BaseProducer<Reports>, queue: &MainQueue, timeout: Duration) -> usize {
     let ctx = producer.context();
-    queue.serve_one(timeout, ctx, |drs| ctx.serve_batch(drs))
+    let n = queue.serve_one(timeout, ctx, |drs| ctx.serve_batch(drs));
+    purge_after_failure(producer);
+    n
+}
+
+/// After a failure to connect that retrying does not fix by itself (see
+/// [`crate::producer::ConnectFailure`]): purges the client's queue, so its records fail now,
+/// naming the cause, instead of at `message.timeout.ms`.
+fn purge_after_failure(producer: &BaseProducer<Reports>) {
+    if producer.context().failure.take_purge() {
+        producer.purge(rdkafka::producer::PurgeConfig::default().queue());
+    }
 }
