@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod migration;
 pub mod movetopic;
 pub mod output;
+pub mod properties;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -205,6 +205,9 @@ impl ConfigService {
                 });
             }
             let (next, touched) = cur.apply_changes_touched(&req.changes)?;
+            let mut errs = Errors::default();
+            crate::properties::check_changed(&cur, &next, &mut errs);
+            errs.finish()?;
             if guard_migrations {
                 check_migrating(&cur, &next)?;
             }

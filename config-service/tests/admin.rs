@@ -253,6 +253,20 @@ fn bad_inputs() -> Vec<Bad> {
             &["changes[0].delete_quota", r#""nobody""#, "does not exist"],
         ),
     ];
+    // Checked with librdkafka's own parser: an unknown key, a value out of range.
+    cases.push(bad(
+        "unknown librdkafka property",
+        vec![with_prop(cluster("north"), "linger.msec", "5")],
+        &[
+            r#"clusters["north"].properties["linger.msec"]"#,
+            "No such configuration property",
+        ],
+    ));
+    cases.push(bad(
+        "librdkafka property out of range",
+        vec![with_prop(cluster("north"), "linger.ms", "-3")],
+        &[r#"clusters["north"].properties["linger.ms"]"#, "-3"],
+    ));
     let mut long_author = bad(
         "author longer than 4096 bytes",
         vec![up_topic(topic("fine", "east", 1))],
