@@ -63,9 +63,13 @@ cargo bench -p switchyard-config --bench watch_fanout --locked -- --quick
 if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
     # A live migration of 200,000 keyed records (moved after 20 %) on the two real clusters, with
     # the consumer faults (a group offline through the switch, a member restarted in DRAIN, a
-    # group on auto.offset.reset=latest):
-    # exits non-zero when a record is lost, duplicated or out of order (about 10 s).
-    cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2 --faults
+    # group on auto.offset.reset=latest) and a producer cut off from the config service until
+    # COMPLETE (its late writes copied; a 5-s client lease instead of 30 s, so the seal waits
+    # for it 5 s): exits non-zero when a record is lost, duplicated or out of order, or the late
+    # writes counted and copied disagree (17-44 s on a 2-core machine; COMPLETE waits for the
+    # late writes' copy). Group `latest` lost west records in 3 of 51 such runs on a loaded
+    # machine (not explained yet; BENCHMARKS.md, "With a producer cut off from the config service").
+    cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2 --faults --client-lease-s 5
     # The Kafka-log store against the file store (3 replicas, 150 watchers; a few seconds).
     cargo bench -p switchyard-config --bench kafka_store --locked -- --quick
     # The C producer bench, one short round (raw librdkafka, the floor, switchyard-c through a

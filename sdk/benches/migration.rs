@@ -43,7 +43,10 @@
 //! Options (after `--`): `--messages N`, `--keys N`, `--producers N`, `--consumers N`,
 //! `--partitions N`, `--move-at FRACTION`, `--drain-grace-ms MS` (the consumers' drain grace,
 //! default 1000; the SDK's default is 10 s), `--commit-interval-ms MS` (the consumers'
-//! `auto.commit.interval.ms`, default 1000), `--timeout-s S` (bound on each wait, default 900), `--property KEY=VALUE` (a client property
+//! `auto.commit.interval.ms`, default 1000), `--timeout-s S` (bound on each wait, default 900),
+//! `--client-lease-s S` (the config service's client lease, default 30 as the service's: how
+//! long the coordinator waits for a client that stopped reporting, e.g. the cut-off producer of
+//! `--faults`), `--property KEY=VALUE` (a client property
 //! for every SDK client, repeatable; e.g. `--property debug=eos,topic` with
 //! `RUST_LOG=librdkafka=debug` shows the clients' producer-id and topic events), `--dump-sends FILE`
 //! (every acknowledged send as CSV: producer, key, seq, cluster, partition, offset, and start and
@@ -55,6 +58,35 @@
 //! Each group is checked on its own: every acknowledged record exactly once and per key in order
 //! across its members (for `latest`, "every" means every record acknowledged after the move
 //! started: before it, `latest` skipping what was written before the group joined is Kafka's).
+//! `--faults` also adds a producer cut off from the config service through the move: one more
+//! SDK client (application `migbench-cut-writer`) reaches the service through a TCP proxy that
+//! can be frozen (connections stay up and forward nothing; its watch stall timeout is 1 s),
+//! while Kafka stays reachable. Once the others have acknowledged half of `--move-at`, its
+//! producer starts sending to the same logical topic over keys of its own (numbered after the
+//! others' keys; one send in flight per key) at 1/20 of the others' rate so far, at least
+//! 50 records/s. The proxy is frozen just before the move starts (once the service has listed
+//! the client as a producer of the topic) and thawed when the move is COMPLETE, so this
+//! producer never learns of the move while it runs: it keeps writing to east; the seal waits
+//! for its lease (`--client-lease-s`) to end; its records past the seal are late writes, which
+//! the coordinator copies to west (also after COMPLETE, from its watch of the source every
+//! 2 s). After the thaw it switches to west; it stops once the others have finished and it has
+//! written to west for 1 s. Its acknowledged sends count for every group like the others'.
+//! Printed: its acknowledged sends by where they landed (east before the seal, east after the
+//! seal, west), and the migration's `late_writes` and `mirrored` (copied) counts, once they have
+//! settled (bounded wait). The run fails if one of its records is lost or duplicated by a
+//! group or in the logs (each late write on east once and copied to west once, every other
+//! record once where its delivery said), if a send fails, if none of its sends landed past the
+//! seal (the fault did not happen), or if the settled counts disagree with each other or with
+//! its acknowledged sends past the seal. Per key, a late write copied
+//! to west *after* the same producer's first direct west writes (it switched after COMPLETE,
+//! before the watch's next copy) arrives after records of its key with higher sequence numbers;
+//! those arrivals are counted apart (`late_behind`), as the README's "Order of late writes"
+//! describes, and do not fail the run; every other out-of-order arrival does. The move
+//! completes only once every late write is copied, so while this producer writes to the source
+//! COMPLETE waits for a copy round that catches up with it (seconds; more on a busy machine).
+//! For records a group lost, the bench prints where they were acknowledged (cluster,
+//! partition, offsets, time from the move's start) and the lowest offset the group received
+//! there.
 //! Exit status: 0 when every check passes, 1 when one fails, 2 for bad arguments or a setup
 //! failure. `RUST_LOG=switchyard=info` logs the SDK's switches and drains to stderr.
 
@@ -63,10 +95,10 @@ mod common;
 #[path = "../tests/workload/mod.rs"]
 mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -75,7 +107,9 @@ use switchyard::{Consumer, ConsumerOptions, Producer, Switchyard};
 use switchyard_config::client::{self, BearerToken};
 use switchyard_config::migration::{self, MigrationConfig};
 use switchyard_config::{ServerConfig, StoreConfig};
-use switchyard_proto::v1::{MigrationPhase, StartMigrationRequest};
+use switchyard_proto::v1::{
+    ListClientsRequest, ListMigrationsRequest, Migration, MigrationPhase, StartMigrationRequest,
+};
 use tokio::sync::watch;
 use workload::{Load, Report, Sent};
 
@@ -87,10 +121,21 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(1);
 /// Send tasks per producer client (the runtime has 2 worker threads).
 const TASKS_PER_PRODUCER: usize = 2;
+/// `--faults`: the cut-off producer's client (application) name, its least rate (records/s),
+/// its rate per key (one send in flight per key), how long it writes to the destination after
+/// it switched, and the bound on waiting for the coordinator's late-write counts to settle.
+const CUT_APP: &str = "migbench-cut-writer";
+const CUT_MIN_RATE: f64 = 50.0;
+const CUT_RATE_PER_KEY: f64 = 20.0;
+const CUT_TAIL: Duration = Duration::from_secs(1);
+const SETTLE: Duration = Duration::from_secs(30);
 
 const USAGE: &str = "usage: migration [--messages N] [--keys N] [--producers N] [--consumers N] \
 [--partitions N] [--move-at FRACTION] [--drain-grace-ms MS] [--commit-interval-ms MS] \
-[--timeout-s S] [--property KEY=VALUE]... [--dump-sends FILE] [--faults]";
+[--timeout-s S] [--client-lease-s S] [--property KEY=VALUE]... [--dump-sends FILE] [--faults]
+  --faults: a group offline through the switch, a group on auto.offset.reset=latest, the main
+  group's last member restarted in DRAIN, and a producer cut off from the config service from
+  just before the move until COMPLETE (its late writes must be copied and received once)";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -103,11 +148,13 @@ struct Args {
     drain_grace: Duration,
     commit_interval_ms: u64,
     timeout: Duration,
+    /// The config service's client lease.
+    client_lease: Duration,
     /// Extra client properties for every SDK client (e.g. `debug=eos,topic`).
     properties: Vec<(String, String)>,
     /// Write every acknowledged send here as CSV.
     dump: Option<std::path::PathBuf>,
-    /// Add the consumer faults (see the module docs).
+    /// Add the consumer faults and the cut-off producer (see the module docs).
     faults: bool,
 }
 
@@ -122,6 +169,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         drain_grace: Duration::from_secs(1),
         commit_interval_ms: 1_000,
         timeout: Duration::from_secs(900),
+        client_lease: Duration::from_secs(30),
         properties: Vec::new(),
         dump: None,
         faults: false,
@@ -155,6 +203,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             }
             "--commit-interval-ms" => a.commit_interval_ms = num(&flag, it.next(), 1, 600_000)?,
             "--timeout-s" => a.timeout = Duration::from_secs(num(&flag, it.next(), 1, 86_400)?),
+            "--client-lease-s" => {
+                a.client_lease = Duration::from_secs(num(&flag, it.next(), 1, 3_600)?)
+            }
             "--dump-sends" => {
                 let v = it.next().ok_or("--dump-sends needs a file name")?;
                 a.dump = Some(v.into());
@@ -252,8 +303,10 @@ fn main() -> ExitCode {
 struct Migrated {
     /// Progress lines, as the operator would see them.
     log: Vec<String>,
-    /// Records written to the source after every producer had switched.
-    late_writes: i64,
+    /// The migration as the coordinator reported it at COMPLETE (`late_writes`: records that
+    /// reached the source after the seal; `mirrored`: those copied to the destination;
+    /// `sealed_offsets`: the source's end offsets at the seal).
+    done: Migration,
 }
 
 /// Moves logical `topic` to cluster `to` through the config service at `addr` and returns once
@@ -313,10 +366,7 @@ async fn migrate(
             done.forced
         );
     }
-    Ok(Migrated {
-        log,
-        late_writes: done.late_writes,
-    })
+    Ok(Migrated { log, done })
 }
 
 async fn connect(
@@ -375,6 +425,22 @@ fn spawn_consumer(
             }
         }
     })
+}
+
+/// The producer cut off from the config service through the move (`--faults`).
+struct CutOff {
+    /// Its client, kept until the end.
+    _client: Arc<Switchyard>,
+    producer: Producer,
+    /// The proxy between its client and the config service forwards nothing while set.
+    frozen: Arc<AtomicBool>,
+    monitor: tokio::task::JoinHandle<ProducerSwitch>,
+    /// Its sends, once started.
+    load: Option<Load>,
+    /// Its key indices (after the other producers' keys), and its rate (records/s).
+    keys: Vec<usize>,
+    rate: f64,
+    frozen_at: Option<Instant>,
 }
 
 /// When a producer client applied the route change, and when its lane switched.
@@ -561,8 +627,20 @@ struct Verdict {
     consumed: usize,
     lost: usize,
     duplicated: usize,
+    /// Out-of-order arrivals, except `late_behind`.
     out_of_order: usize,
     unexpected: usize,
+    /// Of `lost`, `duplicated` and `out_of_order`: those of the cut-off producer's keys.
+    cut_lost: usize,
+    cut_duplicated: usize,
+    cut_out_of_order: usize,
+    /// Late writes (copied from the source) that arrived after a record of their key with a
+    /// higher sequence number that the destination acknowledged directly: their producer
+    /// switched before the coordinator copied them (see the module docs). Not in
+    /// `out_of_order`.
+    late_behind: usize,
+    /// Where the lost records were acknowledged (empty when none were lost).
+    lost_detail: Vec<String>,
     errors: Vec<String>,
 }
 
@@ -580,13 +658,23 @@ impl Verdict {
 
 /// Judges what a group's members received against what was sent: `lost` counts the sent
 /// records `expected` selects that no member received; `duplicated` the records received more
-/// than once; `out_of_order` per key across all members, in arrival order; `unexpected` what
-/// nobody sent.
-fn judge(received: &[Received], sent: &[Sent], expected: impl Fn(&Sent) -> bool) -> Verdict {
+/// than once; `out_of_order` per key across all members, in arrival order (apart: a `late`
+/// record arriving after a record of its key with a higher sequence number acknowledged by
+/// the destination, `late_behind`); `unexpected` what nobody sent. The `cut_*` counts are those
+/// of the keys in `cut`.
+fn judge<'a>(
+    received: &[Received],
+    sent: impl IntoIterator<Item = &'a Sent>,
+    expected: impl Fn(&Sent) -> bool,
+    cut: &HashSet<String>,
+    late: impl Fn(&Sent) -> bool,
+    t0: Instant,
+) -> Verdict {
     let mut v = Verdict::default();
-    let mut times: HashMap<(&str, u64), (u32, bool)> = HashMap::with_capacity(sent.len());
+    // (key, seq) -> (times received, expected, the send)
+    let mut times: HashMap<(&str, u64), (u32, bool, &Sent)> = HashMap::new();
     for s in sent {
-        times.insert((s.key.as_str(), s.seq), (0, expected(s)));
+        times.insert((s.key.as_str(), s.seq), (0, expected(s), s));
     }
     let mut arrivals: Vec<&(u64, String, u64)> = Vec::new();
     for (i, r) in received.iter().enumerate() {
@@ -598,20 +686,248 @@ fn judge(received: &[Received], sent: &[Sent], expected: impl Fn(&Sent) -> bool)
     }
     arrivals.sort_by_key(|x| x.0);
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    // (cluster, partition) -> the lowest offset received there
+    let mut lowest_received: HashMap<(&str, i32), i64> = HashMap::new();
     for (_, k, seq) in arrivals {
-        match times.get_mut(&(k.as_str(), *seq)) {
-            Some(n) => n.0 += 1,
-            None => v.unexpected += 1,
-        }
+        let this = match times.get_mut(&(k.as_str(), *seq)) {
+            Some(n) => {
+                n.0 += 1;
+                let low = lowest_received
+                    .entry((n.2.cluster.as_str(), n.2.partition))
+                    .or_insert(n.2.offset);
+                *low = (*low).min(n.2.offset);
+                Some(n.2)
+            }
+            None => {
+                v.unexpected += 1;
+                None
+            }
+        };
         if let Some(prev) = last_seq.insert(k.as_str(), *seq)
             && prev >= *seq
         {
-            v.out_of_order += 1;
+            let before = times.get(&(k.as_str(), prev)).map(|n| n.2);
+            if this.is_some_and(&late) && before.is_some_and(|b| b.cluster == TO) {
+                v.late_behind += 1;
+            } else {
+                v.out_of_order += 1;
+                if cut.contains(k) {
+                    v.cut_out_of_order += 1;
+                }
+            }
         }
     }
-    v.lost = times.values().filter(|(n, exp)| *n == 0 && *exp).count();
-    v.duplicated = times.values().filter(|(n, _)| *n > 1).count();
+    // (cluster, partition) -> (lost, lowest and highest offset, earliest and latest ack)
+    type Span = (usize, i64, i64, Instant, Instant);
+    let mut lost_at: BTreeMap<(&str, i32), Span> = BTreeMap::new();
+    for (n, exp, s) in times.values() {
+        let is_cut = cut.contains(&s.key);
+        if *n == 0 && *exp {
+            v.lost += 1;
+            v.cut_lost += usize::from(is_cut);
+            let e = lost_at
+                .entry((s.cluster.as_str(), s.partition))
+                .or_insert((0, s.offset, s.offset, s.done, s.done));
+            e.0 += 1;
+            e.1 = e.1.min(s.offset);
+            e.2 = e.2.max(s.offset);
+            e.3 = e.3.min(s.done);
+            e.4 = e.4.max(s.done);
+        }
+        if *n > 1 {
+            v.duplicated += 1;
+            v.cut_duplicated += usize::from(is_cut);
+        }
+    }
+    v.lost_detail = lost_at
+        .into_iter()
+        .map(|((c, p), (n, lo, hi, first, last))| {
+            format!(
+                "lost on {c} partition {p}: {n} records, offsets {lo}..={hi}, acknowledged {:+.1} ms ..= {:+.1} ms from the move's start; lowest offset received there: {}",
+                rel(t0, first),
+                rel(t0, last),
+                lowest_received
+                    .get(&(c, p))
+                    .map_or("-".into(), i64::to_string)
+            )
+        })
+        .collect();
     v
+}
+
+/// What the independent reader found of the cut-off producer's records.
+#[derive(Debug, Default)]
+struct CutInLogs {
+    /// Records of its keys in both logs (late writes: the original and the copy).
+    found: usize,
+    /// Acknowledged records not found where their delivery said.
+    missing: usize,
+    /// Late writes (acknowledged by the source past the seal) found copied to the destination,
+    /// in the same partition, exactly once.
+    copied: usize,
+    /// Late writes not found on the destination.
+    uncopied: usize,
+    /// Records found more often than they should be (once; a late write twice, copy included),
+    /// or a late write's copy in another partition.
+    duplicated: usize,
+    /// Records of its keys that no acknowledged send reported.
+    unexpected: usize,
+    /// Per key: spread over partitions on a cluster, a record followed in a log by one with a
+    /// lower or equal sequence number (except `late_behind`), or a record before the seal with
+    /// a sequence number not below every destination record's.
+    out_of_order: usize,
+    /// On the destination: copies of late writes behind a record of their key with a higher
+    /// sequence number that the destination acknowledged directly.
+    late_behind: usize,
+    examples: Vec<String>,
+}
+
+impl CutInLogs {
+    fn clean(&self) -> bool {
+        (
+            self.missing,
+            self.uncopied,
+            self.duplicated,
+            self.unexpected,
+            self.out_of_order,
+        ) == (0, 0, 0, 0, 0)
+    }
+
+    fn note(&mut self, what: String) {
+        if self.examples.len() < 5 {
+            self.examples.push(what);
+        }
+    }
+}
+
+/// Checks the cut-off producer's records (`found`: the reader's records of its keys) against
+/// its acknowledged sends: each where its delivery said; each late write (`late`) also once on
+/// the destination, in the same partition; nothing else; per key, increasing sequence numbers
+/// in each log (see [`CutInLogs::late_behind`]) and every record before the seal below every
+/// destination record.
+fn check_cut_in_logs(
+    found: &HashMap<(String, u64), Vec<workload::Found>>,
+    sent: &[Sent],
+    late: impl Fn(&Sent) -> bool,
+) -> CutInLogs {
+    let mut r = CutInLogs {
+        found: found.values().map(Vec::len).sum(),
+        ..Default::default()
+    };
+    let by_id: HashMap<(&str, u64), &Sent> =
+        sent.iter().map(|s| ((s.key.as_str(), s.seq), s)).collect();
+    for s in sent {
+        let v = found
+            .get(&(s.key.clone(), s.seq))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let (here, others): (Vec<_>, Vec<_>) = v.iter().partition(|f| {
+            f.cluster == s.cluster && f.partition == s.partition && f.offset == s.offset
+        });
+        if here.is_empty() {
+            r.missing += 1;
+            r.note(format!(
+                "{}:{} acknowledged by {} {}@{} is not there (found: {v:?})",
+                s.key, s.seq, s.cluster, s.partition, s.offset
+            ));
+        }
+        if late(s) {
+            match others.as_slice() {
+                [] => {
+                    r.uncopied += 1;
+                    r.note(format!("late write {}:{} is not copied", s.key, s.seq));
+                }
+                [c] if c.cluster == TO && c.partition == s.partition => r.copied += 1,
+                _ => {
+                    r.duplicated += 1;
+                    r.note(format!(
+                        "late write {}:{} is copied as {others:?}",
+                        s.key, s.seq
+                    ));
+                }
+            }
+        } else if !others.is_empty() || here.len() > 1 {
+            r.duplicated += 1;
+            r.note(format!("{}:{} is in the logs as {v:?}", s.key, s.seq));
+        }
+    }
+    // key -> cluster -> [(partition, offset, seq, a copy of a late write)]
+    type PerCluster = BTreeMap<String, Vec<(i32, i64, u64, bool)>>;
+    let mut by_key: BTreeMap<&str, PerCluster> = BTreeMap::new();
+    for ((k, seq), v) in found {
+        let s = by_id.get(&(k.as_str(), *seq)).copied();
+        if s.is_none() {
+            r.unexpected += 1;
+            r.note(format!("{k}:{seq} was not acknowledged (found: {v:?})"));
+        }
+        for f in v {
+            let copy = f.cluster == TO && s.is_some_and(|s| s.cluster == FROM);
+            by_key
+                .entry(k.as_str())
+                .or_default()
+                .entry(f.cluster.clone())
+                .or_default()
+                .push((f.partition, f.offset, *seq, copy));
+        }
+    }
+    for (k, clusters) in &mut by_key {
+        for (c, recs) in clusters.iter_mut() {
+            let parts: HashSet<i32> = recs.iter().map(|x| x.0).collect();
+            if parts.len() != 1 {
+                r.out_of_order += 1;
+                r.note(format!(
+                    "key {k} is spread over partitions {parts:?} on {c}"
+                ));
+            }
+            recs.sort_unstable();
+            for w in recs.windows(2) {
+                if w[0].2 < w[1].2 {
+                    continue;
+                }
+                if w[1].3 && !w[0].3 {
+                    r.late_behind += 1;
+                } else {
+                    r.out_of_order += 1;
+                    r.note(format!(
+                        "key {k} on {c}: seq {} at offset {} is followed by seq {} at offset {}",
+                        w[0].2, w[0].1, w[1].2, w[1].1
+                    ));
+                }
+            }
+        }
+        let before_seal = clusters.get(FROM).and_then(|recs| {
+            recs.iter()
+                .filter(|x| {
+                    by_id
+                        .get(&(*k, x.2))
+                        .is_some_and(|s| s.cluster == FROM && !late(s))
+                })
+                .map(|x| x.2)
+                .max()
+        });
+        let first_to = clusters
+            .get(TO)
+            .and_then(|recs| recs.iter().map(|x| x.2).min());
+        if let (Some(a), Some(b)) = (before_seal, first_to)
+            && a >= b
+        {
+            r.out_of_order += 1;
+            r.note(format!(
+                "key {k}: seq {a} on {FROM} before the seal, seq {b} on {TO}"
+            ));
+        }
+    }
+    r
+}
+
+/// Whether `s` reached the source past the seal (`sealed`: the source's end offsets at the
+/// seal, per partition; empty when unknown): a late write.
+fn past_seal(s: &Sent, sealed: &[i64]) -> bool {
+    s.cluster == FROM
+        && usize::try_from(s.partition)
+            .ok()
+            .and_then(|p| sealed.get(p))
+            .is_some_and(|&end| s.offset >= end)
 }
 
 /// Latency percentiles of a set of sends, in ms.
@@ -689,9 +1005,11 @@ async fn wait_until(
 }
 
 async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
+    let run_started = Instant::now();
     let svc = switchyard_config::start(ServerConfig {
         listen: "127.0.0.1:0".parse()?,
         store: StoreConfig::Memory,
+        client_lease: a.client_lease,
         // The coordinator waits this long after the service starts before a migration advances
         // (so every client has reported once); 5 of the clients' report intervals here, where
         // every client connects before the move.
@@ -759,6 +1077,40 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         extra_groups.push(BenchGroup::start("latest", addr, &a, &topic, latest, 1).await?);
     }
 
+    // With --faults, the producer cut off from the config service through the move: its
+    // client connects now (a known client before the move), through a proxy that can be frozen.
+    let mut cut = if a.faults {
+        let (proxy, frozen) = common::freezable_proxy(addr).await;
+        let mut b = Switchyard::builder(CUT_APP)
+            .endpoint(format!("http://{proxy}"))
+            .without_cache()
+            .status_interval(STATUS_INTERVAL)
+            .watch_stall_timeout(Duration::from_secs(1));
+        for (k, v) in &a.properties {
+            b = b.property(k, v);
+        }
+        let sy = Arc::new(
+            b.connect()
+                .await
+                .context("connect the cut-off producer's client through the proxy")?,
+        );
+        let producer = sy.producer();
+        let monitor =
+            spawn_producer_monitor(sy.clone(), producer.clone(), topic.clone(), stop_rx.clone());
+        Some(CutOff {
+            _client: sy,
+            producer,
+            frozen,
+            monitor,
+            load: None,
+            keys: Vec::new(),
+            rate: 0.0,
+            frozen_at: None,
+        })
+    } else {
+        None
+    };
+
     // The producers: key k belongs to producer k % producers and sends `per_key` records (the
     // first `messages % keys` keys one more).
     let (base, extra) = (a.messages / a.keys as u64, a.messages % a.keys as u64);
@@ -825,6 +1177,41 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
 
     // The move, once `move_at` of the records are acknowledged.
     let trigger = (a.messages as f64 * a.move_at).round() as u64;
+    if let Some(c) = cut.as_mut() {
+        // The cut-off producer starts at half of that, at 1/20 of the others' rate so far.
+        if !wait_until(
+            a.timeout,
+            || acked() >= trigger / 2 || finished() >= a.messages,
+            progress,
+        )
+        .await
+        {
+            bail!(
+                "only {} records acknowledged within {:?}",
+                acked(),
+                a.timeout
+            );
+        }
+        c.rate = (acked() as f64 / load_started.elapsed().as_secs_f64().max(0.001) / 20.0)
+            .max(CUT_MIN_RATE);
+        let n = ((c.rate / CUT_RATE_PER_KEY).ceil() as usize).max(4);
+        c.keys = (a.keys..a.keys + n).collect();
+        c.load = Some(Load::start_keys(
+            c.producer.clone(),
+            &topic,
+            TASKS_PER_PRODUCER,
+            c.keys.clone(),
+            c.rate,
+            a.timeout,
+        ));
+        eprintln!(
+            "  [{:>6.1} s] faults: the cut-off producer starts: {n} keys ({}..{}), {:.0} records/s",
+            load_started.elapsed().as_secs_f64(),
+            workload::key_name(a.keys),
+            workload::key_name(a.keys + n - 1),
+            c.rate
+        );
+    }
     if !wait_until(
         a.timeout,
         || acked() >= trigger || finished() >= a.messages,
@@ -843,6 +1230,45 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         eprintln!("  faults: group offline stops before the move");
         extra_groups[0].stop_member(0).await?;
     }
+    if let Some(c) = cut.as_mut() {
+        // The service knows the cut-off producer as a producer of the topic (its reports list
+        // it), then loses it: the proxy forwards nothing from now until COMPLETE.
+        let deadline = Instant::now() + a.timeout;
+        loop {
+            let ok = c.load.as_ref().map_or(0, |l| l.ok.load(Ordering::Relaxed));
+            let listed = adm
+                .list_clients(ListClientsRequest {
+                    app: CUT_APP.into(),
+                })
+                .await
+                .context("ListClients")?
+                .into_inner()
+                .clients
+                .iter()
+                .any(|ci| {
+                    ci.status
+                        .as_ref()
+                        .is_some_and(|st| st.producing.iter().any(|e| e.logical_topic == topic))
+                });
+            if ok > 0 && listed {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the cut-off producer was not listed as a producer of {topic} within {:?} ({ok} acknowledged)",
+                    a.timeout
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.frozen.store(true, Ordering::SeqCst);
+        c.frozen_at = Some(Instant::now());
+        eprintln!(
+            "  [{:>6.1} s] faults: the cut-off producer ({} acknowledged) is cut off from the config service",
+            load_started.elapsed().as_secs_f64(),
+            c.load.as_ref().map_or(0, |l| l.ok.load(Ordering::Relaxed))
+        );
+    }
     let move_started = Instant::now();
     let acked_at_move = acked();
     eprintln!(
@@ -853,9 +1279,15 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     // producers finish.
     let migration = {
         let (topic, timeout) = (topic.clone(), a.timeout);
+        let thaw = cut.as_ref().map(|c| c.frozen.clone());
         tokio::spawn(async move {
             let r = migrate(addr, topic, TO.into(), timeout).await;
-            (r, Instant::now())
+            let at = Instant::now();
+            // The move is over (or failed): the cut-off producer reaches the service again.
+            if let Some(frozen) = thaw {
+                frozen.store(false, Ordering::SeqCst);
+            }
+            (r, at)
         })
     };
 
@@ -930,26 +1362,103 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         Err(_) => Err(format!("not complete within {:?}", a.timeout)),
     };
 
+    // The cut-off producer, reaching the service again since COMPLETE, switches to west; it
+    // writes there for a second more, then stops.
+    let mut cut_report = Report::default();
+    let mut cut_keys: HashSet<String> = HashSet::new();
+    if let Some(c) = cut.as_mut() {
+        cut_keys = c.keys.iter().map(|k| workload::key_name(*k)).collect();
+        if migration.is_ok() {
+            let deadline = Instant::now() + a.timeout;
+            loop {
+                if c.producer
+                    .current_route(&topic)
+                    .await
+                    .is_some_and(|(cl, _)| cl == TO)
+                {
+                    tokio::time::sleep(CUT_TAIL).await;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "  the cut-off producer did not switch to {TO} within {:?} of the end of the load",
+                        a.timeout
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if let Some(l) = c.load.take() {
+            cut_report = l.finish().await;
+        }
+    }
+    let cut_acked = cut_report.sent.len() as u64;
+
     // Every group receives everything it should; anything arriving after that within a quiet
     // second is a duplicate.
     let after_move = report
         .sent
         .iter()
+        .chain(&cut_report.sent)
         .filter(|s| s.done >= move_started)
         .count() as u64;
+    let expected_all = produced + cut_acked;
     let want = |g: &BenchGroup| {
         if g.name == "latest" {
             after_move
         } else {
-            produced
+            expected_all
         }
     };
     let all_consumed = wait_until(
         a.timeout,
-        || group.received() >= produced && extra_groups.iter().all(|g| g.received() >= want(g)),
+        || group.received() >= expected_all && extra_groups.iter().all(|g| g.received() >= want(g)),
         progress,
     )
     .await;
+    // The cut-off producer's sends acknowledged by the source past the seal are the late
+    // writes; the coordinator's counts settle on them once its watch has looked at the source
+    // after the producer switched (bounded).
+    // The migration record is read by topic, so that its seal is known also when `migrate`
+    // failed (e.g. not COMPLETE in time).
+    let mut settled: Option<Migration> = None;
+    if cut.is_some() {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let now = adm
+                .list_migrations(ListMigrationsRequest {
+                    id: String::new(),
+                    active_only: false,
+                })
+                .await
+                .context("ListMigrations")?
+                .into_inner()
+                .migrations
+                .into_iter()
+                .find(|x| x.topic == topic);
+            let done = now.as_ref().is_some_and(|x| {
+                let late = cut_report
+                    .sent
+                    .iter()
+                    .filter(|s| past_seal(s, &x.sealed_offsets))
+                    .count() as i64;
+                x.late_writes == x.mirrored && x.late_writes == late
+            });
+            settled = now.or(settled);
+            if done || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let sealed: Vec<i64> = match (&settled, &migration) {
+        (Some(x), _) => x.sealed_offsets.clone(),
+        (None, Ok(m)) => m.done.sealed_offsets.clone(),
+        (None, Err(_)) => Vec::new(),
+    };
+    let is_late = |s: &Sent| past_seal(s, &sealed);
+    let cut_late = cut_report.sent.iter().filter(|s| is_late(s)).count() as i64;
     let total = || group.received() + extra_groups.iter().map(BenchGroup::received).sum::<u64>();
     let mut last = total();
     loop {
@@ -965,10 +1474,18 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     let mut extra_verdicts = Vec::new();
     for g in &mut extra_groups {
         let r = g.stop_all().await?;
+        let sent = report.sent.iter().chain(&cut_report.sent);
         let v = if g.name == "latest" {
-            judge(&r, &report.sent, |s| s.done >= move_started)
+            judge(
+                &r,
+                sent,
+                |s| s.done >= move_started,
+                &cut_keys,
+                is_late,
+                move_started,
+            )
         } else {
-            judge(&r, &report.sent, |_| true)
+            judge(&r, sent, |_| true, &cut_keys, is_late, move_started)
         };
         extra_verdicts.push((g.name, v));
     }
@@ -977,27 +1494,49 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         switches.push(m.await.context("a producer monitor panicked")?);
     }
     let drain = group_monitor.await.context("the group monitor panicked")?;
+    let cut_switch = match cut.as_mut() {
+        Some(c) => Some(
+            (&mut c.monitor)
+                .await
+                .context("the cut-off producer's monitor panicked")?,
+        ),
+        None => None,
+    };
 
     // The independent reader.
     let (e2, w2, t2) = (east.clone(), west.clone(), topic.clone());
-    let found = tokio::task::spawn_blocking(move || {
+    let mut found = tokio::task::spawn_blocking(move || {
         workload::read_everywhere(&[(FROM, &e2), (TO, &w2)], &t2)
     })
     .await
     .context("the independent reader failed")?;
+    // The cut-off producer's records are checked on their own: its late writes are on both
+    // clusters (the original and the copy).
+    let found_cut: HashMap<(String, u64), Vec<workload::Found>> =
+        found.extract_if(|(k, _), _| cut_keys.contains(k)).collect();
     let exact = workload::exactness(&report, &found);
     let order = workload::order_violations(&found, FROM, TO);
+    let cut_logs = check_cut_in_logs(&found_cut, &cut_report.sent, is_late);
 
     // Consumer-side accounting: order is judged per key across the whole group (every
     // member), in arrival order.
+    let main_verdict = judge(
+        &received,
+        report.sent.iter().chain(&cut_report.sent),
+        |_| true,
+        &cut_keys,
+        is_late,
+        move_started,
+    );
     let Verdict {
         consumed: consumed_total,
         lost,
         duplicated,
         out_of_order,
         unexpected: unexpected_consumed,
-        errors: consumer_errors,
-    } = judge(&received, &report.sent, |_| true);
+        errors: ref consumer_errors,
+        ..
+    } = main_verdict;
 
     // Timing.
     let applied = switches.iter().filter_map(|s| s.applied).min();
@@ -1018,27 +1557,39 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     if let Some((k, seq, e)) = report.errors.first() {
         println!("  first send error: {k}:{seq}: {e}");
     }
+    let cut_part = |v: &Verdict| {
+        if cut.is_some() {
+            format!(
+                "; of the cut-off producer's keys lost={} duplicated={} out_of_order={}; late_behind={}",
+                v.cut_lost, v.cut_duplicated, v.cut_out_of_order, v.late_behind
+            )
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "consumed {consumed_total}: lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected_consumed}"
+        "consumed {consumed_total}: lost={lost} duplicated={duplicated} out_of_order={out_of_order} unexpected={unexpected_consumed}{}",
+        cut_part(&main_verdict)
     );
-    for e in &consumer_errors {
+    for e in consumer_errors.iter().chain(&main_verdict.lost_detail) {
         println!("  {e}");
     }
     for (name, v) in &extra_verdicts {
         println!(
-            "group {name}: consumed {}: lost={} duplicated={} out_of_order={} unexpected={}{}",
+            "group {name}: consumed {}: lost={} duplicated={} out_of_order={} unexpected={}{}{}",
             v.consumed,
             v.lost,
             v.duplicated,
             v.out_of_order,
             v.unexpected,
+            cut_part(v),
             if *name == "latest" {
                 format!(" (of the {after_move} records acknowledged after the move started)")
             } else {
                 String::new()
             }
         );
-        for e in &v.errors {
+        for e in v.errors.iter().chain(&v.lost_detail) {
             println!("  {e}");
         }
     }
@@ -1054,6 +1605,22 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     for v in order.iter().take(5) {
         println!("  {v}");
     }
+    if cut.is_some() {
+        println!(
+            "independent reader, the cut-off producer's keys ({} records): missing={} late writes copied={} uncopied={} duplicated={} unexpected={} out_of_order={} late_behind={}",
+            cut_logs.found,
+            cut_logs.missing,
+            cut_logs.copied,
+            cut_logs.uncopied,
+            cut_logs.duplicated,
+            cut_logs.unexpected,
+            cut_logs.out_of_order,
+            cut_logs.late_behind
+        );
+        for e in &cut_logs.examples {
+            println!("  {e}");
+        }
+    }
     println!(
         "move started at {acked_at_move} acknowledged records ({:.1} s into the run)",
         (move_started - load_started).as_secs_f64()
@@ -1064,8 +1631,8 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
                 println!("  migrate: {l}");
             }
             println!(
-                "  late writes to the source after the seal: {}",
-                m.late_writes
+                "  late writes to the source after the seal: {} (copied at COMPLETE: {})",
+                m.done.late_writes, m.done.mirrored
             );
         }
         Err(e) => println!("  migrate FAILED: {e}"),
@@ -1099,6 +1666,50 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
             _ => "did not switch".to_string(),
         };
         println!("  producer {i}: {line}");
+    }
+    if let Some(c) = &cut {
+        let after_complete = match &migration {
+            Ok(_) => cut_report
+                .sent
+                .iter()
+                .filter(|x| x.cluster == FROM && x.done >= migration_done)
+                .count()
+                .to_string(),
+            Err(_) => "-".into(),
+        };
+        let switched_line = match cut_switch.and_then(|s| s.switched) {
+            Some(sw) => format!(
+                "switched to {TO} +{:.1} ms{}",
+                rel(t0, sw),
+                match &migration {
+                    Ok(_) => format!(" ({:.1} ms after COMPLETE)", rel(migration_done, sw)),
+                    Err(_) => String::new(),
+                }
+            ),
+            None => format!("did not switch to {TO}"),
+        };
+        println!(
+            "  cut-off producer ({} keys, {:.0} records/s; cut off from the config service {} before the move, until COMPLETE): acknowledged {cut_acked}: {} by {FROM} before the seal, {cut_late} by {FROM} after the seal ({after_complete} of them after COMPLETE), {} by {TO}; {} send errors; {switched_line}",
+            c.keys.len(),
+            c.rate,
+            c.frozen_at
+                .map_or("-".into(), |f| format!("{:.2} ms", ms(t0 - f))),
+            cut_report.count_on(FROM) as i64 - cut_late,
+            cut_report.count_on(TO),
+            cut_report.errors.len(),
+        );
+        if let Some((k, seq, e)) = cut_report.errors.first() {
+            println!("    first send error: {k}:{seq}: {e}");
+        }
+        println!(
+            "  late writes, the coordinator's counts once settled: late_writes={} mirrored={} (the cut-off producer's sends acknowledged by {FROM} past the seal: {cut_late})",
+            settled
+                .as_ref()
+                .map_or("-".into(), |x| x.late_writes.to_string()),
+            settled
+                .as_ref()
+                .map_or("-".into(), |x| x.mirrored.to_string()),
+        );
     }
     println!(
         "  consumers: route change applied by all +{}, group drained (no consumer on {FROM}) +{}",
@@ -1164,8 +1775,15 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
     if let Some(path) = &a.dump {
         let mut out =
             String::from("producer,key,seq,cluster,partition,offset,started_us,done_us\n");
-        for (i, r) in ranges.iter().enumerate() {
-            for x in &report.sent[r.clone()] {
+        // The cut-off producer's sends (--faults) as producer "cut".
+        let cut_range = [("cut".to_string(), &cut_report.sent[..])];
+        let per_producer = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i.to_string(), &report.sent[r.clone()]))
+            .chain(cut_range);
+        for (i, sends) in per_producer {
+            for x in sends {
                 out.push_str(&format!(
                     "{i},{},{},{},{},{},{:.0},{:.0}\n",
                     x.key,
@@ -1181,6 +1799,22 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         std::fs::write(path, out).with_context(|| format!("write {}", path.display()))?;
         println!("sends written to {}", path.display());
     }
+    // The cut-off producer: every send acknowledged, some of them past the seal (else the
+    // fault did not happen), its records in the logs as they should be, and the coordinator's
+    // counts settled on its late writes.
+    let cut_clean = cut.is_none()
+        || (cut_report.errors.is_empty()
+            && cut_acked > 0
+            && cut_late > 0
+            && cut_logs.clean()
+            && settled
+                .as_ref()
+                .is_some_and(|x| x.late_writes == x.mirrored && x.late_writes == cut_late));
+    if cut.is_some() && cut_late == 0 {
+        println!(
+            "  the cut-off producer wrote nothing to {FROM} past the seal: the fault did not happen"
+        );
+    }
     let clean = report.errors.is_empty()
         && produced == a.messages
         && all_consumed
@@ -1192,11 +1826,18 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         && exact.unexpected.is_empty()
         && order.is_empty()
         && extra_verdicts.iter().all(|(_, v)| v.clean())
-        && migration.as_ref().is_ok_and(|m| m.late_writes == 0)
+        && migration
+            .as_ref()
+            .is_ok_and(|m| cut.is_some() || m.done.late_writes == 0)
+        && cut_clean
         && cutover.is_some();
     println!(
+        "RESULT total time {:.1} s (setup, load, move, waits and checks)",
+        run_started.elapsed().as_secs_f64()
+    );
+    println!(
         "summary: produced={produced} consumed={consumed_total} lost={lost} duplicated={duplicated} out_of_order={out_of_order} \
-         reader_lost={} reader_duplicated={} reader_out_of_order={} cutover_window_ms={} cutover_p99_ms={} migration_s={} result={}",
+         reader_lost={} reader_duplicated={} reader_out_of_order={} cutover_window_ms={} cutover_p99_ms={} migration_s={}{} result={}",
         exact.missing.len(),
         exact.duplicated.len(),
         order.len(),
@@ -1206,11 +1847,26 @@ async fn run(a: Args, east: String, west: String) -> anyhow::Result<bool> {
         },
         cutover.map_or("-".into(), |c| format!("{:.1}", c.p99)),
         done_at.map_or("-".into(), |d| format!("{:.2}", (d - t0).as_secs_f64())),
+        if cut.is_some() {
+            format!(
+                " cut_acknowledged={cut_acked} cut_late={cut_late} late_writes={} mirrored={} late_behind={}",
+                settled
+                    .as_ref()
+                    .map_or("-".into(), |x| x.late_writes.to_string()),
+                settled
+                    .as_ref()
+                    .map_or("-".into(), |x| x.mirrored.to_string()),
+                main_verdict.late_behind,
+            )
+        } else {
+            String::new()
+        },
         if clean { "ok" } else { "FAILED" }
     );
     drop(group);
     drop(extra_groups);
     drop(producers);
+    drop(cut);
     svc.shutdown().await.context("stop the config service")?;
     Ok(clean)
 }
