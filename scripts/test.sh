@@ -38,8 +38,13 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
-    step "start two real Kafka clusters"
-    eval "$(bash scripts/kafka.sh start 2 --dir "$KAFKA_DIR")"
+    # The secured listeners' certificates are generated with the openssl command.
+    if ! command -v openssl >/dev/null 2>&1; then
+        step "install openssl (the secured Kafka listeners' certificates)"
+        apt-get install -y -q openssl >&2 || sudo apt-get install -y -q openssl >&2
+    fi
+    step "start two real Kafka clusters (with SASL_SSL and mTLS listeners)"
+    eval "$(bash scripts/kafka.sh start 2 --dir "$KAFKA_DIR" --secure)"
     echo "SWITCHYARD_KAFKA_CLUSTERS=$SWITCHYARD_KAFKA_CLUSTERS" >&2
 fi
 

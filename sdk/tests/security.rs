@@ -1,0 +1,229 @@
+//! The SDK on secured Kafka: SASL_SSL with SCRAM and SSL with client certificates (mTLS), the
+//! listeners `scripts/kafka.sh start N --secure` adds to the first test cluster. The cluster's
+//! connection and security properties come from the config service, per cluster.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use switchyard::{Record, Switchyard};
+use switchyard_config::client::{self, AdminClient as Admin, BearerToken};
+use switchyard_config::{RunningServer, ServerConfig, StoreConfig};
+use switchyard_proto::v1::{ApplyRequest, Change, Cluster, change::Op};
+
+const ADMIN: &str = "security-admin-token-0123456789";
+
+/// A config service that requires client tokens (secret properties such as `sasl.password`
+/// reach only clients with their app's token), the admin API, and `app`'s client token.
+async fn service_with_token(app: &str) -> (RunningServer, Admin, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = switchyard_config::tokens::mint(app).unwrap();
+    let tokens = dir.path().join("client-tokens");
+    std::fs::write(&tokens, format!("{}\n", t.line)).unwrap();
+    let svc = switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        admin_token: Some(ADMIN.into()),
+        client_tokens: Some(tokens),
+        ..Default::default()
+    })
+    .await
+    .expect("config service starts");
+    let ch = client::connect(&format!("http://{}", svc.local_addr()), None)
+        .await
+        .unwrap();
+    let adm = client::admin(ch, BearerToken::new(Some(ADMIN)).unwrap());
+    (svc, adm, t.token, dir)
+}
+
+/// Applies `changes` on the empty configuration.
+async fn apply_first(adm: &mut Admin, changes: Vec<Change>) {
+    adm.apply(ApplyRequest {
+        expected_version: 0,
+        changes,
+        author: "test".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("apply");
+}
+
+/// The secured listeners of the first test cluster: (plaintext, SASL_SSL, mTLS, TLS dir).
+/// Missing ones fail the test: run the suite through `scripts/test.sh`, which starts them.
+fn secured() -> (String, String, String, String) {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run ./scripts/test.sh (it starts Kafka with --secure)")
+        })
+    };
+    (
+        var("KAFKA_BOOTSTRAP_1"),
+        var("KAFKA_SASL_SSL_BOOTSTRAP_1"),
+        var("KAFKA_MTLS_BOOTSTRAP_1"),
+        var("SWITCHYARD_KAFKA_TLS_DIR"),
+    )
+}
+
+fn secure_cluster(name: &str, bootstrap: &str, props: &[(&str, String)]) -> Change {
+    Change {
+        op: Some(Op::UpsertCluster(Cluster {
+            name: name.into(),
+            bootstrap: vec![bootstrap.into()],
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn scram(tls: &str, user: &str, password: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("security.protocol", "SASL_SSL".into()),
+        ("sasl.mechanism", "SCRAM-SHA-512".into()),
+        ("sasl.username", user.into()),
+        ("sasl.password", password.into()),
+        ("ssl.ca.location", format!("{tls}/ca.pem")),
+    ]
+}
+
+fn mtls(tls: &str, client: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("security.protocol", "SSL".into()),
+        ("ssl.ca.location", format!("{tls}/ca.pem")),
+        ("ssl.certificate.location", format!("{tls}/{client}.pem")),
+        ("ssl.key.location", format!("{tls}/{client}.key")),
+    ]
+}
+
+/// Produces through the SDK over SASL_SSL (SCRAM-SHA-512) and over mTLS, consumes over
+/// SASL_SSL, and checks the log through the plaintext listener of the same cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produces_and_consumes_over_sasl_ssl_and_mtls() {
+    let (plain, sasl, mtls_at, tls) = secured();
+    let (svc, mut adm, token, _dir) = service_with_token("secure-app").await;
+    let (t1, t2) = (fresh("scram"), fresh("mtls"));
+    create_topic(&plain, &t1, 3).await;
+    create_topic(&plain, &t2, 3).await;
+    apply_first(
+        &mut adm,
+        vec![
+            secure_cluster("secure", &sasl, &scram(&tls, "alice", "alice-secret")),
+            secure_cluster("certs", &mtls_at, &mtls(&tls, "client")),
+            topic(&t1, "secure", "", 3),
+            topic(&t2, "certs", "", 3),
+        ],
+    )
+    .await;
+    let sy = Switchyard::builder("secure-app")
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .token(&token)
+        .without_cache()
+        .connect()
+        .await
+        .unwrap();
+    let p = sy.producer();
+    for i in 0..50 {
+        for (t, cluster) in [(&t1, "secure"), (&t2, "certs")] {
+            let d = tokio::time::timeout(
+                Duration::from_secs(60),
+                p.send(Record::new(t).key(format!("k{i}")).payload(format!("v{i}"))),
+            )
+            .await
+            .expect("a send over a secured listener completes")
+            .unwrap_or_else(|e| panic!("send to {cluster}: {e}"));
+            assert_eq!(d.cluster, cluster);
+        }
+    }
+    assert_eq!(read_all(&plain, &t1).len(), 50);
+    assert_eq!(read_all(&plain, &t2).len(), 50);
+
+    let c = sy.consumer(&fresh("g"), &[&t1]).unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < 50 {
+        let m = tokio::time::timeout(Duration::from_secs(60), c.recv())
+            .await
+            .expect("records arrive over SASL_SSL")
+            .unwrap();
+        assert_eq!(m.cluster, "secure");
+        c.commit(&m).await.unwrap();
+        seen.insert(m.payload.clone());
+    }
+    drop(c);
+    drop(p);
+    drop(sy);
+    svc.shutdown().await.unwrap();
+}
+
+/// Bad credentials fail each send within a bounded time with an error that names the cluster
+/// and the cause — never a hang until librdkafka's `message.timeout.ms` (300 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_fail_sends_with_an_error_naming_the_cluster() {
+    let (plain, sasl, mtls_at, tls) = secured();
+    let (svc, mut adm, token, _dir) = service_with_token("bad-creds").await;
+    let mut untrusted_ca = scram(&tls, "alice", "alice-secret");
+    untrusted_ca[4].1 = format!("{tls}/other-ca.pem");
+    // (cluster name, listener, properties, what the error says)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'static str, String)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "wrong-password",
+            &sasl,
+            scram(&tls, "alice", "not-her-password"),
+            "uthentication",
+        ),
+        ("untrusted-ca", &sasl, untrusted_ca, "certificate"),
+        (
+            "untrusted-client-cert",
+            &mtls_at,
+            mtls(&tls, "untrusted-client"),
+            "SSL",
+        ),
+    ];
+    let mut changes = Vec::new();
+    let mut topics = Vec::new();
+    for (name, at, props, _) in &cases {
+        let t = fresh(name);
+        create_topic(&plain, &t, 1).await;
+        changes.push(secure_cluster(name, at, props));
+        changes.push(topic(&t, name, "", 1));
+        topics.push(t);
+    }
+    apply_first(&mut adm, changes).await;
+    let sy = Switchyard::builder("bad-creds")
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .token(&token)
+        .without_cache()
+        .connect()
+        .await
+        .unwrap();
+    let p = sy.producer();
+    for ((name, _, _, cause), t) in cases.iter().zip(&topics) {
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(90),
+            p.send(Record::new(t).key("k").payload("v")),
+        )
+        .await;
+        let Ok(sent) = sent else {
+            panic!("{name}: the send did not fail within 90 s");
+        };
+        let e = sent.expect_err("a send with bad credentials fails");
+        let msg = e.to_string();
+        println!("{name}: failed after {:?}: {msg}", started.elapsed());
+        assert!(
+            msg.contains(name),
+            "{name}: the error names the cluster: {msg}"
+        );
+        assert!(msg.contains(cause), "{name}: the error says why: {msg}");
+        assert_eq!(e.kind(), switchyard::ErrorKind::Kafka, "{msg}");
+    }
+    drop(p);
+    drop(sy);
+    svc.shutdown().await.unwrap();
+}
