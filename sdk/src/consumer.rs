@@ -286,9 +286,12 @@ impl Consumer {
                             return (m2.id, None);
                         }
                         if m2.needs_position(bm.topic(), bm.partition()) {
-                            // Fetched from wherever `auto.offset.reset` put it: put back until
-                            // the partition is positioned (see `Member::position_starts`).
-                            m2.put_back(&bm);
+                            // Fetched from wherever `auto.offset.reset` put it: paused until the
+                            // partition is positioned (see `Member::position_starts`). Not
+                            // rewound to this record: positioning runs on another thread, and
+                            // a rewind landing after its seek would move the partition back to
+                            // where `latest` had put it, skipping everything before.
+                            m2.pause_unpositioned(&bm);
                             return (m2.id, None);
                         }
                         (m2.id, convert(&m2, &bm))
@@ -496,6 +499,20 @@ impl Member {
             Duration::ZERO,
         ) {
             tracing::warn!(error = %e, topic = bm.topic(), partition = bm.partition(), "cannot rewind a held partition");
+        }
+        self.paused
+            .lock()
+            .insert((bm.topic().to_string(), bm.partition()));
+    }
+
+    /// Pauses the partition of a record fetched before its partition was positioned, without
+    /// rewinding it (the positioning seeks it; a record fetched from before that seek is
+    /// discarded by librdkafka and fetched again from the new position).
+    fn pause_unpositioned(&self, bm: &rdkafka::message::BorrowedMessage<'_>) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(bm.topic(), bm.partition());
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(error = %e, topic = bm.topic(), partition = bm.partition(), "cannot pause a partition to position it");
         }
         self.paused
             .lock()
