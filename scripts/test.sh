@@ -73,7 +73,8 @@ if [[ -z "${SWITCHYARD_SKIP_KAFKA:-}" ]]; then
     # for it 5 s): exits non-zero when a record is lost, duplicated or out of order, or the late
     # writes counted and copied disagree (17-44 s on a 2-core machine; COMPLETE waits for the
     # late writes' copy). Group `latest` lost west records in 3 of 51 such runs on a loaded
-    # machine (not explained yet; BENCHMARKS.md, "With a producer cut off from the config service").
+    # machine before f1eec23 (a put-back rewind racing the positioning seek; BENCHMARKS.md,
+    # "With a producer cut off from the config service").
     cargo bench -p switchyard-sdk --bench migration --locked -- --messages 200000 --move-at 0.2 --faults --client-lease-s 5
     # The Kafka-log store against the file store (3 replicas, 150 watchers; a few seconds).
     cargo bench -p switchyard-config --bench kafka_store --locked -- --quick

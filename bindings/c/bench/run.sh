@@ -25,11 +25,25 @@ RDK_OUT=$(ls -td "$TARGET_DIR"/release/build/rdkafka-sys-*/out 2>/dev/null | whi
 done)
 [[ -n "$RDK_OUT" ]] || { echo "no librdkafka.a under $TARGET_DIR/release/build/rdkafka-sys-*/out" >&2; exit 1; }
 
+# librdkafka.a needs the static libraries rdkafka-sys built it with: libcurl (OIDC), the
+# vendored OpenSSL, zstd and zlib (the newest build of each).
+newest_lib() {
+    find "$TARGET_DIR/release/build" -path "*/$1-*/out/*" -name "$2" -printf '%T@ %p\n' 2>/dev/null |
+        sort -rn | head -n 1 | cut -d' ' -f2-
+}
+DEPS=()
+for spec in "curl-sys libcurl.a" "openssl-sys libssl.a" "openssl-sys libcrypto.a" \
+    "zstd-sys libzstd.a" "libz-sys libz.a"; do
+    # shellcheck disable=SC2086 # two words: crate and file
+    lib=$(newest_lib $spec)
+    [[ -n "$lib" ]] && DEPS+=("$lib")
+done
+
 WORK=$(mktemp -d /tmp/switchyard-c-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 "$CC" -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -g -Wall -Wextra -Werror -pthread \
     -I"$ROOT/bindings/c/include" -isystem "$RDK_OUT/src" bindings/c/bench/producer_bench.c \
-    "$RDK_OUT/src/librdkafka.a" -L"$LIB_DIR" -lswitchyard_c -Wl,-rpath,"$LIB_DIR" \
+    "$RDK_OUT/src/librdkafka.a" "${DEPS[@]}" -L"$LIB_DIR" -lswitchyard_c -Wl,-rpath,"$LIB_DIR" \
     -lz -lm -ldl -lpthread -o "$WORK/producer_bench"
 
 TOPIC="c-bench-$$-$(date +%s)"
