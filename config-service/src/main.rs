@@ -35,6 +35,22 @@ struct Cli {
     /// PEM file of the CA that signed the service's certificate (https endpoints).
     #[arg(long, global = true, env = "SWITCHYARD_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a service that requires mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -228,6 +244,10 @@ struct ServeArgs {
     /// PEM private key for TLS.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign client certificates: every client must then present a
+    /// certificate signed by one of them (mutual TLS). Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Versions of history kept (older ones are compacted away).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     retain_versions: u64,
@@ -300,17 +320,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", m.line);
         return Ok(());
     }
-    let ca = match &cli.ca_cert {
-        Some(p) => {
-            Some(std::fs::read(p).with_context(|| format!("could not read {}", p.display()))?)
-        }
-        None => None,
+    let read =
+        |p: &PathBuf| std::fs::read(p).with_context(|| format!("could not read {}", p.display()));
+    let tls = client::TlsOptions {
+        ca_pem: cli.ca_cert.as_ref().map(read).transpose()?,
+        identity: match (&cli.client_cert, &cli.client_key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        },
     };
     let token = std::env::var("SWITCHYARD_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
     let token = BearerToken::new(token.as_deref())?;
-    let channel = client::connect(&cli.endpoint, ca).await?;
+    let channel = client::connect_with_timeout(&cli.endpoint, &tls, Duration::from_secs(5)).await?;
     let mut admin = client::admin(channel.clone(), token.clone());
     let mut meta = client::metadata(channel, token);
     match cli.cmd {
@@ -782,6 +805,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retain_versions: usize::try_from(args.retain_versions).unwrap_or(usize::MAX),
         admin_token,
         tls: args.tls_cert.zip(args.tls_key),
+        tls_client_ca: args.tls_client_ca,
         client_lease: Duration::from_secs(args.client_lease_secs),
         shutdown_grace: Duration::from_secs(10),
         admin_listen: args.admin_listen,

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// PEM certificate chain and private key, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// PEM CA certificate(s) that sign client certificates: with it (and `tls`), every client
+    /// must present a certificate signed by one of them (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
     /// How long a client's status report is kept.
     pub client_lease: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             retain_versions: 1000,
             admin_token: None,
             tls: None,
+            tls_client_ca: None,
             client_lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             admin_listen: None,
@@ -365,9 +369,18 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
         let key_pem = tokio::fs::read(key)
             .await
             .with_context(|| format!("could not read TLS key {}", key.display()))?;
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+        if let Some(ca) = &cfg.tls_client_ca {
+            let ca_pem = tokio::fs::read(ca)
+                .await
+                .with_context(|| format!("could not read the client CA {}", ca.display()))?;
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca_pem));
+        }
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+            .tls_config(tls)
             .context("invalid TLS configuration")?;
+    } else if cfg.tls_client_ca.is_some() {
+        anyhow::bail!("a client CA (mutual TLS) needs a TLS certificate and key");
     }
     let router = builder
         .add_service(health_service)

@@ -103,7 +103,7 @@ pub struct SwitchyardBuilder {
     app: String,
     endpoints: Vec<String>,
     token: Option<String>,
-    ca_pem: Option<Vec<u8>>,
+    tls: switchyard_proto::client::TlsOptions,
     cache: Option<PathBuf>,
     no_cache: bool,
     client_id: Option<String>,
@@ -121,7 +121,7 @@ impl Switchyard {
             app: app.into(),
             endpoints: Vec::new(),
             token: None,
-            ca_pem: None,
+            tls: Default::default(),
             cache: None,
             no_cache: false,
             client_id: None,
@@ -304,9 +304,16 @@ impl SwitchyardBuilder {
         self.token = Some(t.into());
         self
     }
-    /// CA certificate (PEM) for https endpoints.
+    /// CA certificate(s) (PEM) that signed the config service's certificate, for `https://`
+    /// endpoints. Without it the system's trusted roots are used.
     pub fn ca_certificate(mut self, pem: Vec<u8>) -> Self {
-        self.ca_pem = Some(pem);
+        self.tls.ca_pem = Some(pem);
+        self
+    }
+    /// A client certificate chain and its private key (PEM), for a config service that
+    /// requires mutual TLS.
+    pub fn client_certificate(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.tls.identity = Some((cert_pem, key_pem));
         self
     }
     /// Where to keep the last-known-good snapshot (default:
@@ -363,6 +370,9 @@ impl SwitchyardBuilder {
                 self.watch_stall_timeout
             )));
         }
+        self.tls
+            .check()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         for k in self.properties.keys() {
             switchyard_proto::validate::check_property_key("property", k)
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -418,7 +428,7 @@ impl SwitchyardBuilder {
         let wcfg = WatchConfig {
             endpoints: self.endpoints,
             token: self.token,
-            ca_pem: self.ca_pem,
+            tls: self.tls,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             stall_timeout: self.watch_stall_timeout,

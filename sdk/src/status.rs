@@ -172,7 +172,7 @@ pub(crate) async fn run(
         senders.push(tokio::spawn(send_to(
             shared.clone(),
             ep.clone(),
-            cfg.ca_pem.clone(),
+            cfg.tls.clone(),
             token.clone(),
             reports.subscribe(),
         )));
@@ -225,7 +225,7 @@ pub(crate) async fn run(
 async fn send_to(
     shared: Arc<Shared>,
     endpoint: String,
-    ca_pem: Option<Vec<u8>>,
+    tls: switchyard_proto::client::TlsOptions,
     token: BearerToken,
     mut reports: watch::Receiver<Option<ClientStatus>>,
 ) {
@@ -235,9 +235,7 @@ async fn send_to(
             continue;
         };
         if client.is_none() {
-            match client::connect_with_timeout(&endpoint, ca_pem.clone(), Duration::from_secs(3))
-                .await
-            {
+            match client::connect_with_timeout(&endpoint, &tls, Duration::from_secs(3)).await {
                 Ok(ch) => client = Some(client::metadata(ch, token.clone())),
                 Err(e) => {
                     tracing::debug!(endpoint = %endpoint, error = %e, "status report: cannot connect");

@@ -307,7 +307,7 @@ impl Shared {
 pub(crate) struct WatchConfig {
     pub endpoints: Vec<String>,
     pub token: Option<String>,
-    pub ca_pem: Option<Vec<u8>>,
+    pub tls: switchyard_proto::client::TlsOptions,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// A watch whose server stops answering (HTTP/2 pings unanswered) is abandoned within
@@ -360,6 +360,17 @@ pub(crate) async fn run(
     }
 }
 
+/// A call's failure as text: its message and code, then what a transport failure under it
+/// usually means (a TLS or scheme mismatch).
+fn status_text(endpoint: &str, s: &tonic::Status) -> String {
+    let mut out = format!("{} ({:?})", s.message(), s.code());
+    if let Some(h) = std::error::Error::source(s).and_then(|e| client::transport_hint(endpoint, e))
+    {
+        out.push_str(&format!(" ({h})"));
+    }
+    out
+}
+
 async fn watch_once(
     shared: &Arc<Shared>,
     endpoint: &str,
@@ -369,7 +380,7 @@ async fn watch_once(
 ) -> Result<(), String> {
     let channel = client::connect_with_keepalive(
         endpoint,
-        cfg.ca_pem.clone(),
+        &cfg.tls,
         Duration::from_secs(3),
         (cfg.stall_timeout / 2).max(Duration::from_millis(50)),
     )
@@ -388,13 +399,13 @@ async fn watch_once(
             app: shared.app.clone(),
         })
         .await
-        .map_err(|s| format!("watch refused: {} ({:?})", s.message(), s.code()))?
+        .map_err(|s| format!("watch refused: {}", status_text(endpoint, &s)))?
         .into_inner();
     loop {
         let ev = match stream.message().await {
             Ok(Some(ev)) => ev,
             Ok(None) => return Err("the config service closed the watch stream".into()),
-            Err(s) => return Err(format!("watch failed: {} ({:?})", s.message(), s.code())),
+            Err(s) => return Err(format!("watch failed: {}", status_text(endpoint, &s))),
         };
         *progressed = true;
         let next = match ev.event {
