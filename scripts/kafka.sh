@@ -68,6 +68,10 @@ Commands:
                              SWITCHYARD_KAFKA_SCRAM_USERS  "user:password ..." created for
                                                            SCRAM-SHA-256 and -512 and PLAIN
                                                            (alice, bob, admin)
+                           ACLs are enforced (StandardAuthorizer; resources without
+                           ACLs stay open; ANONYMOUS, i.e. the plaintext listener,
+                           and admin are super users). On cluster 1, topics named
+                           alice-* are for User:alice only and bob-* for User:bob.
   stop [--dir DIR]         SIGTERM every broker recorded under DIR, SIGKILL after
                            30 s, delete their data. Safe when nothing runs.
   status [--dir DIR]       Show the clusters under DIR. Exit 0 when all recorded
@@ -390,6 +394,11 @@ ssl.keystore.location=$tls/broker-keystore.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$tls/ca.pem
 listener.name.ssl.ssl.client.auth=required
+# ACLs are enforced (one principal per app); a resource without ACLs stays open to
+# everyone, and the plaintext listeners' principal (ANONYMOUS) and admin bypass them.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS;User:admin
 EOF
   fi
   if [[ -n "${SWITCHYARD_KAFKA_EXTRA_PROPS:-}" ]]; then
@@ -664,6 +673,9 @@ start_attempt() {
     sleep 0.5
   done
 
+  if ((SECURE)); then
+    add_acls "127.0.0.1:${bports[0]}" || return 1
+  fi
   local -a boots=()
   for ((i = 0; i < n; i++)); do boots+=("127.0.0.1:${bports[$i]}"); done
   {
@@ -679,6 +691,23 @@ start_attempt() {
   } >"$RUN_DIR/clusters.env"
   sed 's/^/export /' "$RUN_DIR/clusters.env"
   return 0
+}
+
+# On the cluster at $1: topics whose names start with "alice-" may be used by
+# User:alice only, "bob-" by User:bob only (and the super users), so a test can see
+# a broker refuse one app's principal on another app's topic.
+add_acls() {
+  local boot=$1 u
+  for u in alice bob; do
+    "$(java_cmd)" -Xmx256m -cp "$LIB_DIR/*" org.apache.kafka.tools.AclCommand \
+      --bootstrap-server "$boot" --add --allow-principal "User:$u" --operation All \
+      --topic "$u-" --resource-pattern-type prefixed >>"$RUN_DIR/acls.log" 2>&1 || {
+      log "could not add the ACLs for $u; see $RUN_DIR/acls.log"
+      tail -n 20 "$RUN_DIR/acls.log" >&2 || true
+      return 1
+    }
+  done
+  log "ACLs on cluster 1: topics alice-* for User:alice only, bob-* for User:bob only"
 }
 
 cmd_start() {

@@ -42,7 +42,7 @@ const STATES_KEEP: usize = 4;
 /// Which part of the configuration a watcher sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum View {
-    /// Everything, secrets included.
+    /// Everything, secrets included (references resolved).
     Full,
     /// Everything but secret properties.
     Open,
@@ -64,9 +64,17 @@ impl View {
     /// This view of `s`.
     pub fn of(&self, s: &State) -> State {
         match self {
-            View::Full => s.clone(),
+            View::Full => {
+                let mut out = s.clone();
+                crate::properties::resolve_state(&mut out);
+                out
+            }
             View::Open => secrets::strip_state(s),
-            View::App(app) => scope::scoped(s, app),
+            View::App(app) => {
+                let mut out = scope::scoped(s, app);
+                crate::properties::resolve_state(&mut out);
+                out
+            }
         }
     }
 }
@@ -85,6 +93,8 @@ pub struct Published {
     delta: Delta,
     /// `event` without secret properties, encoded on first use.
     open: OnceLock<EncodedWatchEvent>,
+    /// `event` with its references resolved, encoded on first use.
+    resolved: OnceLock<EncodedWatchEvent>,
 }
 
 impl Published {
@@ -92,13 +102,70 @@ impl Published {
     fn open_event(&self) -> EncodedWatchEvent {
         self.open
             .get_or_init(|| {
-                if !self.delta.upsert_clusters.iter().any(secrets::has_secrets) {
+                if !self.delta.upsert_clusters.iter().any(secrets::has_secrets)
+                    && self
+                        .delta
+                        .upsert_profiles
+                        .iter()
+                        .all(|p| p.credentials.is_empty())
+                {
                     return self.event.clone();
                 }
                 let mut d = self.delta.clone();
                 for c in &mut d.upsert_clusters {
                     secrets::strip_cluster(c);
                 }
+                for p in &mut d.upsert_profiles {
+                    secrets::strip_profile(p);
+                }
+                EncodedWatchEvent::new(&WatchEvent {
+                    event: Some(Event::Delta(d)),
+                })
+            })
+            .clone()
+    }
+}
+
+impl Published {
+    /// The delta event with its references resolved ([`View::Full`]).
+    fn full_event(&self) -> EncodedWatchEvent {
+        self.resolved
+            .get_or_init(|| {
+                let refs = |props: &std::collections::HashMap<String, String>| {
+                    props.values().any(|v| secrets::has_reference(v))
+                };
+                if !self
+                    .delta
+                    .upsert_clusters
+                    .iter()
+                    .any(|c| refs(&c.properties))
+                    && !self
+                        .delta
+                        .upsert_profiles
+                        .iter()
+                        .any(|p| p.credentials.values().any(|c| refs(&c.properties)))
+                {
+                    return self.event.clone();
+                }
+                let mut st = State::default();
+                for c in &self.delta.upsert_clusters {
+                    st.clusters.insert(c.name.clone(), c.clone());
+                }
+                for p in &self.delta.upsert_profiles {
+                    st.profiles.insert(p.app.clone(), p.clone());
+                }
+                crate::properties::resolve_state(&mut st);
+                let mut d = self.delta.clone();
+                d.upsert_clusters = d
+                    .upsert_clusters
+                    .iter()
+                    .map(|c| st.clusters[&c.name].clone())
+                    .collect();
+                d.upsert_profiles = d
+                    .upsert_profiles
+                    .iter()
+                    .map(|p| st.profiles[&p.app].clone())
+                    .collect();
                 EncodedWatchEvent::new(&WatchEvent {
                     event: Some(Event::Delta(d)),
                 })
@@ -172,6 +239,7 @@ impl Hub {
             acked,
             delta,
             open: OnceLock::new(),
+            resolved: OnceLock::new(),
         });
         if let Some(state) = state {
             let mut st = self.states.lock();
@@ -258,7 +326,7 @@ impl Hub {
 
     /// `view` of the whole configuration `s`, computed once per (view, version).
     pub fn view_state(&self, view: &View, s: &Arc<State>) -> Arc<State> {
-        if *view == View::Full || (*view == View::Open && !any_secrets(s)) {
+        if as_stored(view, s) {
             return s.clone();
         }
         let vv = self.view_version(view, s.version);
@@ -270,7 +338,7 @@ impl Hub {
     /// The encoded snapshot of `view` at the store's latest version.
     pub fn view_full(&self, view: &View, store: &dyn Store) -> (u64, EncodedWatchEvent) {
         let latest = store.latest();
-        if *view == View::Full || (*view == View::Open && !any_secrets(&latest)) {
+        if as_stored(view, &latest) {
             return self.full(store);
         }
         let st = self.view_state(view, &latest);
@@ -314,7 +382,7 @@ impl Hub {
         store: &dyn Store,
     ) -> Option<EncodedWatchEvent> {
         match view {
-            View::Full => Some(p.event.clone()),
+            View::Full => Some(p.full_event()),
             View::Open => Some(p.open_event()),
             View::App(_) => {
                 let vv = self.view_version(view, p.version);
@@ -357,7 +425,7 @@ impl Hub {
             return None;
         }
         match view {
-            View::Full => Some(evs.into_iter().map(|p| p.event.clone()).collect()),
+            View::Full => Some(evs.into_iter().map(|p| p.full_event()).collect()),
             View::Open => Some(evs.into_iter().map(|p| p.open_event()).collect()),
             // A scoped watcher that resumes gets a scoped snapshot: what it holds may predate
             // its current scope.
@@ -466,9 +534,20 @@ impl Hub {
     }
 }
 
-/// True when some cluster of `s` has a secret property.
+/// True when `view` of `s` is `s` itself: the whole configuration holds no reference to
+/// resolve, or nothing an anonymous watcher may not see.
+fn as_stored(view: &View, s: &State) -> bool {
+    match view {
+        View::Full => !crate::properties::has_references(s),
+        View::Open => !any_secrets(s),
+        View::App(_) => false,
+    }
+}
+
+/// True when some cluster of `s` has a secret property (or a reference), or some profile has
+/// credentials.
 fn any_secrets(s: &State) -> bool {
-    s.clusters.values().any(secrets::has_secrets)
+    secrets::has_credentials(s) || s.clusters.values().any(secrets::has_secrets)
 }
 
 /// Resolves when the client tokens are reloaded; never without a receiver (or once the

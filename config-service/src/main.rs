@@ -229,6 +229,14 @@ struct ServeArgs {
     /// (a single-partition compacted topic on the home cluster, created if missing).
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// A client property for the --store home cluster, e.g. `security.protocol=SASL_SSL`
+    /// (repeatable; values may be `${file:/PATH}` or `${env:NAME}` references).
+    #[arg(long = "store-property", value_name = "KEY=VALUE", requires = "store", value_parser = parse_key_value)]
+    store_property: Vec<(String, String)>,
+    /// A properties file (`key=value` lines, `#` comments) of client properties for the
+    /// --store home cluster; --store-property entries override it.
+    #[arg(long, value_name = "FILE", requires = "store")]
+    store_properties_file: Option<PathBuf>,
     /// File holding the admin bearer token (required on non-loopback addresses).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
@@ -783,6 +791,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut store_properties = std::collections::BTreeMap::new();
+    if let Some(f) = &args.store_properties_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("could not read --store-properties-file {}", f.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = parse_key_value(line)
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", f.display(), i + 1))?;
+            store_properties.insert(k, v);
+        }
+    }
+    store_properties.extend(args.store_property.iter().cloned());
     let cfg = ServerConfig {
         listen: args.listen,
         store: match (args.in_memory, args.store) {
@@ -806,6 +829,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token,
         tls: args.tls_cert.zip(args.tls_key),
         tls_client_ca: args.tls_client_ca,
+        store_properties,
         client_lease: Duration::from_secs(args.client_lease_secs),
         shutdown_grace: Duration::from_secs(10),
         admin_listen: args.admin_listen,
@@ -874,4 +898,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
             let _ = tokio::signal::ctrl_c().await;
         })
     }
+}
+
+/// `KEY=VALUE` (also `KEY: VALUE`, as in Java properties files), both trimmed; the key must
+/// not be empty.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let i = s
+        .find(['=', ':'])
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    let (k, v) = (s[..i].trim(), s[i + 1..].trim());
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }

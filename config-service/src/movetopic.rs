@@ -304,14 +304,23 @@ pub fn summarise<'a>(clients: impl Iterator<Item = &'a ClientStatus>, m: &Migrat
 /// A Kafka admin client of one cluster.
 pub type Kafka = Arc<AdminClient<DefaultClientContext>>;
 
-/// An admin client for cluster `c` (its bootstrap and client properties).
-pub fn kafka_admin(c: &Cluster) -> anyhow::Result<Kafka> {
+/// A Kafka client configuration for cluster `c`: its bootstrap and client properties, with
+/// `${file:}`/`${env:}` references resolved on this host.
+pub fn cluster_config(c: &Cluster) -> anyhow::Result<ClientConfig> {
     let mut cfg = ClientConfig::new();
     for (k, v) in &c.properties {
+        let v = crate::properties::resolve_value(v)
+            .map_err(|e| anyhow::anyhow!("cluster {} property {k}: {e}", c.name))?;
         cfg.set(k, v);
     }
     cfg.set("bootstrap.servers", c.bootstrap.join(","));
-    cfg.create()
+    Ok(cfg)
+}
+
+/// An admin client for cluster `c` (its bootstrap and client properties).
+pub fn kafka_admin(c: &Cluster) -> anyhow::Result<Kafka> {
+    cluster_config(c)?
+        .create()
         .map(Arc::new)
         .with_context(|| format!("cannot create a Kafka admin client for cluster {}", c.name))
 }
@@ -473,20 +482,16 @@ pub async fn mirror(
         Vec<(String, Vec<u8>)>,
         Option<i64>,
     );
-    let client = |c: &Cluster| {
-        let mut cfg = ClientConfig::new();
-        for (k, v) in &c.properties {
-            cfg.set(k, v);
-        }
-        cfg.set("bootstrap.servers", c.bootstrap.join(","))
-            .set("group.id", format!("switchyard-copier-{migration_id}"))
+    let client = |c: &Cluster| -> anyhow::Result<ClientConfig> {
+        let mut cfg = cluster_config(c)?;
+        cfg.set("group.id", format!("switchyard-copier-{migration_id}"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
-        cfg
+        Ok(cfg)
     };
     let mut start = start.to_vec();
     if let Some(scan) = scan_from {
-        let dest: BaseConsumer = client(to)
+        let dest: BaseConsumer = client(to)?
             .create()
             .with_context(|| format!("cannot create a consumer for cluster {}", to.name))?;
         let (to_topic2, from_name, from_topic2) = (
@@ -554,7 +559,7 @@ pub async fn mirror(
             *s = (*s).max(f + 1);
         }
     }
-    let consumer: BaseConsumer = client(from)
+    let consumer: BaseConsumer = client(from)?
         .create()
         .with_context(|| format!("cannot create a consumer for cluster {}", from.name))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -603,12 +608,7 @@ pub async fn mirror(
     })
     .await??;
 
-    let mut pcfg = ClientConfig::new();
-    for (k, v) in &to.properties {
-        pcfg.set(k, v);
-    }
-    let producer: FutureProducer = pcfg
-        .set("bootstrap.servers", to.bootstrap.join(","))
+    let producer: FutureProducer = cluster_config(to)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()
@@ -669,7 +669,7 @@ pub async fn mirror(
         }
     }
     let destination_ends = {
-        let dest: BaseConsumer = client(to)
+        let dest: BaseConsumer = client(to)?
             .create()
             .with_context(|| format!("cannot create a consumer for cluster {}", to.name))?;
         let (to_topic2, n) = (to_topic.to_string(), start.len());
@@ -716,11 +716,7 @@ pub fn source_groups(
 ) -> anyhow::Result<Option<BTreeMap<String, SourceGroup>>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
-    let mut cfg = ClientConfig::new();
-    for (k, v) in &c.properties {
-        cfg.set(k, v);
-    }
-    cfg.set("bootstrap.servers", c.bootstrap.join(","));
+    let cfg = cluster_config(c)?;
     let lister: BaseConsumer = cfg
         .create()
         .with_context(|| format!("cannot create a Kafka client for cluster {}", c.name))?;

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// PEM certificate chain and private key, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client properties for the Kafka-log store's home cluster (`security.protocol`,
+    /// `sasl.*`, `ssl.*`…; values may hold `${file:}`/`${env:}` references). Checked with
+    /// librdkafka's parser when the service starts.
+    pub store_properties: std::collections::BTreeMap<String, String>,
     /// PEM CA certificate(s) that sign client certificates: with it (and `tls`), every client
     /// must present a certificate signed by one of them (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
             admin_token: None,
             tls: None,
             tls_client_ca: None,
+            store_properties: Default::default(),
             client_lease: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             admin_listen: None,
@@ -237,8 +242,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             Arc::new(s)
         }
         StoreConfig::Kafka { url, .. } => {
-            let kcfg = KafkaConfig::from_url(url, cfg.retain_versions)
+            let mut kcfg = KafkaConfig::from_url(url, cfg.retain_versions)
                 .map_err(|e| anyhow::anyhow!("invalid --store: {e}"))?;
+            kcfg.properties = crate::properties::store_properties(&cfg.store_properties)?;
             let (s, open) = tokio::task::spawn_blocking(move || KafkaStore::open(kcfg))
                 .await?
                 .with_context(|| format!("could not open the config log {url}"))?;
@@ -287,8 +293,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
             // The record lives in the replicated store's cluster, next to the config log; the
             // directory only says that this replica coordinates (and holds the migrations file
             // of an earlier version, taken up once).
-            let kcfg = KafkaConfig::from_url(url, cfg.retain_versions)
+            let mut kcfg = KafkaConfig::from_url(url, cfg.retain_versions)
                 .map_err(|e| anyhow::anyhow!("invalid --store: {e}"))?;
+            kcfg.properties = crate::properties::store_properties(&cfg.store_properties)?;
             let topic = format!("{}-migrations", kcfg.topic);
             let t = topic.clone();
             let (records, mut newest) = tokio::task::spawn_blocking(move || {

@@ -26,7 +26,13 @@
 //!     properties: { linger.ms: 5 }
 //!     enforced: { acks: all }
 //!     allowed_topics: [orders]
+//!     credentials:             # this app's own principal, per cluster
+//!       east:
+//!         sasl.username: billing
+//!         sasl.password: ${file:/etc/switchyard/billing-east.password}
 //! ```
+//! Property values may hold `${file:/ABSOLUTE/PATH}` and `${env:NAME}` references, resolved by
+//! the config service when it serves a client (see [`crate::secrets`]).
 //! Unknown keys are errors, so a typo never silently drops a setting.
 
 use std::collections::{BTreeMap, HashMap};
@@ -205,7 +211,15 @@ pub struct ProfileSpec {
     /// Topics the app may use; empty = all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_topics: Vec<String>,
+    /// The app's own security properties per cluster (its principal).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, CredentialsSpec>,
 }
+
+/// One app's security properties for one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CredentialsSpec(#[serde(deserialize_with = "props")] pub BTreeMap<String, String>);
 
 /// A desired-state file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +343,18 @@ impl DesiredState {
                 properties: to_hash(&p.properties),
                 enforced: to_hash(&p.enforced),
                 allowed_topics: p.allowed_topics.clone(),
+                credentials: p
+                    .credentials
+                    .iter()
+                    .map(|(c, v)| {
+                        (
+                            c.clone(),
+                            crate::v1::ClusterCredentials {
+                                properties: to_hash(&v.0),
+                            },
+                        )
+                    })
+                    .collect(),
             };
             if s.profiles.insert(p.app.clone(), profile).is_some() {
                 bail!("profiles[{i}]: profile for app {:?} is listed twice", p.app);
@@ -391,6 +417,16 @@ impl DesiredState {
                     properties: p.properties.clone().into_iter().collect(),
                     enforced: p.enforced.clone().into_iter().collect(),
                     allowed_topics: p.allowed_topics.clone(),
+                    credentials: p
+                        .credentials
+                        .iter()
+                        .map(|(c, v)| {
+                            (
+                                c.clone(),
+                                CredentialsSpec(v.properties.clone().into_iter().collect()),
+                            )
+                        })
+                        .collect(),
                 })
                 .collect(),
         }

@@ -6,7 +6,8 @@
 //!   meaning the SDK gives them);
 //! - the clusters those topics route to, including a migrating topic's source
 //!   (`migrating_from.cluster`, which the SDK reads during a migration), with their secret
-//!   properties — and no other cluster;
+//!   properties and `A`'s own credentials for each laid over them (the profile's
+//!   `credentials`, which the scoped profile then no longer lists) — and no other cluster;
 //! - the quotas whose app is `A` or `*` and whose topic is `*` or one of those topics.
 //!
 //! A scoped state passes [`crate::validate::check_state`] whenever the full one does.
@@ -40,11 +41,12 @@ pub fn scoped(s: &State, app: &str) -> State {
             wanted.insert(&m.cluster);
         }
     }
+    let profile = s.profiles.get(app);
     let clusters = s
         .clusters
         .iter()
         .filter(|(name, _)| wanted.contains(name.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), crate::secrets::with_credentials(v, profile)))
         .collect();
     let quotas = s
         .quotas
@@ -52,10 +54,12 @@ pub fn scoped(s: &State, app: &str) -> State {
         .filter(|((qa, qt), _)| (qa == app || qa == "*") && (qt == "*" || topics.contains_key(qt)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let profiles = s
-        .profiles
-        .get(app)
-        .map(|p| (app.to_string(), p.clone()))
+    let profiles = profile
+        .map(|p| {
+            let mut p = p.clone();
+            p.credentials.clear();
+            (app.to_string(), p)
+        })
         .into_iter()
         .collect();
     State {

@@ -229,11 +229,28 @@ impl State {
             if !users.is_empty() {
                 let more = if users.len() > 10 { ", …" } else { "" };
                 errs.push(
-                    f,
+                    f.clone(),
                     format!(
                         "cluster {} is still referenced by topics: {}{more}; move or delete them first",
                         show(&name),
                         users[..users.len().min(10)].join(", ")
+                    ),
+                );
+            }
+            let apps: Vec<&str> = next
+                .profiles
+                .values()
+                .filter(|p| p.credentials.contains_key(&name))
+                .map(|p| p.app.as_str())
+                .take(10)
+                .collect();
+            if !apps.is_empty() {
+                errs.push(
+                    f,
+                    format!(
+                        "cluster {} still has credentials in the profiles of: {}; remove them first",
+                        show(&name),
+                        apps.join(", ")
                     ),
                 );
             }
@@ -721,6 +738,11 @@ fn flat_profile(p: &ClientProfile) -> BTreeMap<String, String> {
     put_map(&mut m, "enforced", &p.enforced);
     if !p.allowed_topics.is_empty() {
         m.insert("allowed_topics".into(), p.allowed_topics.join(","));
+    }
+    for (cluster, c) in &p.credentials {
+        for (k, v) in &c.properties {
+            m.insert(format!("credentials[{cluster}].{k}"), v.clone());
+        }
     }
     m
 }

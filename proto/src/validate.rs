@@ -338,7 +338,17 @@ fn check_properties(
         {
             errs.push(&f, format!("{} may not be set here: {why}", show(k)));
         }
+        if crate::secrets::has_reference(v)
+            && let Err(e) = crate::secrets::references(v)
+        {
+            errs.push(&f, format!("malformed reference: {e}"));
+        }
     }
+}
+
+/// What a profile's per-cluster credentials may set: the principal's security settings.
+fn is_credential_key(k: &str) -> bool {
+    k == "security.protocol" || k.starts_with("sasl.") || k.starts_with("ssl.")
 }
 
 fn check_labels(errs: &mut Errors, field: &str, labels: &HashMap<String, String>) {
@@ -525,6 +535,34 @@ pub fn check_profile(errs: &mut Errors, field: &str, p: &ClientProfile) {
         PROFILE_FORBIDDEN_PREFIXES,
         why,
     );
+    if p.credentials.len() > MAX_MAP_ENTRIES {
+        errs.push(
+            format!("{field}.credentials"),
+            format!(
+                "has {} clusters; at most {MAX_MAP_ENTRIES} allowed",
+                p.credentials.len()
+            ),
+        );
+    }
+    let creds: BTreeMap<_, _> = p.credentials.iter().collect();
+    for (cluster, c) in creds {
+        let f = format!("{field}.credentials[{cluster:?}]");
+        errs.check(check_name(&f, cluster));
+        check_properties(errs, &f, &c.properties, &[], &[], "");
+        let mut keys: Vec<_> = c.properties.keys().collect();
+        keys.sort();
+        for k in keys {
+            if !is_credential_key(k) {
+                errs.push(
+                    format!("{f}[{k:?}]"),
+                    format!(
+                        "{} may not be set here: an app's credentials hold only security.protocol, sasl.* and ssl.* properties (other settings go in the profile's properties)",
+                        show(k)
+                    ),
+                );
+            }
+        }
+    }
     if p.allowed_topics.len() > MAX_CHANGES {
         errs.push(format!("{field}.allowed_topics"), "too many entries");
     }
@@ -621,8 +659,23 @@ pub fn check_state(state: &State) -> Result<(), ValidationError> {
                 );
             }
         }
+        check_credential_clusters(&mut errs, state, app, p);
     }
     errs.finish()
+}
+
+/// Each cluster a profile has credentials for exists.
+fn check_credential_clusters(errs: &mut Errors, state: &State, app: &str, p: &ClientProfile) {
+    let mut names: Vec<&String> = p.credentials.keys().collect();
+    names.sort();
+    for c in names {
+        if !state.clusters.contains_key(c) {
+            errs.push(
+                format!("profiles[{app:?}].credentials[{c:?}]"),
+                format!("cluster {} does not exist", show(c)),
+            );
+        }
+    }
 }
 
 fn same_physical(a: &str, b: &str) -> bool {
@@ -765,6 +818,7 @@ pub fn check_references(state: &State, touched: &Touched) -> Result<(), Validati
                     );
                 }
             }
+            check_credential_clusters(&mut errs, state, app, p);
         }
     }
     errs.finish()
@@ -830,5 +884,61 @@ mod tests {
         for bad in ["", "Compression.type", "a..b", ".a", "a.", "a b", "a=b"] {
             assert!(check_property_key("f", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_hold_security_settings_of_existing_clusters_only() {
+        use crate::v1::ClusterCredentials;
+        let mut st = State::default();
+        st.clusters.insert(
+            "east".into(),
+            Cluster {
+                name: "east".into(),
+                bootstrap: vec!["127.0.0.1:9092".into()],
+                ..Default::default()
+            },
+        );
+        let creds = |c: &str, k: &str, v: &str| {
+            HashMap::from([(
+                c.to_string(),
+                ClusterCredentials {
+                    properties: HashMap::from([(k.to_string(), v.to_string())]),
+                },
+            )])
+        };
+        let with = |credentials| {
+            let mut s = st.clone();
+            s.profiles.insert(
+                "a".into(),
+                ClientProfile {
+                    app: "a".into(),
+                    credentials,
+                    ..Default::default()
+                },
+            );
+            check_state(&s)
+        };
+        assert!(with(creds("east", "sasl.password", "${env:PW}")).is_ok());
+        let e = with(creds("west", "sasl.username", "a"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("credentials[\"west\"]") && e.contains("does not exist"),
+            "{e}"
+        );
+        let e = with(creds("east", "linger.ms", "5"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("only security.protocol, sasl.* and ssl.*"),
+            "{e}"
+        );
+        let e = with(creds("east", "sasl.password", "${file:relative/pw}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("malformed reference") && e.contains("absolute path"),
+            "{e}"
+        );
     }
 }

@@ -227,3 +227,217 @@ async fn bad_credentials_fail_sends_with_an_error_naming_the_cluster() {
     drop(sy);
     svc.shutdown().await.unwrap();
 }
+
+/// A config service like [`service_with_token`] with one client token per app in `apps`.
+async fn service_with_tokens(
+    apps: &[&str],
+) -> (RunningServer, Admin, Vec<String>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let minted: Vec<_> = apps
+        .iter()
+        .map(|a| switchyard_config::tokens::mint(a).unwrap())
+        .collect();
+    let tokens = dir.path().join("client-tokens");
+    let lines: String = minted.iter().map(|t| format!("{}\n", t.line)).collect();
+    std::fs::write(&tokens, lines).unwrap();
+    let svc = switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        admin_token: Some(ADMIN.into()),
+        client_tokens: Some(tokens),
+        ..Default::default()
+    })
+    .await
+    .expect("config service starts");
+    let ch = client::connect(&format!("http://{}", svc.local_addr()), None)
+        .await
+        .unwrap();
+    let adm = client::admin(ch, BearerToken::new(Some(ADMIN)).unwrap());
+    (svc, adm, minted.into_iter().map(|t| t.token).collect(), dir)
+}
+
+fn profile(app: &str, cluster: &str, creds: &[(&str, String)], topics: &[&str]) -> Change {
+    use switchyard_proto::v1::{ClientProfile, ClusterCredentials};
+    Change {
+        op: Some(Op::UpsertProfile(ClientProfile {
+            app: app.into(),
+            allowed_topics: topics.iter().map(|t| t.to_string()).collect(),
+            credentials: [(
+                cluster.to_string(),
+                ClusterCredentials {
+                    properties: creds
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// One principal per app (Kafka's ACL model): each app's SASL credentials live in its
+/// profile as `${file:}` references, the service resolves them and serves them to that app's
+/// client token only; the admin's `get` and `history` show the references, never the
+/// passwords; and the broker's ACLs (set by `scripts/kafka.sh --secure`: `alice-*` topics for
+/// User:alice only, `bob-*` for User:bob) refuse app A on app B's topic, and the error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_app_gets_its_own_principal_and_the_broker_enforces_it() {
+    use switchyard_proto::v1::{GetHistoryRequest, GetSnapshotRequest, GetVersionRequest};
+    let (plain, sasl, _, tls) = secured();
+    let (svc, mut adm, tokens, dir) = service_with_tokens(&["app-a", "app-b"]).await;
+    let secret_file = |user: &str| {
+        let p = dir.path().join(format!("{user}.password"));
+        std::fs::write(&p, format!("{user}-secret\n")).unwrap();
+        p.display().to_string()
+    };
+    let (alice_pw, bob_pw) = (secret_file("alice"), secret_file("bob"));
+    let (ta, tb) = (fresh("alice-orders"), fresh("bob-orders"));
+    create_topic(&plain, &ta, 1).await;
+    create_topic(&plain, &tb, 1).await;
+    let cluster_props = vec![
+        ("security.protocol", "SASL_SSL".to_string()),
+        ("sasl.mechanism", "SCRAM-SHA-512".into()),
+        ("ssl.ca.location", format!("{tls}/ca.pem")),
+    ];
+    let creds = |user: &str, file: &str| {
+        vec![
+            ("sasl.username", user.to_string()),
+            ("sasl.password", format!("${{file:{file}}}")),
+        ]
+    };
+    // A reference that does not resolve is refused at apply, naming the field.
+    let missing = dir.path().join("nobody.password").display().to_string();
+    let e = adm
+        .apply(ApplyRequest {
+            expected_version: 0,
+            changes: vec![
+                secure_cluster("acl", &sasl, &cluster_props),
+                profile("app-a", "acl", &creds("alice", &missing), &[]),
+            ],
+            author: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a ${file:} that does not exist is refused");
+    assert!(
+        e.message()
+            .contains("profiles[\"app-a\"].credentials[\"acl\"]")
+            && e.message().contains("nobody.password")
+            && e.message().contains("cannot be read"),
+        "{e:?}"
+    );
+    apply_first(
+        &mut adm,
+        vec![
+            secure_cluster("acl", &sasl, &cluster_props),
+            topic(&ta, "acl", "", 1),
+            topic(&tb, "acl", "", 1),
+            // App A may route to B's topic (the config allows it), so the broker must refuse.
+            profile("app-a", "acl", &creds("alice", &alice_pw), &[&ta, &tb]),
+            profile("app-b", "acl", &creds("bob", &bob_pw), &[&tb]),
+        ],
+    )
+    .await;
+
+    // What each client token is served.
+    let served = |token: &str| {
+        let url = format!("http://{}", svc.local_addr());
+        let token = token.to_string();
+        async move {
+            let ch = client::connect(&url, None).await.unwrap();
+            let mut meta = client::metadata(ch, BearerToken::new(Some(&token)).unwrap());
+            let s = meta
+                .get_snapshot(GetSnapshotRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let c = s.clusters.iter().find(|c| c.name == "acl").unwrap().clone();
+            (c.properties, format!("{s:?}"))
+        }
+    };
+    let (a_props, a_all) = served(&tokens[0]).await;
+    assert_eq!(a_props["sasl.username"], "alice");
+    assert_eq!(
+        a_props["sasl.password"], "alice-secret",
+        "the reference is resolved"
+    );
+    assert!(
+        !a_all.contains("bob-secret") && !a_all.contains("\"bob\""),
+        "{a_all}"
+    );
+    let (b_props, b_all) = served(&tokens[1]).await;
+    assert_eq!(b_props["sasl.username"], "bob");
+    assert_eq!(b_props["sasl.password"], "bob-secret");
+    assert!(!b_all.contains("alice-secret"), "{b_all}");
+
+    // The admin's view holds the references, never the values.
+    for include_secrets in [false, true] {
+        let got = adm
+            .get_version(GetVersionRequest {
+                version: 1,
+                include_secrets,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got = format!("{got:?}");
+        assert!(
+            got.contains("${file:") && !got.contains("alice-secret"),
+            "{got}"
+        );
+    }
+    let hist = adm
+        .get_history(GetHistoryRequest {
+            limit: 10,
+            include_diff: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hist = format!("{hist:?}");
+    assert!(
+        !hist.contains("alice-secret") && !hist.contains("bob-secret"),
+        "{hist}"
+    );
+
+    // App A writes its own topic as alice; B's topic is refused by the broker's ACL.
+    let sy = Switchyard::builder("app-a")
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .token(&tokens[0])
+        .without_cache()
+        .connect()
+        .await
+        .unwrap();
+    let p = sy.producer();
+    let d = tokio::time::timeout(
+        Duration::from_secs(60),
+        p.send(Record::new(&ta).key("k").payload("mine")),
+    )
+    .await
+    .expect("a send as alice completes")
+    .expect("alice may write alice-* topics");
+    assert_eq!(d.cluster, "acl");
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(
+        Duration::from_secs(60),
+        p.send(Record::new(&tb).key("k").payload("not mine")),
+    )
+    .await
+    .expect("a refused send completes within 60 s")
+    .expect_err("the broker refuses alice on a bob-* topic");
+    let msg = e.to_string();
+    println!("refused after {:?}: {msg}", started.elapsed());
+    assert!(
+        msg.to_ascii_lowercase().contains("authorization") && msg.contains("acl"),
+        "the error says the broker refused the principal, naming the cluster: {msg}"
+    );
+    assert_eq!(read_all(&plain, &ta).len(), 1);
+    assert!(read_all(&plain, &tb).is_empty());
+    drop(p);
+    drop(sy);
+    svc.shutdown().await.unwrap();
+}

@@ -143,6 +143,22 @@ pub struct KafkaConfig {
     pub open_timeout: Duration,
     /// A snapshot record is written every this many versions.
     pub snapshot_every: u64,
+    /// Client properties for the home cluster (security settings: `security.protocol`,
+    /// `sasl.*`, `ssl.*`…), references already resolved.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// A Kafka client configuration for the home cluster: its bootstrap servers and
+    /// properties.
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.bootstrap);
+        c
+    }
 }
 
 impl KafkaConfig {
@@ -176,6 +192,7 @@ impl KafkaConfig {
             write_timeout: Duration::from_secs(10),
             open_timeout: Duration::from_secs(30),
             snapshot_every: 100,
+            properties: Default::default(),
         })
     }
 }
@@ -346,8 +363,8 @@ impl KafkaStore {
                 .finish()
         );
         let created = ensure_topic(&cfg, deadline)?;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.bootstrap)
+        let consumer: BaseConsumer = cfg
+            .client()
             .set("group.id", format!("switchyard-store-{writer}"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -402,8 +419,8 @@ impl KafkaStore {
                 None => {}
             }
         }
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.bootstrap)
+        let producer: FutureProducer = cfg
+            .client()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "0")
@@ -514,8 +531,8 @@ fn assign(consumer: &BaseConsumer, topic: &str, offset: i64) -> Result<(), Store
 /// Creates the topic if missing; checks it has exactly one partition. Returns whether it
 /// created it.
 fn ensure_topic(cfg: &KafkaConfig, deadline: Instant) -> Result<bool, StoreError> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.bootstrap)
+    let probe: BaseConsumer = cfg
+        .client()
         .create()
         .map_err(|e| unavailable(format!("could not create a Kafka client: {e}")))?;
     let md = probe
@@ -534,8 +551,8 @@ fn ensure_topic(cfg: &KafkaConfig, deadline: Instant) -> Result<bool, StoreError
     }
     let rf = brokers.min(3) as i32;
     let min_isr = (rf - 1).max(1).to_string();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.bootstrap)
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client()
         .create()
         .map_err(|e| unavailable(format!("could not create a Kafka admin client: {e}")))?;
     let topic = NewTopic::new(&cfg.topic, 1, TopicReplication::Fixed(rf))
@@ -686,8 +703,8 @@ impl KeyedRecords {
         };
         let deadline = Instant::now() + cfg.open_timeout;
         ensure_topic(&cfg, deadline)?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.bootstrap)
+        let producer: FutureProducer = cfg
+            .client()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
@@ -730,8 +747,8 @@ fn read_newest(
     keys: &[&str],
     deadline: Instant,
 ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.bootstrap)
+    let consumer: BaseConsumer = cfg
+        .client()
         .set("group.id", "switchyard-keyed-records")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
