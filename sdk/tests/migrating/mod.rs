@@ -88,13 +88,19 @@ pub async fn migration_until(
 
 /// An SDK client of `endpoint` reporting its status every 200 ms.
 pub async fn connect(endpoint: &str, app: &str) -> Switchyard {
-    Switchyard::builder(app)
+    connect_as(endpoint, app, None).await
+}
+
+/// [`connect`] with a bearer token.
+pub async fn connect_as(endpoint: &str, app: &str, token: Option<&str>) -> Switchyard {
+    let mut b = Switchyard::builder(app)
         .endpoint(endpoint)
         .without_cache()
-        .status_interval(Duration::from_millis(200))
-        .connect()
-        .await
-        .expect("connect to the config service")
+        .status_interval(Duration::from_millis(200));
+    if let Some(t) = token {
+        b = b.token(t);
+    }
+    b.connect().await.expect("connect to the config service")
 }
 
 /// A record a member received: (member index, key, seq, cluster).
@@ -137,7 +143,21 @@ impl Group {
         opts: ConsumerOptions,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self::start_sending(endpoint, app, group, topic, n, opts, tx, rx).await
+        Self::start_sending(endpoint, None, app, group, topic, n, opts, tx, rx).await
+    }
+
+    /// [`Group::start_with`] with members that present `token` to the config service.
+    pub async fn start_as(
+        endpoint: &str,
+        token: &str,
+        app: &str,
+        group: &str,
+        topic: &str,
+        n: usize,
+        opts: ConsumerOptions,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self::start_sending(endpoint, Some(token), app, group, topic, n, opts, tx, rx).await
     }
 
     /// [`Group::start_with`] reporting into `tx` (shared with other processes of the same
@@ -153,12 +173,13 @@ impl Group {
         tx: mpsc::UnboundedSender<Received>,
     ) -> Self {
         let (_, rx) = mpsc::unbounded_channel();
-        Self::start_sending(endpoint, app, group, topic, n, opts, tx, rx).await
+        Self::start_sending(endpoint, None, app, group, topic, n, opts, tx, rx).await
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn start_sending(
         endpoint: &str,
+        token: Option<&str>,
         app: &str,
         group: &str,
         topic: &str,
@@ -171,7 +192,7 @@ impl Group {
         let mut members = Vec::new();
         let mut tasks = Vec::new();
         for i in 0..n {
-            let sy = connect(endpoint, &format!("{app}-{i}")).await;
+            let sy = connect_as(endpoint, &format!("{app}-{i}"), token).await;
             let c = Arc::new(
                 sy.consumer_with(group, &[topic], opts.clone())
                     .expect("consumer"),
