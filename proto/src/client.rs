@@ -248,7 +248,10 @@ pub fn transport_hint(
             || chain.contains("corrupt message"))
     {
         Some("the service did not answer with TLS: if it serves plaintext, use an http:// endpoint")
-    } else if chain.contains("UnknownIssuer") || chain.contains("unknown issuer") {
+    } else if chain.contains("UnknownIssuer")
+        || chain.contains("unknown issuer")
+        || chain.contains("BadSignature")
+    {
         Some(
             "the service's certificate is not signed by a trusted CA: give the CA certificate that signed it",
         )
@@ -264,10 +267,19 @@ pub fn transport_hint(
         && (chain.contains("BadCertificate")
             || chain.contains("bad certificate")
             || chain.contains("UnknownCA")
-            || chain.contains("unknown ca"))
+            || chain.contains("unknown ca")
+            || chain.contains("DecryptError"))
     {
         Some(
             "the service refused the client certificate: it is not signed by a CA the service trusts",
+        )
+    } else if https
+        && (chain.contains("connection closed")
+            || chain.contains("reset")
+            || chain.contains("broken pipe"))
+    {
+        Some(
+            "the service closed the TLS connection: if it requires a client certificate (mTLS), give one signed by a CA it trusts",
         )
     } else if !https
         && (chain.contains("frame")

@@ -364,9 +364,9 @@ pub(crate) async fn run(
 /// usually means (a TLS or scheme mismatch).
 fn status_text(endpoint: &str, s: &tonic::Status) -> String {
     let mut out = format!("{} ({:?})", s.message(), s.code());
-    if let Some(h) = std::error::Error::source(s).and_then(|e| client::transport_hint(endpoint, e))
-    {
-        out.push_str(&format!(" ({h})"));
+    if let Some(e) = std::error::Error::source(s) {
+        out.push_str(": ");
+        out.push_str(&client::describe(endpoint, e));
     }
     out
 }

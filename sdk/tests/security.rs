@@ -617,3 +617,216 @@ async fn a_topic_moves_from_plaintext_to_sasl_ssl_and_back_under_load() {
     drop(producers);
     svc.shutdown().await.unwrap();
 }
+
+/// Test PKI for the config service's TLS: a CA, and certificates it signs.
+struct Pki {
+    ca: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "switchyard test service CA");
+        let ca = p.self_signed(&key).unwrap();
+        Self {
+            ca,
+            issuer: rcgen::Issuer::new(p, key),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        self.ca.pem().into_bytes()
+    }
+
+    /// A certificate for `names` (expired when `expired`), written as `<file>.pem`/`.key`;
+    /// returns the two paths.
+    fn issue(
+        &self,
+        file: &str,
+        names: &[&str],
+        expired: bool,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2001, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2002, 1, 1);
+        }
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            self.dir.path().join(format!("{file}.pem")),
+            self.dir.path().join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+/// A TLS config service (with `client_ca`: one that requires client certificates) holding a
+/// configuration, at its port.
+async fn tls_service(
+    cert: (std::path::PathBuf, std::path::PathBuf),
+    client_ca: Option<std::path::PathBuf>,
+) -> RunningServer {
+    switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        tls: Some(cert),
+        tls_client_ca: client_ca,
+        ..Default::default()
+    })
+    .await
+    .expect("TLS config service starts")
+}
+
+/// What connecting the SDK gives within a 3 s initial timeout: the error text, or "ok".
+async fn sdk_connect(
+    url: &str,
+    tls: impl FnOnce(switchyard::SwitchyardBuilder) -> switchyard::SwitchyardBuilder,
+) -> String {
+    let b = Switchyard::builder("https-app")
+        .endpoint(url)
+        .without_cache()
+        .initial_timeout(Duration::from_secs(3));
+    match tokio::time::timeout(Duration::from_secs(20), tls(b).connect()).await {
+        Err(_) => panic!("connecting to {url} hung"),
+        Ok(Ok(_)) => "ok".into(),
+        Ok(Err(e)) => e.to_string(),
+    }
+}
+
+/// HTTPS to the config service: the SDK trusts a given CA, presents a client certificate to
+/// a service that requires one, and every mismatch — plaintext to TLS, TLS to plaintext, an
+/// untrusted CA, a certificate for another host, an expired one, a missing or refused client
+/// certificate, a CA file that is not PEM — fails within the initial timeout with an error
+/// that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_the_config_service_with_a_ca_and_client_certificates() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let server = pki.issue("server", &["localhost", "127.0.0.1"], false);
+    let plain_svc = switchyard_config::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: StoreConfig::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ca_file = pki.dir.path().join("service-ca.pem");
+    std::fs::write(&ca_file, pki.ca_pem()).unwrap();
+    let svc = tls_service(server.clone(), None).await;
+    let mtls_svc = tls_service(server.clone(), Some(ca_file.clone())).await;
+    let wrong_host = tls_service(pki.issue("elsewhere", &["elsewhere.example"], false), None).await;
+    let expired = tls_service(
+        pki.issue("expired", &["localhost", "127.0.0.1"], true),
+        None,
+    )
+    .await;
+    let https = |s: &RunningServer| format!("https://localhost:{}", s.local_addr().port());
+    let client = pki.issue("client", &["https-app"], false);
+    let foreign_client = other.issue("client", &["https-app"], false);
+    let read = |p: &std::path::PathBuf| std::fs::read(p).unwrap();
+
+    // The configuration is empty (version 0) everywhere, so a successful TLS session still
+    // ends in "no configuration": what matters is the reason.
+    let no_config_but_reached =
+        |msg: &str| !msg.contains("could not connect") && !msg.contains("(");
+    let _ = no_config_but_reached;
+    let ok_ca = sdk_connect(&https(&svc), |b| b.ca_certificate(pki.ca_pem())).await;
+    let untrusted = sdk_connect(&https(&svc), |b| b.ca_certificate(other.ca_pem())).await;
+    let system_roots = sdk_connect(&https(&svc), |b| b).await;
+    let http_to_tls = sdk_connect(
+        &format!("http://127.0.0.1:{}", svc.local_addr().port()),
+        |b| b,
+    )
+    .await;
+    let tls_to_plain = sdk_connect(
+        &format!("https://localhost:{}", plain_svc.local_addr().port()),
+        |b| b.ca_certificate(pki.ca_pem()),
+    )
+    .await;
+    let host = sdk_connect(&https(&wrong_host), |b| b.ca_certificate(pki.ca_pem())).await;
+    let old = sdk_connect(&https(&expired), |b| b.ca_certificate(pki.ca_pem())).await;
+    let no_client_cert = sdk_connect(&https(&mtls_svc), |b| b.ca_certificate(pki.ca_pem())).await;
+    let with_client_cert = sdk_connect(&https(&mtls_svc), |b| {
+        b.ca_certificate(pki.ca_pem())
+            .client_certificate(read(&client.0), read(&client.1))
+    })
+    .await;
+    let refused_client_cert = sdk_connect(&https(&mtls_svc), |b| {
+        b.ca_certificate(pki.ca_pem())
+            .client_certificate(read(&foreign_client.0), read(&foreign_client.1))
+    })
+    .await;
+    let not_pem = sdk_connect(&https(&svc), |b| {
+        b.ca_certificate(b"not a certificate".to_vec())
+    })
+    .await;
+    let key_as_cert = sdk_connect(&https(&mtls_svc), |b| {
+        b.ca_certificate(pki.ca_pem())
+            .client_certificate(read(&client.1), read(&client.1))
+    })
+    .await;
+    for (what, msg) in [
+        ("ca", &ok_ca),
+        ("untrusted", &untrusted),
+        ("system roots", &system_roots),
+        ("http to tls", &http_to_tls),
+        ("tls to plain", &tls_to_plain),
+        ("wrong host", &host),
+        ("expired", &old),
+        ("no client cert", &no_client_cert),
+        ("client cert", &with_client_cert),
+        ("refused client cert", &refused_client_cert),
+        ("not pem", &not_pem),
+        ("key as cert", &key_as_cert),
+    ] {
+        println!("{what}: {msg}");
+    }
+    // Reached (the TLS session is up; the service just has no configuration yet).
+    assert_eq!(ok_ca, "ok");
+    assert_eq!(with_client_cert, "ok");
+    let says = |msg: &str, hint: &str| {
+        assert!(
+            msg.contains("could not connect") && msg.contains(hint),
+            "expected {hint:?}: {msg}"
+        )
+    };
+    says(&untrusted, "not signed by a trusted CA");
+    says(&system_roots, "not signed by a trusted CA");
+    says(&tls_to_plain, "use an http:// endpoint");
+    says(&host, "does not name this host");
+    says(&old, "expired");
+    assert!(
+        http_to_tls.contains("use an https:// endpoint"),
+        "{http_to_tls}"
+    );
+    assert!(
+        no_client_cert.contains("client certificate"),
+        "{no_client_cert}"
+    );
+    assert!(
+        refused_client_cert.contains("client certificate"),
+        "{refused_client_cert}"
+    );
+    assert!(
+        not_pem.contains("the CA certificate holds no PEM block"),
+        "{not_pem}"
+    );
+    assert!(
+        key_as_cert.contains("the client certificate holds no PEM block"),
+        "{key_as_cert}"
+    );
+    for s in [svc, mtls_svc, wrong_host, expired, plain_svc] {
+        s.shutdown().await.unwrap();
+    }
+}
