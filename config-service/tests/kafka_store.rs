@@ -715,3 +715,110 @@ fn writes_fail_unavailable_in_bounded_time_while_reads_keep_working() {
     let status = tonic::Status::from(switchyard_config::ServiceError::from(e));
     assert_eq!(status.code(), tonic::Code::Unavailable);
 }
+
+/// The store's home cluster over SASL_SSL (SCRAM-SHA-512, the password a `${file:}`
+/// reference): a replica opens the log and versions are written and read back; a wrong
+/// password or an unknown property fails the start, within a bounded time, with an error that
+/// says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_cluster_may_be_sasl_ssl() {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run ./scripts/test.sh (it starts Kafka with --secure)")
+        })
+    };
+    let (sasl, tls) = (
+        var("KAFKA_SASL_SSL_BOOTSTRAP_1"),
+        var("SWITCHYARD_KAFKA_TLS_DIR"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("admin.password");
+    std::fs::write(&pw, "admin-secret\n").unwrap();
+    let props = |password: &str| {
+        [
+            ("security.protocol", "SASL_SSL".to_string()),
+            ("sasl.mechanism", "SCRAM-SHA-512".into()),
+            ("sasl.username", "admin".into()),
+            ("sasl.password", password.to_string()),
+            ("ssl.ca.location", format!("{tls}/ca.pem")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let url = format!("kafka://{sasl}/{}", fresh("kstore-sasl"));
+    let cfg = |store_properties| ServerConfig {
+        store: StoreConfig::Kafka {
+            url: url.clone(),
+            coordinator_dir: None,
+        },
+        store_properties,
+        ..memory_config()
+    };
+    let s = TestServer::start(cfg(props(&format!("${{file:{}}}", pw.display()))), None).await;
+    let v = apply_retrying(&s.admin, add_cluster("over-sasl"))
+        .await
+        .unwrap();
+    assert_eq!(v, 1);
+    let mut admin = s.admin.clone();
+    let got = within(
+        STEP,
+        "get",
+        admin.get_version(GetVersionRequest {
+            version: 1,
+            include_secrets: false,
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(got.clusters.iter().any(|c| c.name == "over-sasl"));
+    s.server.shutdown().await.unwrap();
+
+    // A second replica with the wrong password cannot open the log.
+    let started = std::time::Instant::now();
+    let e = within(
+        LONG,
+        "a start with a wrong password ends",
+        switchyard_config::start(cfg(props("wrong"))),
+    )
+    .await
+    .err()
+    .expect("a replica with a wrong password does not start");
+    let msg = format!("{e:#}");
+    println!(
+        "wrong password: failed after {:?}: {msg}",
+        started.elapsed()
+    );
+    assert!(msg.to_lowercase().contains("authenticat"), "{msg}");
+    assert!(!msg.contains("admin-secret"), "{msg}");
+
+    // An unknown property, a key the store owns and a reference to a missing file are refused
+    // before anything is contacted.
+    let mut bad = props("x");
+    bad.insert("sasl.passwrod".into(), "x".into());
+    bad.insert("acks".into(), "1".into());
+    bad.insert(
+        "ssl.key.password".into(),
+        format!("${{file:{}/missing}}", dir.path().display()),
+    );
+    let e = within(
+        STEP,
+        "a start with bad properties ends",
+        switchyard_config::start(cfg(bad)),
+    )
+    .await
+    .err()
+    .expect("bad store properties are refused");
+    let msg = format!("{e:#}");
+    println!("bad properties: {msg}");
+    for want in [
+        "sasl.passwrod",
+        "No such configuration property",
+        "\"acks\"",
+        "set by the store itself",
+        "missing} cannot be read",
+    ] {
+        assert!(msg.contains(want), "{want:?} in {msg}");
+    }
+}

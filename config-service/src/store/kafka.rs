@@ -528,21 +528,66 @@ fn assign(consumer: &BaseConsumer, topic: &str, offset: i64) -> Result<(), Store
         .map_err(|e| unavailable(format!("could not position the log consumer: {e}")))
 }
 
+/// Records a failure to connect that retrying does not fix: an authentication failure, a TLS
+/// failure on this side, or a TLS alert from the broker (the SDK's producers classify their
+/// clients' error events the same way).
+#[derive(Default)]
+struct ProbeContext {
+    failure: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let fatal = match error.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL,
+            ) => true,
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => reason.contains("SSL alert number"),
+            _ => false,
+        };
+        if fatal {
+            *self.failure.lock() = Some(reason.to_string());
+        } else {
+            tracing::debug!(%error, %reason, "home cluster client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}
+
 /// Creates the topic if missing; checks it has exactly one partition. Returns whether it
 /// created it.
 fn ensure_topic(cfg: &KafkaConfig, deadline: Instant) -> Result<bool, StoreError> {
-    let probe: BaseConsumer = cfg
+    let probe: BaseConsumer<ProbeContext> = cfg
         .client()
-        .create()
+        .create_with_context(ProbeContext::default())
         .map_err(|e| unavailable(format!("could not create a Kafka client: {e}")))?;
-    let md = probe
-        .fetch_metadata(Some(&cfg.topic), remaining(deadline))
-        .map_err(|e| {
-            unavailable(format!(
-                "could not reach the home cluster {}: {e}",
-                cfg.bootstrap
-            ))
-        })?;
+    // In short slices, so a failure that retrying does not fix (a wrong password, an
+    // untrusted certificate) ends the wait at once with librdkafka's reason.
+    let md = loop {
+        let slice = remaining(deadline).min(Duration::from_millis(500));
+        match probe.fetch_metadata(Some(&cfg.topic), slice) {
+            Ok(md) => break md,
+            Err(e) => {
+                // Error events reach the context when the client is polled.
+                let _ = probe.poll(Duration::ZERO);
+                if let Some(why) = probe.context().failure.lock().clone() {
+                    return Err(unavailable(format!(
+                        "cannot connect to the home cluster {}: {why}",
+                        cfg.bootstrap
+                    )));
+                }
+                if Instant::now() >= deadline {
+                    return Err(unavailable(format!(
+                        "could not reach the home cluster {}: {e}",
+                        cfg.bootstrap
+                    )));
+                }
+            }
+        }
+    };
     let brokers = md.brokers().len().max(1);
     if let Some(t) = md.topics().iter().find(|t| t.name() == cfg.topic)
         && t.error().is_none()
