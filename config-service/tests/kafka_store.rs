@@ -777,14 +777,15 @@ async fn the_home_cluster_may_be_sasl_ssl() {
 
     // A second replica with the wrong password cannot open the log.
     let started = std::time::Instant::now();
-    let e = within(
+    let Err(e) = within(
         LONG,
         "a start with a wrong password ends",
         switchyard_config::start(cfg(props("wrong"))),
     )
     .await
-    .err()
-    .expect("a replica with a wrong password does not start");
+    else {
+        panic!("a replica with a wrong password started");
+    };
     let msg = format!("{e:#}");
     println!(
         "wrong password: failed after {:?}: {msg}",
@@ -802,14 +803,15 @@ async fn the_home_cluster_may_be_sasl_ssl() {
         "ssl.key.password".into(),
         format!("${{file:{}/missing}}", dir.path().display()),
     );
-    let e = within(
+    let Err(e) = within(
         STEP,
         "a start with bad properties ends",
         switchyard_config::start(cfg(bad)),
     )
     .await
-    .err()
-    .expect("bad store properties are refused");
+    else {
+        panic!("a replica with bad store properties started");
+    };
     let msg = format!("{e:#}");
     println!("bad properties: {msg}");
     for want in [
