@@ -12,8 +12,14 @@
 #   5. builds examples/c with its Makefile and runs it against the same service (shared library,
 #      under the sanitizers), then statically linked and configured from the desired-state file.
 #
-# Kafka: uses SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p" when set (scripts/test.sh exports it), else
-# starts two clusters with scripts/kafka.sh and stops them at the end.
+# For test_tls.c it also starts two config services over TLS (the secured Kafka's broker
+# certificate; the second requires client certificates), with client tokens, whose clusters are
+# the SASL_SSL (SCRAM-SHA-512) and mTLS listeners of the first Kafka cluster.
+#
+# Kafka: uses SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p" when set (scripts/test.sh exports it, and the
+# secured listeners' KAFKA_SASL_SSL_BOOTSTRAP_1, KAFKA_MTLS_BOOTSTRAP_1 and
+# SWITCHYARD_KAFKA_TLS_DIR), else starts two clusters with `scripts/kafka.sh start 2 --secure`
+# and stops them at the end.
 #
 # Python (bindings/python): then runs scripts/test-python.sh (virtualenv, maturin, pytest on
 # the same clusters).
@@ -41,12 +47,14 @@ CDIR=$ROOT/bindings/c
 
 WORK=$(mktemp -d /tmp/switchyard-c-tests.XXXXXX)
 SERVE_PID=
+TLS_PIDS=()
 OWN_KAFKA=
 cleanup() {
-    if [[ -n "$SERVE_PID" ]]; then
-        kill -TERM "$SERVE_PID" 2>/dev/null || true
-        wait "$SERVE_PID" 2>/dev/null || true
-    fi
+    for p in "$SERVE_PID" "${TLS_PIDS[@]+"${TLS_PIDS[@]}"}"; do
+        [[ -n "$p" ]] || continue
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     if [[ -n "$OWN_KAFKA" ]]; then
         bash "$ROOT/scripts/kafka.sh" stop --dir "$OWN_KAFKA" >&2 || true
     fi
@@ -62,9 +70,9 @@ step "C: the checked-in header matches cbindgen's output"
 cargo test --locked -p switchyard-c --test header
 
 if [[ -z "${SWITCHYARD_KAFKA_CLUSTERS:-}" ]]; then
-    step "C: start two real Kafka clusters"
+    step "C: start two real Kafka clusters (with SASL_SSL and mTLS listeners)"
     OWN_KAFKA=$(mktemp -d /tmp/switchyard-c-kafka.XXXXXX)
-    eval "$(bash scripts/kafka.sh start 2 --dir "$OWN_KAFKA")"
+    eval "$(bash scripts/kafka.sh start 2 --dir "$OWN_KAFKA" --secure)"
 fi
 IFS=';' read -r EAST WEST _ <<<"$SWITCHYARD_KAFKA_CLUSTERS"
 [[ -n "$EAST" && -n "$WEST" ]] || die "SWITCHYARD_KAFKA_CLUSTERS must name two clusters"
@@ -132,6 +140,82 @@ done
 [[ -n "$ADDR" ]] || die "switchyard serve did not print its address within 30 s"
 ENDPOINT="http://$ADDR"
 "$BIN" --endpoint "$ENDPOINT" apply -f "$WORK/desired.yaml" -m "C binding tests" >"$WORK/apply.log"
+
+# test_tls.c: config services over TLS whose clusters are the secured Kafka listeners.
+start_tls_service() { # name extra-serve-args... ; sets TLS_ADDR
+    local name=$1 addr=
+    shift
+    "$BIN" serve --in-memory --listen 127.0.0.1:0 --tls-cert "$TLS_DIR/broker.pem" \
+        --tls-key "$TLS_DIR/broker.key" --client-tokens "$WORK/client-tokens" \
+        --admin-token-file "$WORK/admin-token" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    TLS_PIDS+=($!)
+    for _ in $(seq 1 300); do
+        addr=$(sed -n 's/^listening on //p' "$WORK/$name.out" | head -n1)
+        [[ -n "$addr" ]] && break
+        kill -0 "${TLS_PIDS[-1]}" 2>/dev/null || { cat "$WORK/$name.err" >&2; die "$name exited"; }
+        sleep 0.1
+    done
+    [[ -n "$addr" ]] || die "$name did not print its address within 30 s"
+    TLS_ADDR=$addr
+}
+TLS_DIR=${SWITCHYARD_KAFKA_TLS_DIR:-}
+if [[ -n "$TLS_DIR" && -n "${KAFKA_SASL_SSL_BOOTSTRAP_1:-}" && -n "${KAFKA_MTLS_BOOTSTRAP_1:-}" ]]; then
+    step "C: config services over TLS (one requiring client certificates) for the secured listeners"
+    TOPIC_SCRAM="$RUN-scram"
+    TOPIC_CERT="$RUN-cert"
+    pids=()
+    create_topic "$EAST" "$TOPIC_SCRAM" & pids+=($!)
+    create_topic "$EAST" "$TOPIC_CERT" & pids+=($!)
+    for p in "${pids[@]}"; do
+        wait "$p" || { cat "$WORK"/create-*.log >&2; die "topic creation failed"; }
+    done
+    printf 'c-tls-admin-%s-0123456789\n' "$RUN" >"$WORK/admin-token"
+    "$BIN" token new --app c-secure >"$WORK/token.out"
+    SECURE_TOKEN=$(sed -n 's/^token: //p' "$WORK/token.out")
+    tail -n1 "$WORK/token.out" >"$WORK/client-tokens"
+    [[ -n "$SECURE_TOKEN" ]] || die "switchyard token new printed no token"
+    cat >"$WORK/secure.yaml" <<EOF
+clusters:
+  - name: secure
+    bootstrap: ["$KAFKA_SASL_SSL_BOOTSTRAP_1"]
+    properties:
+      security.protocol: SASL_SSL
+      sasl.mechanism: SCRAM-SHA-512
+      sasl.username: alice
+      sasl.password: alice-secret
+      ssl.ca.location: $TLS_DIR/ca.pem
+  - name: certs
+    bootstrap: ["$KAFKA_MTLS_BOOTSTRAP_1"]
+    properties:
+      security.protocol: SSL
+      ssl.ca.location: $TLS_DIR/ca.pem
+      ssl.certificate.location: $TLS_DIR/client.pem
+      ssl.key.location: $TLS_DIR/client.key
+topics:
+  - name: $TOPIC_SCRAM
+    cluster: secure
+    partitions: 3
+  - name: $TOPIC_CERT
+    cluster: certs
+    partitions: 3
+EOF
+    start_tls_service serve-tls
+    TLS_ENDPOINT="https://$TLS_ADDR"
+    start_tls_service serve-mtls --tls-client-ca "$TLS_DIR/ca.pem"
+    MTLS_ENDPOINT="https://$TLS_ADDR"
+    SWITCHYARD_TOKEN=$(cat "$WORK/admin-token") "$BIN" --endpoint "$TLS_ENDPOINT" \
+        --ca-cert "$TLS_DIR/ca.pem" apply -f "$WORK/secure.yaml" -m "C TLS tests" \
+        >"$WORK/apply-tls.log"
+    SWITCHYARD_TOKEN=$(cat "$WORK/admin-token") "$BIN" --endpoint "$MTLS_ENDPOINT" \
+        --ca-cert "$TLS_DIR/ca.pem" --client-cert "$TLS_DIR/client.pem" \
+        --client-key "$TLS_DIR/client.key" apply -f "$WORK/secure.yaml" -m "C mTLS tests" \
+        >"$WORK/apply-mtls.log"
+    export SWITCHYARD_TEST_TLS_ENDPOINT="$TLS_ENDPOINT"
+    export SWITCHYARD_TEST_MTLS_ENDPOINT="$MTLS_ENDPOINT"
+    export SWITCHYARD_TEST_SECURE_TOKEN="$SECURE_TOKEN"
+    export SWITCHYARD_TEST_TOPIC_SCRAM="$TOPIC_SCRAM"
+    export SWITCHYARD_TEST_TOPIC_CERT="$TOPIC_CERT"
+fi
 
 step "C: compile the C tests with $CC under AddressSanitizer + UBSan"
 CFLAGS=(-std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Werror -pthread)

@@ -9,7 +9,10 @@
  * Conventions:
  * - Objects are opaque pointers. Create them with switchyard_client_connect /
  *   switchyard_client_from_file / switchyard_producer_new / switchyard_topic_new /
- *   switchyard_consumer_new / switchyard_consumer_poll and release each with its _free function.
+ *   switchyard_consumer_new / switchyard_consumer_poll / switchyard_conf_new and release each
+ *   with its _free function.
+ * - Settings by name, checked when set (like rd_kafka_conf_set): switchyard_conf_set, then
+ *   switchyard_client_connect_conf / switchyard_producer_new_conf / switchyard_consumer_new_conf.
  *   Every _free accepts NULL. A producer or consumer may outlive the client it was made from; a
  *   topic handle is freed before its producer.
  * - Fallible functions return a switchyard_result; SWITCHYARD_OK (0) is success. After a failure,
@@ -44,8 +47,9 @@
 #define SWITCHYARD_NAME_MAX 256
 
 /**
- * Sends one producer keeps in flight at most. `switchyard_producer_send` called while this
- * many sends await delivery blocks until an eighth of them have completed (for at most 30 s,
+ * Sends one producer keeps in flight at most, unless its conf's `switchyard.max.in.flight`
+ * says otherwise. `switchyard_producer_send` called while this many sends await delivery
+ * blocks until an eighth of them have completed (for at most 30 s,
  * then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
  */
 #define SWITCHYARD_MAX_IN_FLIGHT 65536
@@ -120,6 +124,14 @@ typedef enum switchyard_result {
 typedef struct switchyard_client switchyard_client;
 
 /**
+ * Settings by name, checked when set, for `switchyard_client_connect_conf`,
+ * `switchyard_producer_new_conf` and `switchyard_consumer_new_conf`. Create it with
+ * `switchyard_conf_new`, fill it with `switchyard_conf_set`, release it with
+ * `switchyard_conf_free`.
+ */
+typedef struct switchyard_conf switchyard_conf;
+
+/**
  * A member of a consumer group reading logical topics, wherever the configuration says they
  * live; it follows route changes without a restart. Create it with `switchyard_consumer_new`;
  * release it with `switchyard_consumer_free`.
@@ -148,8 +160,11 @@ typedef struct switchyard_producer switchyard_producer;
 typedef struct switchyard_topic switchyard_topic;
 
 /**
- * Options of `switchyard_client_connect_with`. A field left 0 keeps its default, so a
- * zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
+ * Options of `switchyard_client_connect_with`. A field left 0 (or NULL) keeps its default,
+ * so a zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
+ *
+ * The TLS fields were added at the end in 0.1: a program compiled against an older header
+ * must be recompiled. `switchyard_client_connect_conf` takes the same settings by name.
  */
 typedef struct switchyard_connect_options {
     /**
@@ -163,6 +178,20 @@ typedef struct switchyard_connect_options {
      * milliseconds: 100 to 3,600,000. Default 10,000.
      */
     int32_t watch_stall_timeout_ms;
+    /**
+     * PEM file of the CA certificate(s) that signed the config service's certificate, for
+     * `https://` endpoints, or NULL: the system's trusted roots.
+     */
+    const char *ca_cert_path;
+    /**
+     * PEM file of a client certificate chain, for a config service that requires mutual
+     * TLS, or NULL: none. Needs `client_key_path`.
+     */
+    const char *client_cert_path;
+    /**
+     * PEM file of the private key of `client_cert_path`, or NULL.
+     */
+    const char *client_key_path;
 } switchyard_connect_options;
 
 /**
@@ -280,7 +309,8 @@ extern "C" {
  * The configuration is then watched in the background and route and property changes are
  * applied to running producers and consumers without losing in-flight records. Set the
  * environment variable `SWITCHYARD_LOG` (e.g. `info`) to get the library's logs on stderr.
- * `switchyard_client_connect_with` takes further options.
+ * `switchyard_client_connect_with` and `switchyard_client_connect_conf` take further options
+ * (timeouts, the CA and client certificate for `https://` endpoints, client properties).
  *
  * Thread safety: may be called from any thread except a delivery callback (it blocks). The
  * client may then be used from any number of threads at once.
@@ -297,20 +327,50 @@ enum switchyard_result switchyard_client_connect(const char *endpoints,
 
 /**
  * `switchyard_client_connect` with options: `options` may be NULL (all defaults). A
- * negative field, or a watch stall timeout outside 100 ms … 1 h, fails with
- * `SWITCHYARD_INVALID_ARGUMENT` before anything is contacted.
+ * negative field, a watch stall timeout outside 100 ms … 1 h, or a TLS file that cannot be
+ * read or holds no PEM block of the right type fails with `SWITCHYARD_INVALID_ARGUMENT`
+ * before anything is contacted.
+ *
+ * An `https://` endpoint whose certificate the CA does not vouch for, a service that
+ * requires a client certificate and got none, or an `http://` endpoint of a TLS service
+ * fails within the initial timeout with `SWITCHYARD_NO_CONFIG`, the last-error message
+ * naming the cause.
  *
  * Thread safety: as for `switchyard_client_connect`.
  *
  * # Safety
  *
- * As for `switchyard_client_connect`; `options` must be NULL or readable.
+ * As for `switchyard_client_connect`; `options` must be NULL or readable, and its paths
+ * NULL or NUL-terminated.
  */
 enum switchyard_result switchyard_client_connect_with(const char *endpoints,
                                                       const char *app,
                                                       const char *token,
                                                       const char *cache_path,
                                                       const struct switchyard_connect_options *options,
+                                                      struct switchyard_client **out);
+
+/**
+ * `switchyard_client_connect` with the client settings and Kafka client properties of
+ * `conf` (see `switchyard_conf_set`), or all defaults when `conf` is NULL. A conf holding a
+ * producer or consumer setting, or a client certificate without its key, fails with
+ * `SWITCHYARD_INVALID_ARGUMENT` naming the setting before anything is contacted. `conf` is
+ * only read: free it when convenient.
+ *
+ * Failures over TLS are as for `switchyard_client_connect_with`.
+ *
+ * Thread safety: as for `switchyard_client_connect`; no other thread may set `conf` during
+ * the call.
+ *
+ * # Safety
+ *
+ * As for `switchyard_client_connect`; `conf` must be NULL or a live conf.
+ */
+enum switchyard_result switchyard_client_connect_conf(const char *endpoints,
+                                                      const char *app,
+                                                      const char *token,
+                                                      const char *cache_path,
+                                                      const struct switchyard_conf *conf,
                                                       struct switchyard_client **out);
 
 /**
@@ -384,6 +444,102 @@ enum switchyard_result switchyard_client_metrics(const struct switchyard_client 
                                                  size_t *out_len);
 
 /**
+ * A new, empty configuration: every setting at its default. Release it with
+ * `switchyard_conf_free`. Returns NULL only if the library fails internally (then
+ * `switchyard_last_error_message` says why).
+ *
+ * Thread safety: may be called from any thread.
+ */
+struct switchyard_conf *switchyard_conf_new(void);
+
+/**
+ * Sets `name` to `value` in `conf`, after checking both (like librdkafka's
+ * `rd_kafka_conf_set`): on failure `conf` is unchanged and the last-error message names the
+ * setting and what is wrong. Setting a name again replaces its value.
+ *
+ * Names that start with `switchyard.` are Switchyard settings; an unknown one is refused.
+ * For `switchyard_client_connect_conf`:
+ * - `switchyard.ca.location` (a PEM file, read now) or `switchyard.ca.pem` (PEM text): the
+ *   CA certificate(s) that signed the config service's certificate, for `https://`
+ *   endpoints. Without it the system's trusted roots are used.
+ * - `switchyard.certificate.location` / `switchyard.certificate.pem` and
+ *   `switchyard.key.location` / `switchyard.key.pem`: a client certificate chain and its
+ *   private key, for a config service that requires mutual TLS (set both).
+ * - `switchyard.initial.timeout.ms` (0 … 2147483647, default 10000): longest wait for a
+ *   first configuration when there is no valid cache (then `SWITCHYARD_NO_CONFIG`).
+ * - `switchyard.watch.stall.timeout.ms` (100 … 3600000, default 10000): how long a config
+ *   service that stopped answering may hold the watch before the next endpoint is tried.
+ * - `switchyard.client.id`: the id reported to the service (default: app, host, pid and a
+ *   random suffix); also the prefix of the Kafka clients' `client.id`.
+ * - `switchyard.cache.enable` (`true`/`false`, default `true`): `false` keeps no
+ *   last-known-good cache.
+ *
+ * For `switchyard_producer_new_conf`:
+ * - `switchyard.max.in.flight` (1 … 2147483647, default `SWITCHYARD_MAX_IN_FLIGHT`): sends
+ *   in flight before `switchyard_producer_send` waits for room.
+ * - `switchyard.idle.client.close.ms` (default 30000): how long a cluster's Kafka client
+ *   that no route uses any more is kept before it is closed.
+ * - `switchyard.max.abort.hold.ms` (default 30000): longest a topic's sends are held while
+ *   an aborted migration's records are copied back.
+ * - `switchyard.max.switch.flush.ms` (default 15000): longest a route switch waits for the
+ *   sends in flight to the old location.
+ * - `switchyard.max.cut.off.hold.ms` (default 30000): longest a send to a topic in the
+ *   middle of a move waits while the client is cut off from the config service.
+ *
+ * For `switchyard_consumer_new_conf`:
+ * - `switchyard.auto.commit` (`true`/`false`, default `false`): commit the offsets of
+ *   polled messages in the background.
+ * - `switchyard.drain.grace.ms` (default 10000): after a topic moves, how long its old
+ *   location is still read at least.
+ *
+ * Every other name is a Kafka client property (librdkafka's, e.g. `linger.ms`,
+ * `compression.type`), for any of the three: lower-case words joined by `.`, `_` or `-`, at
+ * most 128 characters, and not `bootstrap.servers` (which comes from the config service).
+ * librdkafka checks its value when a Kafka client is made. The config service's enforced
+ * settings still win over it. On a client conf it applies to every producer and consumer of
+ * the client; on a producer or consumer conf, to that one only (above the client's).
+ *
+ * Errors: `SWITCHYARD_NULL_POINTER` for a NULL `conf`, `name` or `value`;
+ * `SWITCHYARD_INVALID_ARGUMENT` for an unknown or malformed name, a value out of range or
+ * not UTF-8 (paths may be any bytes), an unreadable file or one that holds no PEM block of
+ * the right type.
+ *
+ * Thread safety: not from two threads on one `conf` at once, nor while another thread uses
+ * it.
+ *
+ * # Safety
+ *
+ * `conf` must be NULL or a live conf; `name` and `value` NULL or NUL-terminated.
+ */
+enum switchyard_result switchyard_conf_set(struct switchyard_conf *conf,
+                                           const char *name,
+                                           const char *value);
+
+/**
+ * A copy of `conf`, to be released with `switchyard_conf_free`; NULL when `conf` is NULL
+ * (`SWITCHYARD_NULL_POINTER` in the last-error message).
+ *
+ * Thread safety: may be called from any thread, not while another thread sets `conf`.
+ *
+ * # Safety
+ *
+ * `conf` must be NULL or a live conf.
+ */
+struct switchyard_conf *switchyard_conf_dup(const struct switchyard_conf *conf);
+
+/**
+ * Releases `conf`. The clients, producers and consumers made with it do not need it: they
+ * copied what they use. NULL is a no-op.
+ *
+ * Thread safety: call it once, when no other thread uses this conf.
+ *
+ * # Safety
+ *
+ * `conf` must be NULL or a conf not freed before.
+ */
+void switchyard_conf_free(struct switchyard_conf *conf);
+
+/**
  * A consumer in group `group` over the `n` logical topics in `topics`. With `auto_commit`
  * non-zero, the offsets of messages returned by `switchyard_consumer_poll` are committed in
  * the background; with 0, commit with `switchyard_consumer_commit`. A group with no committed
@@ -404,6 +560,28 @@ enum switchyard_result switchyard_consumer_new(const struct switchyard_client *c
                                                size_t n,
                                                int32_t auto_commit,
                                                struct switchyard_consumer **out);
+
+/**
+ * `switchyard_consumer_new` with the consumer settings and Kafka consumer properties of
+ * `conf` (see `switchyard_conf_set`; `switchyard.auto.commit` replaces the `auto_commit`
+ * argument, default off), or the defaults when `conf` is NULL. The properties apply to this
+ * consumer only, above the client's (the config service's enforced settings still win). A
+ * conf holding a client or producer setting fails with `SWITCHYARD_INVALID_ARGUMENT` naming
+ * it. `conf` is only read: free it when convenient.
+ *
+ * Thread safety: as for `switchyard_consumer_new`; no other thread may set `conf` during
+ * the call.
+ *
+ * # Safety
+ *
+ * As for `switchyard_consumer_new`; `conf` must be NULL or a live conf.
+ */
+enum switchyard_result switchyard_consumer_new_conf(const struct switchyard_client *client,
+                                                    const char *group,
+                                                    const char *const *topics,
+                                                    size_t n,
+                                                    const struct switchyard_conf *conf,
+                                                    struct switchyard_consumer **out);
 
 /**
  * Waits up to `timeout_ms` milliseconds (< 0: without limit; 0: only what is already
@@ -659,6 +837,25 @@ enum switchyard_result switchyard_producer_new(const struct switchyard_client *c
                                                struct switchyard_producer **out);
 
 /**
+ * `switchyard_producer_new` with the producer settings and Kafka producer properties of
+ * `conf` (see `switchyard_conf_set`), or the defaults when `conf` is NULL. The properties
+ * apply to this producer only, above the client's (the config service's enforced settings
+ * still win). A conf holding a client or consumer setting fails with
+ * `SWITCHYARD_INVALID_ARGUMENT` naming it. `conf` is only read: free it when convenient.
+ *
+ * Thread safety: as for `switchyard_producer_new`; no other thread may set `conf` during
+ * the call.
+ *
+ * # Safety
+ *
+ * `client` must be NULL or a live client; `conf` NULL or a live conf; `out` NULL or
+ * writable.
+ */
+enum switchyard_result switchyard_producer_new_conf(const struct switchyard_client *client,
+                                                    const struct switchyard_conf *conf,
+                                                    struct switchyard_producer **out);
+
+/**
  * Sends a record to logical topic `topic` without waiting: returns once the record is queued,
  * and `callback(user_data, rc, delivery)` is called later, exactly once, when it is written or
  * has failed. A send that returns an error here is not queued and gets no callback.
@@ -674,7 +871,7 @@ enum switchyard_result switchyard_producer_new(const struct switchyard_client *c
  * handed back in the callback, never re-sent elsewhere.
  *
  * The record is routed and handed to the cluster's Kafka client on the calling thread. When
- * `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
+ * `SWITCHYARD_MAX_IN_FLIGHT` (or `switchyard.max.in.flight`) sends are in flight this call blocks until some complete (at
  * most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks for
  * that. Under a quota with policy BLOCK it blocks until there is capacity (at most 30 s; then
  * the callback gets `SWITCHYARD_TIMEOUT`), and while the Kafka client's local queue is full

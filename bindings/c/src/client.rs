@@ -1,6 +1,7 @@
 //! `switchyard_client`: a Switchyard connection plus the Tokio runtime that runs it.
 
 use std::ffi::c_char;
+use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::boundary::{
     arg_opt_str, arg_out, arg_path, arg_ref, arg_str, check_may_block, from_handle, guard,
     guard_value, into_handle, on_runtime_thread,
 };
+use crate::conf::{ClientSettings, Pem, arg_conf, read_pem, switchyard_conf};
 use crate::error::{Failure, switchyard_result};
 
 /// Worker threads of each client's runtime (delivery callbacks run on them).
@@ -81,6 +83,7 @@ fn runtime() -> Result<Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("switchyard-c")
+        .on_thread_start(block_sigpipe)
         .enable_all()
         .build()
         .map_err(|e| {
@@ -89,6 +92,22 @@ fn runtime() -> Result<Runtime, Failure> {
                 format!("cannot start the runtime: {e}"),
             )
         })
+}
+
+/// Blocks SIGPIPE on the calling thread (each runtime thread), as librdkafka does on its own
+/// threads. A C program usually keeps SIGPIPE's default action, which ends the process: a
+/// write to a connection the peer has closed (a config service that refuses the client's TLS
+/// handshake or restarts) would kill it. Blocked, the signal stays pending on that thread and
+/// the write fails with `EPIPE`, which the connection handles as a closed connection.
+fn block_sigpipe() {
+    // SAFETY: `set` is a local signal set initialised by `sigemptyset` before use; the calls
+    // change only this thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Logs go to stderr when `SWITCHYARD_LOG` is set (a `tracing` filter such as `info` or
@@ -120,7 +139,8 @@ fn init_logging() {
 /// The configuration is then watched in the background and route and property changes are
 /// applied to running producers and consumers without losing in-flight records. Set the
 /// environment variable `SWITCHYARD_LOG` (e.g. `info`) to get the library's logs on stderr.
-/// `switchyard_client_connect_with` takes further options.
+/// `switchyard_client_connect_with` and `switchyard_client_connect_conf` take further options
+/// (timeouts, the CA and client certificate for `https://` endpoints, client properties).
 ///
 /// Thread safety: may be called from any thread except a delivery callback (it blocks). The
 /// client may then be used from any number of threads at once.
@@ -143,10 +163,13 @@ pub unsafe extern "C" fn switchyard_client_connect(
     }
 }
 
-/// Options of `switchyard_client_connect_with`. A field left 0 keeps its default, so a
-/// zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
+/// Options of `switchyard_client_connect_with`. A field left 0 (or NULL) keeps its default,
+/// so a zero-initialised struct (`switchyard_connect_options o = {0};`) means all defaults.
+///
+/// The TLS fields were added at the end in 0.1: a program compiled against an older header
+/// must be recompiled. `switchyard_client_connect_conf` takes the same settings by name.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct switchyard_connect_options {
     /// Longest wait for a first configuration when there is no valid cache, in milliseconds
     /// (then `SWITCHYARD_NO_CONFIG`). Default 10,000.
@@ -155,17 +178,98 @@ pub struct switchyard_connect_options {
     /// the configuration watch before the client fails over to the next endpoint, in
     /// milliseconds: 100 to 3,600,000. Default 10,000.
     pub watch_stall_timeout_ms: i32,
+    /// PEM file of the CA certificate(s) that signed the config service's certificate, for
+    /// `https://` endpoints, or NULL: the system's trusted roots.
+    pub ca_cert_path: *const c_char,
+    /// PEM file of a client certificate chain, for a config service that requires mutual
+    /// TLS, or NULL: none. Needs `client_key_path`.
+    pub client_cert_path: *const c_char,
+    /// PEM file of the private key of `client_cert_path`, or NULL.
+    pub client_key_path: *const c_char,
+}
+
+impl Default for switchyard_connect_options {
+    fn default() -> Self {
+        Self {
+            initial_timeout_ms: 0,
+            watch_stall_timeout_ms: 0,
+            ca_cert_path: std::ptr::null(),
+            client_cert_path: std::ptr::null(),
+            client_key_path: std::ptr::null(),
+        }
+    }
+}
+
+impl switchyard_connect_options {
+    /// The settings these options stand for; the PEM files are read and checked here.
+    ///
+    /// # Safety
+    ///
+    /// Each path is NULL or NUL-terminated.
+    unsafe fn settings(&self) -> Result<ClientSettings, Failure> {
+        let ms = |v: i32, name: &str| -> Result<Option<Duration>, Failure> {
+            match v {
+                0 => Ok(None),
+                v if v < 0 => Err(Failure::invalid(format!(
+                    "options.{name} must be >= 0 (0: the default), not {v}"
+                ))),
+                v => Ok(Some(Duration::from_millis(v.unsigned_abs().into()))),
+            }
+        };
+        let pem = |p: *const c_char, name: &str, kind: Pem| -> Result<Option<Vec<u8>>, Failure> {
+            if p.is_null() {
+                return Ok(None);
+            }
+            let what = format!("options.{name}");
+            // SAFETY: not NULL; NUL-terminated by the caller's contract.
+            let path = unsafe { arg_path(p, &what) }?;
+            read_pem(path, &what, kind).map(Some)
+        };
+        let identity = match (
+            pem(self.client_cert_path, "client_cert_path", Pem::Certificate)?,
+            pem(self.client_key_path, "client_key_path", Pem::Key)?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Failure::invalid(
+                    "options.client_cert_path is set but options.client_key_path is NULL: a \
+                     client certificate needs its private key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Failure::invalid(
+                    "options.client_key_path is set but options.client_cert_path is NULL: a \
+                     private key needs its client certificate",
+                ));
+            }
+        };
+        Ok(ClientSettings {
+            initial_timeout: ms(self.initial_timeout_ms, "initial_timeout_ms")?,
+            watch_stall_timeout: ms(self.watch_stall_timeout_ms, "watch_stall_timeout_ms")?,
+            ca_pem: pem(self.ca_cert_path, "ca_cert_path", Pem::Ca)?,
+            identity,
+            ..ClientSettings::default()
+        })
+    }
 }
 
 /// `switchyard_client_connect` with options: `options` may be NULL (all defaults). A
-/// negative field, or a watch stall timeout outside 100 ms … 1 h, fails with
-/// `SWITCHYARD_INVALID_ARGUMENT` before anything is contacted.
+/// negative field, a watch stall timeout outside 100 ms … 1 h, or a TLS file that cannot be
+/// read or holds no PEM block of the right type fails with `SWITCHYARD_INVALID_ARGUMENT`
+/// before anything is contacted.
+///
+/// An `https://` endpoint whose certificate the CA does not vouch for, a service that
+/// requires a client certificate and got none, or an `http://` endpoint of a TLS service
+/// fails within the initial timeout with `SWITCHYARD_NO_CONFIG`, the last-error message
+/// naming the cause.
 ///
 /// Thread safety: as for `switchyard_client_connect`.
 ///
 /// # Safety
 ///
-/// As for `switchyard_client_connect`; `options` must be NULL or readable.
+/// As for `switchyard_client_connect`; `options` must be NULL or readable, and its paths
+/// NULL or NUL-terminated.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn switchyard_client_connect_with(
     endpoints: *const c_char,
@@ -179,6 +283,73 @@ pub unsafe extern "C" fn switchyard_client_connect_with(
         // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
         let out = unsafe { arg_out(out, "out") }?;
         // SAFETY: as above.
+        let args = unsafe { ConnectArgs::new(endpoints, app, token, cache_path) }?;
+        // SAFETY: NULL or readable (the caller's contract above).
+        let opts = unsafe { options.as_ref() }.copied().unwrap_or_default();
+        // SAFETY: the paths are NULL or NUL-terminated (the caller's contract above).
+        let settings = unsafe { opts.settings() }?;
+        *out = into_handle(connect(args, settings)?);
+        Ok(())
+    })
+}
+
+/// `switchyard_client_connect` with the client settings and Kafka client properties of
+/// `conf` (see `switchyard_conf_set`), or all defaults when `conf` is NULL. A conf holding a
+/// producer or consumer setting, or a client certificate without its key, fails with
+/// `SWITCHYARD_INVALID_ARGUMENT` naming the setting before anything is contacted. `conf` is
+/// only read: free it when convenient.
+///
+/// Failures over TLS are as for `switchyard_client_connect_with`.
+///
+/// Thread safety: as for `switchyard_client_connect`; no other thread may set `conf` during
+/// the call.
+///
+/// # Safety
+///
+/// As for `switchyard_client_connect`; `conf` must be NULL or a live conf.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_client_connect_conf(
+    endpoints: *const c_char,
+    app: *const c_char,
+    token: *const c_char,
+    cache_path: *const c_char,
+    conf: *const switchyard_conf,
+    out: *mut *mut switchyard_client,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
+        let out = unsafe { arg_out(out, "out") }?;
+        // SAFETY: as above.
+        let args = unsafe { ConnectArgs::new(endpoints, app, token, cache_path) }?;
+        // SAFETY: NULL or live (the caller's contract above).
+        let settings = match unsafe { arg_conf(conf) } {
+            Some(c) => c.client_settings()?,
+            None => ClientSettings::default(),
+        };
+        *out = into_handle(connect(args, settings)?);
+        Ok(())
+    })
+}
+
+/// The arguments every connect function takes, checked.
+struct ConnectArgs<'a> {
+    endpoints: Vec<&'a str>,
+    app: &'a str,
+    token: Option<&'a str>,
+    cache_path: Option<&'a Path>,
+}
+
+impl<'a> ConnectArgs<'a> {
+    /// # Safety
+    ///
+    /// Each pointer is NULL or NUL-terminated and stays valid for `'a`.
+    unsafe fn new(
+        endpoints: *const c_char,
+        app: *const c_char,
+        token: *const c_char,
+        cache_path: *const c_char,
+    ) -> Result<Self, Failure> {
+        // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
         let endpoints = unsafe { arg_str(endpoints, "endpoints") }?;
         // SAFETY: as above.
         let app = unsafe { arg_str(app, "app") }?;
@@ -190,54 +361,68 @@ pub unsafe extern "C" fn switchyard_client_connect_with(
             // SAFETY: not NULL; the caller's contract above.
             Some(unsafe { arg_path(cache_path, "cache_path") }?)
         };
-        // SAFETY: NULL or readable (the caller's contract above).
-        let opts = unsafe { options.as_ref() }.copied().unwrap_or_default();
-        let ms = |v: i32, name: &str| -> Result<Option<Duration>, Failure> {
-            match v {
-                0 => Ok(None),
-                v if v < 0 => Err(Failure::invalid(format!(
-                    "options.{name} must be >= 0 (0: the default), not {v}"
-                ))),
-                v => Ok(Some(Duration::from_millis(v.unsigned_abs().into()))),
-            }
-        };
-        let initial = ms(opts.initial_timeout_ms, "initial_timeout_ms")?;
-        let stall = ms(opts.watch_stall_timeout_ms, "watch_stall_timeout_ms")?;
-        check_may_block("switchyard_client_connect")?;
-        let list: Vec<&str> = endpoints
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .collect();
-        if list.is_empty() {
-            return Err(Failure::invalid("endpoints names no endpoint"));
+        Ok(Self {
+            endpoints: endpoints
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect(),
+            app,
+            token,
+            cache_path,
+        })
+    }
+}
+
+/// Connects with `settings` and waits for a first configuration.
+fn connect(args: ConnectArgs<'_>, s: ClientSettings) -> Result<switchyard_client, Failure> {
+    check_may_block("switchyard_client_connect")?;
+    if args.endpoints.is_empty() {
+        return Err(Failure::invalid("endpoints names no endpoint"));
+    }
+    init_logging();
+    let mut b = Switchyard::builder(args.app).language("c");
+    for e in args.endpoints {
+        b = b.endpoint(e);
+    }
+    if let Some(t) = args.token {
+        b = b.token(t);
+    }
+    match (args.cache_path, s.cache) {
+        (Some(_), Some(false)) => {
+            return Err(Failure::invalid(
+                "cache_path is given but switchyard.cache.enable is false",
+            ));
         }
-        init_logging();
-        let mut b = Switchyard::builder(app).language("c");
-        for e in list {
-            b = b.endpoint(e);
-        }
-        if let Some(t) = token {
-            b = b.token(t);
-        }
-        if let Some(p) = cache_path {
-            b = b.cache_path(p);
-        }
-        if let Some(d) = initial {
-            b = b.initial_timeout(d);
-        }
-        if let Some(d) = stall {
-            b = b.watch_stall_timeout(d);
-        }
-        let rt = runtime()?;
-        let sy = rt.block_on(b.connect())?;
-        *out = into_handle(switchyard_client {
-            inner: Arc::new(ClientInner {
-                rt: Some(rt),
-                sy: Some(sy),
-            }),
-        });
-        Ok(())
+        (Some(p), _) => b = b.cache_path(p),
+        (None, Some(false)) => b = b.without_cache(),
+        (None, _) => {}
+    }
+    if let Some(d) = s.initial_timeout {
+        b = b.initial_timeout(d);
+    }
+    if let Some(d) = s.watch_stall_timeout {
+        b = b.watch_stall_timeout(d);
+    }
+    if let Some(ca) = s.ca_pem {
+        b = b.ca_certificate(ca);
+    }
+    if let Some((cert, key)) = s.identity {
+        b = b.client_certificate(cert, key);
+    }
+    if let Some(id) = s.client_id {
+        b = b.client_id(id);
+    }
+    for (k, v) in s.properties {
+        b = b.property(k, v);
+    }
+    let rt = runtime()?;
+    let sy = rt.block_on(b.connect())?;
+    Ok(switchyard_client {
+        inner: Arc::new(ClientInner {
+            rt: Some(rt),
+            sy: Some(sy),
+        }),
     })
 }
 

@@ -11,6 +11,7 @@ use crate::boundary::{
     arg_out, arg_ref, arg_str, check_may_block, from_handle, guard, guard_value, into_handle,
 };
 use crate::client::{ClientInner, drop_in_runtime, switchyard_client};
+use crate::conf::{arg_conf, switchyard_conf};
 use crate::error::{Failure, switchyard_result};
 use crate::message::switchyard_message;
 
@@ -50,44 +51,96 @@ pub unsafe extern "C" fn switchyard_consumer_new(
     out: *mut *mut switchyard_consumer,
 ) -> switchyard_result {
     guard(|| {
-        // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
-        let out = unsafe { arg_out(out, "out") }?;
-        // SAFETY: as above.
-        let client = unsafe { arg_ref(client, "client") }?;
-        // SAFETY: as above.
-        let group = unsafe { arg_str(group, "group") }?;
-        if topics.is_null() {
-            return Err(Failure::null("topics"));
-        }
-        if n == 0 {
-            return Err(Failure::invalid("n is 0: subscribe to at least one topic"));
-        }
-        if n > isize::MAX as usize / std::mem::size_of::<*const c_char>() {
-            return Err(Failure::invalid(format!("n {n} is too large")));
-        }
-        // SAFETY: not NULL, size checked, and `n` readable pointers by the caller's contract.
-        let ptrs = unsafe { std::slice::from_raw_parts(topics, n) };
-        let mut names = Vec::with_capacity(n);
-        for (i, p) in ptrs.iter().enumerate() {
-            // SAFETY: each entry is NULL or NUL-terminated by the caller's contract.
-            names.push(unsafe { arg_str(*p, &format!("topics[{i}]")) }?);
-        }
         let opts = ConsumerOptions {
             auto_commit: auto_commit != 0,
             ..ConsumerOptions::default()
         };
-        let inner = client.inner.clone();
-        let consumer = {
-            let _ctx = inner.rt().enter();
-            inner.sy().consumer_with(group, &names, opts)?
-        };
-        *out = into_handle(switchyard_consumer {
-            client: inner,
-            consumer,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        });
-        Ok(())
+        // SAFETY: the caller's contract is the one `new_consumer` needs.
+        unsafe { new_consumer(client, group, topics, n, opts, out) }
     })
+}
+
+/// `switchyard_consumer_new` with the consumer settings and Kafka consumer properties of
+/// `conf` (see `switchyard_conf_set`; `switchyard.auto.commit` replaces the `auto_commit`
+/// argument, default off), or the defaults when `conf` is NULL. The properties apply to this
+/// consumer only, above the client's (the config service's enforced settings still win). A
+/// conf holding a client or producer setting fails with `SWITCHYARD_INVALID_ARGUMENT` naming
+/// it. `conf` is only read: free it when convenient.
+///
+/// Thread safety: as for `switchyard_consumer_new`; no other thread may set `conf` during
+/// the call.
+///
+/// # Safety
+///
+/// As for `switchyard_consumer_new`; `conf` must be NULL or a live conf.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_consumer_new_conf(
+    client: *const switchyard_client,
+    group: *const c_char,
+    topics: *const *const c_char,
+    n: usize,
+    conf: *const switchyard_conf,
+    out: *mut *mut switchyard_consumer,
+) -> switchyard_result {
+    guard(|| {
+        // SAFETY: checked for NULL, set to NULL; the rest is the caller's contract above.
+        unsafe { arg_out(out, "out") }?;
+        // SAFETY: NULL or live (the caller's contract above).
+        let opts = match unsafe { arg_conf(conf) } {
+            Some(c) => c.consumer_options()?,
+            None => ConsumerOptions::default(),
+        };
+        // SAFETY: the caller's contract is the one `new_consumer` needs.
+        unsafe { new_consumer(client, group, topics, n, opts, out) }
+    })
+}
+
+/// The body of `switchyard_consumer_new` and `switchyard_consumer_new_conf`.
+///
+/// # Safety
+///
+/// As for `switchyard_consumer_new`.
+unsafe fn new_consumer(
+    client: *const switchyard_client,
+    group: *const c_char,
+    topics: *const *const c_char,
+    n: usize,
+    opts: ConsumerOptions,
+    out: *mut *mut switchyard_consumer,
+) -> Result<(), Failure> {
+    // SAFETY: each pointer is checked for NULL; the rest is the caller's contract above.
+    let out = unsafe { arg_out(out, "out") }?;
+    // SAFETY: as above.
+    let client = unsafe { arg_ref(client, "client") }?;
+    // SAFETY: as above.
+    let group = unsafe { arg_str(group, "group") }?;
+    if topics.is_null() {
+        return Err(Failure::null("topics"));
+    }
+    if n == 0 {
+        return Err(Failure::invalid("n is 0: subscribe to at least one topic"));
+    }
+    if n > isize::MAX as usize / std::mem::size_of::<*const c_char>() {
+        return Err(Failure::invalid(format!("n {n} is too large")));
+    }
+    // SAFETY: not NULL, size checked, and `n` readable pointers by the caller's contract.
+    let ptrs = unsafe { std::slice::from_raw_parts(topics, n) };
+    let mut names = Vec::with_capacity(n);
+    for (i, p) in ptrs.iter().enumerate() {
+        // SAFETY: each entry is NULL or NUL-terminated by the caller's contract.
+        names.push(unsafe { arg_str(*p, &format!("topics[{i}]")) }?);
+    }
+    let inner = client.inner.clone();
+    let consumer = {
+        let _ctx = inner.rt().enter();
+        inner.sy().consumer_with(group, &names, opts)?
+    };
+    *out = into_handle(switchyard_consumer {
+        client: inner,
+        consumer,
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+    });
+    Ok(())
 }
 
 /// Waits up to `timeout_ms` milliseconds (< 0: without limit; 0: only what is already

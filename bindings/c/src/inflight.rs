@@ -61,6 +61,11 @@ impl InFlight {
         self.count.load(Ordering::SeqCst)
     }
 
+    /// The cap senders wait at.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// True when a new send must wait for room.
     pub(crate) fn full(&self) -> bool {
         self.current() >= self.cap

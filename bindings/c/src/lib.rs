@@ -25,6 +25,7 @@
 
 mod boundary;
 mod client;
+mod conf;
 mod consumer;
 mod error;
 mod inflight;
@@ -32,6 +33,7 @@ mod message;
 mod producer;
 
 pub use client::{switchyard_client, switchyard_connect_options};
+pub use conf::switchyard_conf;
 pub use consumer::switchyard_consumer;
 pub use error::switchyard_result;
 pub use message::switchyard_message;

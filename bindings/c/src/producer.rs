@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::{
-    Delivery, DeliveryHandler, DeliveryRef, Producer, RecordRef, SendError, SendRefCallback,
-    TopicProducer,
+    Delivery, DeliveryHandler, DeliveryRef, Producer, ProducerOptions, RecordRef, SendError,
+    SendRefCallback, TopicProducer,
 };
 use tokio::sync::oneshot;
 
@@ -26,6 +26,7 @@ use crate::boundary::{
     in_callback, in_callback_now, into_handle, on_runtime_thread,
 };
 use crate::client::{ClientInner, drop_in_runtime, switchyard_client};
+use crate::conf::{arg_conf, switchyard_conf};
 use crate::error::{Failure, set_last_error, switchyard_result};
 use crate::inflight::InFlight;
 
@@ -33,8 +34,9 @@ use crate::inflight::InFlight;
 /// are at most 249 bytes, so they always fit.
 pub const SWITCHYARD_NAME_MAX: usize = 256;
 
-/// Sends one producer keeps in flight at most. `switchyard_producer_send` called while this
-/// many sends await delivery blocks until an eighth of them have completed (for at most 30 s,
+/// Sends one producer keeps in flight at most, unless its conf's `switchyard.max.in.flight`
+/// says otherwise. `switchyard_producer_send` called while this many sends await delivery
+/// blocks until an eighth of them have completed (for at most 30 s,
 /// then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks.
 pub const SWITCHYARD_MAX_IN_FLIGHT: usize = 65_536;
 
@@ -338,18 +340,47 @@ pub unsafe extern "C" fn switchyard_producer_new(
     client: *const switchyard_client,
     out: *mut *mut switchyard_producer,
 ) -> switchyard_result {
+    // SAFETY: the caller's contract is the one `switchyard_producer_new_conf` needs; a NULL
+    // conf means the defaults.
+    unsafe { switchyard_producer_new_conf(client, std::ptr::null(), out) }
+}
+
+/// `switchyard_producer_new` with the producer settings and Kafka producer properties of
+/// `conf` (see `switchyard_conf_set`), or the defaults when `conf` is NULL. The properties
+/// apply to this producer only, above the client's (the config service's enforced settings
+/// still win). A conf holding a client or consumer setting fails with
+/// `SWITCHYARD_INVALID_ARGUMENT` naming it. `conf` is only read: free it when convenient.
+///
+/// Thread safety: as for `switchyard_producer_new`; no other thread may set `conf` during
+/// the call.
+///
+/// # Safety
+///
+/// `client` must be NULL or a live client; `conf` NULL or a live conf; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn switchyard_producer_new_conf(
+    client: *const switchyard_client,
+    conf: *const switchyard_conf,
+    out: *mut *mut switchyard_producer,
+) -> switchyard_result {
     guard(|| {
         // SAFETY: checked for NULL; the rest is the caller's contract above.
         let out = unsafe { arg_out(out, "out") }?;
         // SAFETY: as above.
         let client = unsafe { arg_ref(client, "client") }?;
+        // SAFETY: NULL or live (the caller's contract above).
+        let (opts, max_in_flight) = match unsafe { arg_conf(conf) } {
+            Some(c) => c.producer_settings()?,
+            None => (ProducerOptions::default(), SWITCHYARD_MAX_IN_FLIGHT),
+        };
         let inner = client.inner.clone();
         let rt = inner.rt();
         let producer = {
             let _ctx = rt.enter();
-            inner.sy().producer()
+            inner.sy().producer_with(opts)
         };
-        let inflight = Arc::new(InFlight::new(SWITCHYARD_MAX_IN_FLIGHT));
+        let inflight = Arc::new(InFlight::new(max_in_flight));
         *out = into_handle(switchyard_producer {
             client: inner.clone(),
             producer,
@@ -551,8 +582,8 @@ unsafe fn start_send(dest: Dest<'_>, rec: CRecord, notify: Notify) -> Result<(),
         return Err(Failure::new(
             switchyard_result::SWITCHYARD_TIMEOUT,
             format!(
-                "{SWITCHYARD_MAX_IN_FLIGHT} sends stayed in flight for {ROOM_WAIT:?}; the \
-                 cluster does not keep up"
+                "{} sends stayed in flight for {ROOM_WAIT:?}; the cluster does not keep up",
+                inflight.cap()
             ),
         ));
     }
@@ -601,7 +632,7 @@ unsafe fn start_send(dest: Dest<'_>, rec: CRecord, notify: Notify) -> Result<(),
 /// handed back in the callback, never re-sent elsewhere.
 ///
 /// The record is routed and handed to the cluster's Kafka client on the calling thread. When
-/// `SWITCHYARD_MAX_IN_FLIGHT` sends are in flight this call blocks until some complete (at
+/// `SWITCHYARD_MAX_IN_FLIGHT` (or `switchyard.max.in.flight`) sends are in flight this call blocks until some complete (at
 /// most 30 s, then `SWITCHYARD_TIMEOUT`); inside a delivery callback it never blocks for
 /// that. Under a quota with policy BLOCK it blocks until there is capacity (at most 30 s; then
 /// the callback gets `SWITCHYARD_TIMEOUT`), and while the Kafka client's local queue is full
