@@ -14,7 +14,9 @@
 #      its figures mean nothing).
 #
 # Kafka: uses SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p" when set, else starts two clusters with
-# scripts/kafka.sh and stops them at the end. Nothing is skipped: a missing dependency fails.
+# scripts/kafka.sh (--secure) and stops them at the end. tests/test_tls.py also needs the
+# secured listeners' variables (SWITCHYARD_KAFKA_TLS_DIR, KAFKA_SASL_SSL_BOOTSTRAP_1, ...) that
+# `kafka.sh start --secure` exports. Nothing is skipped: a missing dependency fails.
 #
 # Exits non-zero when anything fails.
 set -euo pipefail
@@ -66,9 +68,10 @@ step "Python: build and install the extension (maturin develop)"
 "$VENV/bin/python" -c 'import switchyard, sys; print("switchyard", switchyard.__version__, "on", sys.version.split()[0])'
 
 if [[ -z "${SWITCHYARD_KAFKA_CLUSTERS:-}" ]]; then
-    step "Python: start two real Kafka clusters"
+    step "Python: start two real Kafka clusters (with SASL_SSL and mTLS listeners)"
+    command -v openssl >/dev/null 2>&1 || die "--secure Kafka needs the openssl command"
     OWN_KAFKA=$(mktemp -d /tmp/switchyard-py-kafka.XXXXXX)
-    eval "$(bash scripts/kafka.sh start 2 --dir "$OWN_KAFKA")"
+    eval "$(bash scripts/kafka.sh start 2 --dir "$OWN_KAFKA" --secure)"
 fi
 export SWITCHYARD_KAFKA_CLUSTERS
 export SWITCHYARD_BIN=$BIN

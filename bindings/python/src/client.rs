@@ -11,6 +11,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::consumer::Consumer;
 use crate::producer::{DEFAULT_MAX_IN_FLIGHT, Producer};
+use crate::tls::{TlsArgs, TlsPem};
 use crate::{args, errors, runtime};
 
 /// A connection to the Switchyard configuration, shared by the producers and consumers made
@@ -68,7 +69,8 @@ fn endpoints(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 #[pymethods]
 impl Switchyard {
     /// Connects application ``app`` to the config service at ``endpoint`` (a URL such as
-    /// ``"http://127.0.0.1:7070"``, a comma-separated list, or a list of URLs tried in turn).
+    /// ``"http://127.0.0.1:7070"`` or ``"https://config.example:7070"``, a comma-separated
+    /// list, or a list of URLs tried in turn).
     ///
     /// Returns once a configuration is in use: at once when the last-known-good cache is
     /// valid, else when the first snapshot arrives (at most ``initial_timeout`` seconds, then
@@ -87,8 +89,23 @@ impl Switchyard {
     ///     watch_stall_timeout: seconds a config service that stopped answering (a hung or
     ///         cut-off replica) may hold the watch before the client fails over to the next
     ///         endpoint (at least 0.1).
+    ///     ca_cert: for ``https://`` endpoints, the CA certificate(s) that signed the
+    ///         service's certificate; None trusts the system's roots.
+    ///     client_cert: a client certificate (chain), for a service that requires mutual TLS;
+    ///         needs ``client_key``.
+    ///     client_key: the private key of ``client_cert``.
+    ///
+    /// ``ca_cert``, ``client_cert`` and ``client_key`` are each a path (``str`` or
+    /// ``os.PathLike``) or the PEM itself (``bytes``, ``bytearray``, ``memoryview``, or a
+    /// ``str`` that starts with ``-----BEGIN``). A file that cannot be read raises the
+    /// matching :class:`OSError` (``FileNotFoundError``, ``PermissionError``...) naming the
+    /// argument and the path; content that is not PEM, or PEM without the expected blocks,
+    /// raises :class:`InvalidArgumentError`. A service that cannot be reached over TLS (an
+    /// ``http://`` endpoint for a TLS service or the reverse, an untrusted certificate, a
+    /// missing client certificate) raises :class:`NoConfigError` after ``initial_timeout``,
+    /// its message naming the cause.
     #[staticmethod]
-    #[pyo3(signature = (endpoint, app, *, token=None, cache_path=None, no_cache=false, client_id=None, properties=None, initial_timeout=10.0, watch_stall_timeout=10.0))]
+    #[pyo3(signature = (endpoint, app, *, token=None, cache_path=None, no_cache=false, client_id=None, properties=None, initial_timeout=10.0, watch_stall_timeout=10.0, ca_cert=None, client_cert=None, client_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -101,6 +118,9 @@ impl Switchyard {
         properties: Option<&Bound<'_, PyAny>>,
         initial_timeout: f64,
         watch_stall_timeout: f64,
+        ca_cert: Option<&Bound<'_, PyAny>>,
+        client_cert: Option<&Bound<'_, PyAny>>,
+        client_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         errors::guard(py, || {
             let endpoints = endpoints(endpoint)?;
@@ -118,7 +138,9 @@ impl Switchyard {
                 .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
             let stall = args::timeout(Some(watch_stall_timeout), "watch_stall_timeout")?
                 .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+            let tls = TlsArgs::parse(ca_cert, client_cert, client_key)?;
             runtime::check_may_block(py, "Switchyard.connect")?;
+            let tls = TlsPem::check(py, py.detach(|| tls.load()))?;
             runtime::init_logging();
             let mut b = switchyard::Switchyard::builder(app)
                 .language("python")
@@ -141,6 +163,12 @@ impl Switchyard {
             }
             for (k, v) in properties {
                 b = b.property(k, v);
+            }
+            if let Some(ca) = tls.ca {
+                b = b.ca_certificate(ca);
+            }
+            if let Some((cert, key)) = tls.identity {
+                b = b.client_certificate(cert, key);
             }
             let rt = runtime::get(py)?;
             let sy = py

@@ -20,6 +20,7 @@ mod consumer;
 mod errors;
 mod producer;
 mod runtime;
+mod tls;
 mod types;
 
 use pyo3::prelude::*;

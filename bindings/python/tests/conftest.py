@@ -3,12 +3,16 @@
 Needs (scripts/test-python.sh provides them):
 - SWITCHYARD_KAFKA_CLUSTERS="host:port;host:port": two running Kafka clusters ("east", "west").
 - SWITCHYARD_BIN: the `switchyard` CLI (default: target/debug/switchyard of this repository).
+- For the TLS tests (test_tls.py), the secured listeners of `scripts/kafka.sh start N --secure`:
+  SWITCHYARD_KAFKA_TLS_DIR (its CA, server and client certificates), KAFKA_BOOTSTRAP_1,
+  KAFKA_SASL_SSL_BOOTSTRAP_1, KAFKA_MTLS_BOOTSTRAP_1 and SWITCHYARD_KAFKA_SCRAM_USERS.
 
 Nothing is skipped: without Kafka or the binary the tests fail.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import pytest
 from confluent_kafka import Consumer as CKConsumer
@@ -48,19 +52,30 @@ class Service:
 
     The desired state accumulates: every topic declared by any test stays declared, so
     applying one test's change never removes another's topics.
+
+    `serve_args` are added to `switchyard serve` (TLS, client tokens, an admin token file);
+    `cli_args` to every other CLI call (`--ca-cert`, `--client-cert`...), `cli_env` to its
+    environment (SWITCHYARD_TOKEN); `scheme` is the endpoint's. `cluster_properties` gives a
+    cluster its Kafka client properties (security settings).
     """
 
-    def __init__(self, binary: Path, clusters: Dict[str, str], workdir: Path) -> None:
+    def __init__(self, binary: Path, clusters: Dict[str, str], workdir: Path, *, name: str = "serve",
+                 serve_args: Sequence[str] = (), cli_args: Sequence[str] = (),
+                 cli_env: Optional[Dict[str, str]] = None, scheme: str = "http",
+                 cluster_properties: Optional[Dict[str, Dict[str, str]]] = None) -> None:
         self.binary = binary
         self.clusters = clusters
+        self.cluster_properties = cluster_properties or {}
         self.workdir = workdir
+        self.cli_args = list(cli_args)
+        self.cli_env = dict(os.environ, **(cli_env or {}))
         self.topics: Dict[str, dict] = {}
         self.quotas: List[dict] = []
         self.lock = threading.Lock()
-        self.out = open(workdir / "serve.out", "w+")
-        self.err = open(workdir / "serve.err", "w+")
+        self.out = open(workdir / f"{name}.out", "w+")
+        self.err = open(workdir / f"{name}.err", "w+")
         self.proc = subprocess.Popen(
-            [str(binary), "serve", "--in-memory", "--listen", "127.0.0.1:0"],
+            [str(binary), "serve", "--in-memory", "--listen", "127.0.0.1:0", *serve_args],
             stdout=self.out,
             stderr=self.err,
         )
@@ -78,13 +93,19 @@ class Service:
             time.sleep(0.05)
         if addr is None:
             raise RuntimeError("switchyard serve did not print its address within 30 s")
-        self.endpoint = f"http://{addr}"
+        self.addr = addr
+        self.endpoint = f"{scheme}://{addr}"
         self.version = 0
 
     def desired_yaml(self) -> str:
         lines = ["clusters:"]
         for name, bootstrap in self.clusters.items():
             lines += [f"  - name: {name}", f'    bootstrap: ["{bootstrap}"]']
+            props = self.cluster_properties.get(name)
+            if props:
+                # JSON strings are YAML strings: paths and passwords need no further quoting.
+                lines.append("    properties:")
+                lines += [f"      {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(props.items())]
         lines.append("topics:")
         for name, t in sorted(self.topics.items()):
             lines += [f"  - name: {name}", f"    cluster: {t['cluster']}", f"    partitions: {t['partitions']}"]
@@ -109,10 +130,12 @@ class Service:
         with self.lock:
             path = self.write_desired()
             r = subprocess.run(
-                [str(self.binary), "--endpoint", self.endpoint, "apply", "-f", str(path), "-m", message],
+                [str(self.binary), "--endpoint", self.endpoint, *self.cli_args,
+                 "apply", "-f", str(path), "-m", message],
                 capture_output=True,
                 text=True,
                 timeout=60,
+                env=self.cli_env,
             )
             if r.returncode != 0:
                 raise RuntimeError(f"switchyard apply failed: {r.stdout}{r.stderr}")
@@ -145,13 +168,18 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def service(clusters: Dict[str, str], workdir: Path) -> Iterator[Service]:
+def switchyard_bin() -> Path:
     binary = Path(os.environ.get("SWITCHYARD_BIN", ROOT / "target" / "debug" / "switchyard"))
     if not binary.exists():
         raise RuntimeError(f"no switchyard binary at {binary} (set SWITCHYARD_BIN)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def service(switchyard_bin: Path, clusters: Dict[str, str], workdir: Path) -> Iterator[Service]:
     # Clients that name no cache directory get a fresh one.
     os.environ["SWITCHYARD_CACHE_DIR"] = str(workdir / "cache")
-    svc = Service(binary, clusters, workdir)
+    svc = Service(switchyard_bin, clusters, workdir)
     yield svc
     svc.close()
 

@@ -11,6 +11,8 @@ __version__: str
 Bytes = Union[bytes, bytearray, memoryview, str]
 Headers = Union[Mapping[str, Bytes], Sequence[Tuple[str, Bytes]]]
 Properties = Mapping[str, Union[str, int, bool]]
+# A path to a PEM file, or the PEM itself (bytes, or a str starting with "-----BEGIN").
+Pem = Union[str, os.PathLike[str], bytes, bytearray, memoryview]
 DeliveryCallback = Callable[[Optional["SwitchyardError"], Optional["Delivery"]], object]
 
 class SwitchyardError(Exception):
@@ -95,7 +97,20 @@ class Switchyard:
         properties: Optional[Properties] = None,
         initial_timeout: float = 10.0,
         watch_stall_timeout: float = 10.0,
-    ) -> "Switchyard": ...
+        ca_cert: Optional[Pem] = None,
+        client_cert: Optional[Pem] = None,
+        client_key: Optional[Pem] = None,
+    ) -> "Switchyard":
+        """Connects ``app`` to the config service at ``endpoint`` (``http://`` or ``https://``).
+
+        ``ca_cert`` (the CA that signed an ``https://`` service's certificate; None: the system's
+        roots), ``client_cert`` and ``client_key`` (mutual TLS; given together) are each a path
+        (``str`` or ``os.PathLike``) or the PEM itself (``bytes``-like, or a ``str`` starting with
+        ``-----BEGIN``). An unreadable file raises ``OSError`` (``FileNotFoundError``...) naming
+        the argument and path; content that is not the expected PEM raises
+        ``InvalidArgumentError``; a TLS failure (wrong scheme, untrusted certificate, missing
+        client certificate) raises ``NoConfigError`` after ``initial_timeout``, naming the cause.
+        """
     @staticmethod
     def from_file(path: Union[str, os.PathLike[str]], app: str) -> "Switchyard": ...
     def producer(
