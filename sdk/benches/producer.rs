@@ -7,6 +7,11 @@
 //!
 //! `cargo bench -p switchyard-sdk --bench producer [-- --messages N --changes N --quick]`
 //! needs `SWITCHYARD_KAFKA_CLUSTERS="h:p;h:p"` (`eval "$(scripts/kafka.sh start 2)"`).
+//!
+//! `--sasl-ssl` also runs the throughput pair over the first cluster's SASL_SSL listener
+//! (SCRAM-SHA-512, `eval "$(scripts/kafka.sh start 2 --secure)"`), alternating with the
+//! plaintext pair round by round, and prints the SDK/raw ratio over SASL_SSL and the cost of
+//! SASL_SSL against plaintext for each side.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +36,7 @@ const PROPS: &[(&str, &str)] = &[
 ];
 
 struct Args {
+    sasl_ssl: bool,
     messages: usize,
     changes: usize,
     window: usize,
@@ -39,6 +45,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        sasl_ssl: false,
         messages: 1_000_000,
         changes: 50,
         window: 2_000,
@@ -53,6 +60,7 @@ fn args() -> Args {
                 a.changes = 5;
                 a.rounds = 1;
             }
+            "--sasl-ssl" => a.sasl_ssl = true,
             "--messages" => {
                 i += 1;
                 a.messages = v[i].parse().expect("--messages N");
@@ -117,11 +125,20 @@ fn payload() -> Vec<u8> {
     vec![b'x'; PAYLOAD]
 }
 
-async fn raw_run(bootstrap: &str, topic: &str, n: usize, window: usize) -> f64 {
+async fn raw_run(
+    bootstrap: &str,
+    security: &[(String, String)],
+    topic: &str,
+    n: usize,
+    window: usize,
+) -> f64 {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap);
     for (k, v) in PROPS {
         cfg.set(*k, *v);
+    }
+    for (k, v) in security {
+        cfg.set(k, v);
     }
     let p: FutureProducer = cfg.create().expect("raw producer");
     let p = Arc::new(p);
@@ -206,53 +223,117 @@ async fn main() {
     let east = it.next().expect("cluster 1").to_string();
     let west = it.next().expect("cluster 2").to_string();
 
-    // 1. Throughput.
-    let topic = fresh("bench-throughput");
-    create_topic(&east, &topic, PARTITIONS).await;
+    // 1. Throughput: plaintext, and with --sasl-ssl the same over SASL_SSL.
+    let mut listeners: Vec<(&str, String, Vec<(String, String)>)> =
+        vec![("plaintext", east.clone(), Vec::new())];
+    if a.sasl_ssl {
+        let var = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| {
+                panic!("--sasl-ssl needs {k}: eval \"$(scripts/kafka.sh start 2 --secure)\"")
+            })
+        };
+        let tls = var("SWITCHYARD_KAFKA_TLS_DIR");
+        listeners.push((
+            "sasl_ssl",
+            var("KAFKA_SASL_SSL_BOOTSTRAP_1"),
+            [
+                ("security.protocol", "SASL_SSL".to_string()),
+                ("sasl.mechanism", "SCRAM-SHA-512".into()),
+                ("sasl.username", "alice".into()),
+                ("sasl.password", "alice-secret".into()),
+                ("ssl.ca.location", format!("{tls}/ca.pem")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ));
+    }
     let dir = tempfile::tempdir().unwrap();
     let yaml = dir.path().join("desired.yaml");
+    let mut clusters = String::new();
+    let mut topics_yaml = String::new();
+    let mut topics = Vec::new();
+    for (name, bootstrap, security) in &listeners {
+        let topic = fresh(&format!("bench-throughput-{name}"));
+        create_topic(&east, &topic, PARTITIONS).await;
+        let props: Vec<String> = security
+            .iter()
+            .map(|(k, v)| format!("{k}: \"{v}\""))
+            .collect();
+        clusters.push_str(&format!(
+            "  - {{name: {name}, bootstrap: [\"{bootstrap}\"], properties: {{{}}}}}\n",
+            props.join(", ")
+        ));
+        topics_yaml.push_str(&format!(
+            "  - {{name: {topic}, cluster: {name}, partitions: {PARTITIONS}}}\n"
+        ));
+        topics.push(topic);
+    }
     std::fs::write(
         &yaml,
-        format!(
-            "clusters:\n  - {{name: east, bootstrap: [\"{east}\"]}}\ntopics:\n  - {{name: {topic}, cluster: east, partitions: {PARTITIONS}}}\n"
-        ),
+        format!("clusters:\n{clusters}topics:\n{topics_yaml}"),
     )
     .unwrap();
     let sy = Switchyard::from_file(&yaml, "bench").unwrap();
     println!(
-        "throughput: {} x {PAYLOAD}-byte keyed messages, acks=all, idempotent, linger.ms=5, window {}, {} partitions, {} round(s) each, alternating",
-        a.messages, a.window, PARTITIONS, a.rounds
+        "throughput: {} x {PAYLOAD}-byte keyed messages, acks=all, idempotent, linger.ms=5, window {}, {} partitions, {} round(s) each, alternating ({})",
+        a.messages,
+        a.window,
+        PARTITIONS,
+        a.rounds,
+        listeners.iter().map(|l| l.0).collect::<Vec<_>>().join(", ")
     );
-    let (mut raw, mut sdk) = (Vec::new(), Vec::new());
+    // Per listener: raw and SDK rates of each round.
+    let mut raw = vec![Vec::new(); listeners.len()];
+    let mut sdk = vec![Vec::new(); listeners.len()];
     for r in 0..a.rounds {
-        let x = raw_run(&east, &topic, a.messages, a.window).await;
-        println!("  round {r}: raw rdkafka {x:>10.0} msg/s");
-        raw.push(x);
-        let y = sdk_run(&sy, &topic, a.messages, a.window).await;
-        println!("  round {r}: switchyard  {y:>10.0} msg/s");
-        sdk.push(y);
+        for (l, (name, bootstrap, security)) in listeners.iter().enumerate() {
+            let x = raw_run(bootstrap, security, &topics[l], a.messages, a.window).await;
+            println!("  round {r}: {name:>9} raw rdkafka {x:>10.0} msg/s");
+            raw[l].push(x);
+            let y = sdk_run(&sy, &topics[l], a.messages, a.window).await;
+            println!("  round {r}: {name:>9} switchyard  {y:>10.0} msg/s");
+            sdk[l].push(y);
+        }
     }
-    let best_raw = raw.iter().cloned().fold(0.0, f64::max);
-    let best_sdk = sdk.iter().cloned().fold(0.0, f64::max);
-    println!(
-        "RESULT throughput raw={best_raw:.0} msg/s sdk={best_sdk:.0} msg/s ratio={:.3} (best of {} rounds; target >= 0.97)",
-        best_sdk / best_raw,
-        a.rounds
-    );
-    let (sum_raw, sum_sdk): (f64, f64) = (raw.iter().sum(), sdk.iter().sum());
-    let mut per_round: Vec<f64> = raw.iter().zip(&sdk).map(|(r, s)| s / r).collect();
-    println!(
-        "RESULT throughput mean over rounds raw={:.0} msg/s sdk={:.0} msg/s ratio={:.3}; per-round ratios median={:.3} min={:.3} max={:.3}",
-        sum_raw / raw.len() as f64,
-        sum_sdk / sdk.len() as f64,
-        sum_sdk / sum_raw,
-        pct(&mut per_round, 0.5),
-        per_round.iter().cloned().fold(f64::MAX, f64::min),
-        per_round.iter().cloned().fold(0.0, f64::max),
-    );
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    for (l, (name, ..)) in listeners.iter().enumerate() {
+        // The plaintext pair keeps the line it always printed.
+        let tag = if *name == "plaintext" {
+            String::new()
+        } else {
+            format!(" {name}")
+        };
+        let (best_raw, best_sdk) = (best(&raw[l]), best(&sdk[l]));
+        println!(
+            "RESULT throughput{tag} raw={best_raw:.0} msg/s sdk={best_sdk:.0} msg/s ratio={:.3} (best of {} rounds; target >= 0.97)",
+            best_sdk / best_raw,
+            a.rounds
+        );
+        let mut per_round: Vec<f64> = raw[l].iter().zip(&sdk[l]).map(|(r, s)| s / r).collect();
+        println!(
+            "RESULT throughput{tag} mean over rounds raw={:.0} msg/s sdk={:.0} msg/s ratio={:.3}; per-round ratios median={:.3} min={:.3} max={:.3}",
+            mean(&raw[l]),
+            mean(&sdk[l]),
+            mean(&sdk[l]) / mean(&raw[l]),
+            pct(&mut per_round, 0.5),
+            per_round.iter().cloned().fold(f64::MAX, f64::min),
+            per_round.iter().cloned().fold(0.0, f64::max),
+        );
+    }
+    if listeners.len() == 2 {
+        println!(
+            "RESULT sasl_ssl cost (mean sasl_ssl / mean plaintext): raw={:.3} sdk={:.3}",
+            mean(&raw[1]) / mean(&raw[0]),
+            mean(&sdk[1]) / mean(&sdk[0]),
+        );
+    }
     drop(sy);
     // Each round wrote about 150 MB per side to the broker.
-    delete_topic(&east, &topic).await;
+    for t in &topics {
+        delete_topic(&east, t).await;
+    }
 
     // 2. Route-change propagation.
     let svc = switchyard_config::start(ServerConfig {
