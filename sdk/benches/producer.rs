@@ -35,6 +35,9 @@ const PROPS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
 ];
 
+/// A listener to measure on: its name, bootstrap and security properties.
+type Listener = (&'static str, String, Vec<(String, String)>);
+
 struct Args {
     sasl_ssl: bool,
     messages: usize,
@@ -224,8 +227,7 @@ async fn main() {
     let west = it.next().expect("cluster 2").to_string();
 
     // 1. Throughput: plaintext, and with --sasl-ssl the same over SASL_SSL.
-    let mut listeners: Vec<(&str, String, Vec<(String, String)>)> =
-        vec![("plaintext", east.clone(), Vec::new())];
+    let mut listeners: Vec<Listener> = vec![("plaintext", east.clone(), Vec::new())];
     if a.sasl_ssl {
         let var = |k: &str| {
             std::env::var(k).unwrap_or_else(|_| {
