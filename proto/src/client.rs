@@ -212,6 +212,17 @@ pub async fn connect_with_keepalive(
 
 /// `error`'s chain of causes, then a hint at what it usually means.
 pub fn describe(endpoint: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = chain(error);
+    if let Some(h) = transport_hint(endpoint, error) {
+        out.push_str(" (");
+        out.push_str(h);
+        out.push(')');
+    }
+    out
+}
+
+/// `error`'s chain of causes, each once, joined by `: `.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(x) = e {
@@ -221,13 +232,7 @@ pub fn describe(endpoint: &str, error: &(dyn std::error::Error + 'static)) -> St
         }
         e = x.source();
     }
-    let mut out = parts.join(": ");
-    if let Some(h) = transport_hint(endpoint, error) {
-        out.push_str(" (");
-        out.push_str(h);
-        out.push(')');
-    }
-    out
+    parts.join(": ")
 }
 
 /// A hint for a transport error's message: what a TLS or protocol failure usually means.

@@ -252,7 +252,8 @@ impl Switchyard {
         self.cache_error.as_deref()
     }
 
-    /// The last error of the config watch (it keeps retrying), if any.
+    /// What is wrong with the config watch now (it keeps retrying), if anything: the error of
+    /// the last attempt, cleared once an endpoint serves the watch again.
     pub fn last_watch_error(&self) -> Option<String> {
         self.shared.last_error()
     }

@@ -245,6 +245,10 @@ impl Shared {
         *self.last_error.lock() = Some(e);
     }
 
+    pub(crate) fn clear_error(&self) {
+        *self.last_error.lock() = None;
+    }
+
     pub(crate) fn last_error(&self) -> Option<String> {
         self.last_error.lock().clone()
     }
@@ -362,11 +366,17 @@ pub(crate) async fn run(
 
 /// A call's failure as text: its message and code, then what a transport failure under it
 /// usually means (a TLS or scheme mismatch).
-fn status_text(endpoint: &str, s: &tonic::Status) -> String {
+/// With `hint` (a call that failed before the service answered), what a transport failure
+/// usually means is added.
+fn status_text(endpoint: &str, s: &tonic::Status, hint: bool) -> String {
     let mut out = format!("{} ({:?})", s.message(), s.code());
     if let Some(e) = std::error::Error::source(s) {
         out.push_str(": ");
-        out.push_str(&client::describe(endpoint, e));
+        out.push_str(&if hint {
+            client::describe(endpoint, e)
+        } else {
+            client::chain(e)
+        });
     }
     out
 }
@@ -399,13 +409,20 @@ async fn watch_once(
             app: shared.app.clone(),
         })
         .await
-        .map_err(|s| format!("watch refused: {}", status_text(endpoint, &s)))?
+        .map_err(|s| format!("watch refused: {}", status_text(endpoint, &s, true)))?
         .into_inner();
+    // This endpoint serves the watch: whatever failed before is not what is wrong now.
+    shared.clear_error();
     loop {
         let ev = match stream.message().await {
             Ok(Some(ev)) => ev,
             Ok(None) => return Err("the config service closed the watch stream".into()),
-            Err(s) => return Err(format!("watch failed: {}", status_text(endpoint, &s))),
+            Err(s) => {
+                return Err(format!(
+                    "watch failed: {}",
+                    status_text(endpoint, &s, false)
+                ));
+            }
         };
         *progressed = true;
         let next = match ev.event {

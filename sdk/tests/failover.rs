@@ -91,6 +91,8 @@ async fn stalled_watch_fails_over_and_never_goes_back_a_version() {
         md.state.clusters.contains_key("b6"),
         "version 6 came from B"
     );
+    // The watch error says what is wrong now: nothing, once B serves the watch.
+    assert_eq!(sdk.last_watch_error(), None);
     done.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
     assert_eq!(
