@@ -73,6 +73,11 @@ enum Cmd {
         /// Allow a file that removes every cluster and topic.
         #[arg(long)]
         allow_empty: bool,
+        /// Apply only if the configuration is still at version N, the version the edit was
+        /// based on (the `version:` that `get snapshot -o yaml` prints): otherwise fail, naming the current
+        /// version and the changes made since, instead of reverting them.
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
     },
     /// Show part of the current configuration.
     Get {
@@ -351,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             comment,
             allow_empty,
+            if_version,
         } => {
             let desired = if file.as_os_str() == "-" {
                 let mut text = String::new();
@@ -371,6 +377,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?
                     .into_inner(),
             );
+            if let Some(base) = if_version
+                && base != current.version
+            {
+                bail!("{}", moved_on(&mut admin, base, current.version).await);
+            }
             if target.clusters.is_empty()
                 && target.topics.is_empty()
                 && !(current.clusters.is_empty() && current.topics.is_empty())
@@ -385,7 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("no changes: version {} already matches", current.version);
                 return Ok(());
             }
-            let resp = admin
+            let resp = match admin
                 .apply(ApplyRequest {
                     expected_version: current.version,
                     changes,
@@ -393,8 +404,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     author: author(),
                     comment,
                 })
-                .await?
-                .into_inner();
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                // Another change landed between our read and our write.
+                Err(e) if if_version.is_some() && e.code() == tonic::Code::FailedPrecondition => {
+                    let now = admin
+                        .get_version(GetVersionRequest {
+                            version: 0,
+                            include_secrets: false,
+                        })
+                        .await?
+                        .into_inner()
+                        .version;
+                    bail!("{}", moved_on(&mut admin, current.version, now).await);
+                }
+                Err(e) => return Err(e.into()),
+            };
             print!("{}", output::diff(&resp.diff));
             if resp.applied {
                 println!(
@@ -760,6 +786,53 @@ fn what_name(w: GetWhat) -> &'static str {
         GetWhat::Profiles => "profiles",
         GetWhat::Snapshot => "snapshot",
     }
+}
+
+/// Why an edit based on version `base` is refused now that the configuration is at `now`:
+/// the versions since (up to 10) with their authors and comments, and what to do.
+async fn moved_on(admin: &mut client::AdminClient, base: u64, now: u64) -> String {
+    if base > now {
+        return format!(
+            "--if-version {base} is ahead of the current version {now}: the edit was not based on this configuration"
+        );
+    }
+    let since = admin
+        .get_history(GetHistoryRequest {
+            before_version: 0,
+            limit: (now - base).min(10) as u32,
+            include_diff: false,
+            include_secrets: false,
+        })
+        .await
+        .map(|h| {
+            h.into_inner()
+                .entries
+                .iter()
+                .filter(|e| e.version > base)
+                .map(|e| {
+                    let mut line = format!("version {} by {}", e.version, e.author);
+                    if !e.comment.is_empty() {
+                        line.push_str(&format!(" ({})", e.comment));
+                    }
+                    line
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut msg = format!(
+        "the configuration moved on: it is at version {now}, the edit was based on version {base}; nothing was applied"
+    );
+    if !since.is_empty() {
+        msg.push_str(&format!(
+            "; changes since: {}{}",
+            since.join(", "),
+            if now - base > 10 { ", …" } else { "" }
+        ));
+    }
+    msg.push_str(&format!(
+        ". Re-read the configuration (switchyard get snapshot -o yaml), redo the edit on it and apply with --if-version {now}"
+    ));
+    msg
 }
 
 fn author() -> String {

@@ -412,3 +412,90 @@ async fn second_server_on_the_same_directory_fails_and_sigterm_exits_0() {
     let server = Server::start(&data).await;
     assert_eq!(server.terminate().await.code(), Some(0));
 }
+
+/// The edit workflow: `get snapshot`, edit, `apply --if-version N`. A change made by someone
+/// else in between makes the apply fail, naming the current version and that change, instead
+/// of silently reverting it; re-read and re-applied at the new version, the edit goes through
+/// and the other change stays.
+#[tokio::test]
+async fn an_edit_based_on_an_old_version_is_refused_with_if_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let ep = server.endpoint();
+    let f = write(dir.path(), "d.yaml", &desired(1));
+    assert_eq!(
+        applied_version(&cli_ok(&ep, &["apply", "-f", f.to_str().unwrap()]).await),
+        1
+    );
+    // Alice reads version 1 and edits it (orders gets 9 partitions).
+    let (base, _) = snapshot_json(&cli_ok(&ep, &["get", "snapshot", "-o", "json"]).await);
+    assert_eq!(base, 1);
+    let alice = cli_ok(&ep, &["get", "snapshot", "-o", "yaml"]).await;
+    let alice = alice.replacen("partitions: 2", "partitions: 9", 1);
+    let alice = write(dir.path(), "alice.yaml", &alice);
+    // Meanwhile Bob adds a topic.
+    let bob = write(dir.path(), "bob.yaml", &desired(2));
+    let bob_out = cli_ok(
+        &ep,
+        &["apply", "-f", bob.to_str().unwrap(), "-m", "bob adds t1"],
+    )
+    .await;
+    assert_eq!(applied_version(&bob_out), 2);
+
+    // Without the precondition Alice's file would delete Bob's topic; with it, it is refused.
+    let dry = cli_ok(&ep, &["apply", "-f", alice.to_str().unwrap(), "--dry-run"]).await;
+    assert!(
+        dry.contains("- topic t1"),
+        "the blind apply would revert Bob's change: {dry}"
+    );
+    let o = cli(
+        &ep,
+        &["apply", "-f", alice.to_str().unwrap(), "--if-version", "1"],
+    )
+    .await;
+    assert!(!o.status.success(), "{o:?}");
+    for want in [
+        "the configuration moved on: it is at version 2, the edit was based on version 1",
+        "nothing was applied",
+        "version 2 by binary-test (bob adds t1)",
+        "--if-version 2",
+    ] {
+        assert!(o.stderr.contains(want), "{want:?} in {o:?}");
+    }
+    let (v, state) = snapshot_json(&cli_ok(&ep, &["get", "snapshot", "-o", "json"]).await);
+    assert_eq!(v, 2);
+    assert!(
+        state.topics.iter().any(|t| t.name == "t1"),
+        "Bob's change stays"
+    );
+
+    // Re-read, redo the edit, apply at the version it is based on.
+    let again = cli_ok(&ep, &["get", "snapshot", "-o", "yaml"]).await;
+    let again = write(
+        dir.path(),
+        "alice2.yaml",
+        &again.replacen("partitions: 3", "partitions: 9", 1),
+    );
+    let out = cli_ok(
+        &ep,
+        &["apply", "-f", again.to_str().unwrap(), "--if-version", "2"],
+    )
+    .await;
+    assert_eq!(applied_version(&out), 3);
+    let (_, state) = snapshot_json(&cli_ok(&ep, &["get", "snapshot", "-o", "json"]).await);
+    let orders = state.topics.iter().find(|t| t.name == "orders").unwrap();
+    assert_eq!(orders.partitions, 9);
+    assert!(state.topics.iter().any(|t| t.name == "t1"));
+
+    // A version from the future is refused too.
+    let o = cli(
+        &ep,
+        &["apply", "-f", again.to_str().unwrap(), "--if-version", "7"],
+    )
+    .await;
+    assert!(
+        !o.status.success() && o.stderr.contains("ahead of the current version 3"),
+        "{o:?}"
+    );
+    drop(server);
+}
