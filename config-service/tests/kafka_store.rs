@@ -511,10 +511,19 @@ async fn killed_replica_loses_no_acknowledged_version_and_catches_up() {
     sdk.wait_for_version(vr, LONG)
         .await
         .expect("the SDK picks up the route change from a surviving replica");
+    let reconnects: f64 = sdk
+        .metrics()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "switchyard_client_watch_reconnects_total")
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum();
     assert!(
-        sdk.last_watch_error().is_some(),
+        reconnects >= 1.0,
         "the SDK's watch on the killed replica was interrupted"
     );
+    // ... and the watch error says what is wrong now: nothing, on the surviving replica.
+    assert_eq!(sdk.last_watch_error(), None);
     let mark = delivered.lock().len();
     within(LONG, "records delivered to west after the change", async {
         loop {
@@ -823,4 +832,145 @@ async fn the_home_cluster_may_be_sasl_ssl() {
     ] {
         assert!(msg.contains(want), "{want:?} in {msg}");
     }
+}
+
+/// Creates the single-partition topic `name` with `cleanup.policy=policy`.
+async fn create_log_topic(bootstrap: &str, name: &str, policy: &str) {
+    let a: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let res = within(
+        STEP,
+        "create topic",
+        a.create_topics(
+            &[NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", policy)],
+            &AdminOptions::new(),
+        ),
+    )
+    .await
+    .expect("create topic");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+/// A log topic that can delete records (a broker's default `cleanup.policy=delete`, or
+/// `compact,delete`) is refused, naming the topic and the setting: one day retention would
+/// remove proposals a new replica must replay, and it would start from a different history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_topic_that_deletes_records_is_refused() {
+    for policy in ["delete", "compact,delete"] {
+        let topic = fresh("kstore-policy");
+        create_log_topic(&kafka().0, &topic, policy).await;
+        let cfg = ServerConfig {
+            store: StoreConfig::Kafka {
+                url: store_url(&topic),
+                coordinator_dir: None,
+            },
+            ..memory_config()
+        };
+        let Err(e) = within(LONG, "start", switchyard_config::start(cfg)).await else {
+            panic!("a replica started on a log topic with cleanup.policy={policy}");
+        };
+        let msg = format!("{e:#}");
+        println!("{policy}: {msg}");
+        assert!(
+            msg.contains(&topic)
+                && msg.contains(&format!("cleanup.policy={policy}"))
+                && msg.contains("needs cleanup.policy=compact"),
+            "{msg}"
+        );
+    }
+}
+
+/// Records deleted from the head of the log (DeleteRecords; retention would do the same): a
+/// new replica that would need them refuses to start rather than serving a shorter history
+/// — before, it started from what was left, served version 0 and handed out version 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_a_log_whose_head_was_deleted() {
+    let topic = fresh("kstore-gap");
+    let url = store_url(&topic);
+    let cfg = || ServerConfig {
+        store: StoreConfig::Kafka {
+            url: url.clone(),
+            coordinator_dir: None,
+        },
+        ..memory_config()
+    };
+    let a = TestServer::start(cfg(), None).await;
+    for i in 0..3 {
+        apply_retrying(&a.admin, add_cluster(&format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka().0)
+        .create()
+        .unwrap();
+    // Kafka deletes records only from a topic with the delete policy: an operator switches it
+    // there, deletes, and switches back (so the topic passes the policy check again).
+    let set_policy = |policy: &'static str| {
+        let admin = &admin;
+        let topic = topic.clone();
+        async move {
+            let spec = rdkafka::admin::ResourceSpecifier::Topic(&topic);
+            let alter = rdkafka::admin::AlterConfig::new(spec).set("cleanup.policy", policy);
+            for r in within(
+                STEP,
+                "alter configs",
+                admin.alter_configs([&alter], &AdminOptions::new()),
+            )
+            .await
+            .expect("AlterConfigs")
+            {
+                r.expect("topic config altered");
+            }
+        }
+    };
+    set_policy("delete").await;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(2))
+        .unwrap();
+    within(
+        STEP,
+        "delete records",
+        admin.delete_records(&tpl, &AdminOptions::new()),
+    )
+    .await
+    .expect("DeleteRecords")
+    .elements()
+    .iter()
+    .for_each(|e| assert!(e.error().is_ok(), "DeleteRecords: {:?}", e.error()));
+    set_policy("compact").await;
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka().0)
+        .create()
+        .unwrap();
+    let marks = rdkafka::consumer::Consumer::fetch_watermarks(&probe, &topic, 0, STEP).unwrap();
+    assert_eq!(marks, (2, 3), "DeleteRecords removed offsets 0 and 1");
+    let Err(e) = within(LONG, "start", switchyard_config::start(cfg())).await else {
+        panic!("a replica started on a log whose first records were deleted");
+    };
+    let msg = format!("{e:#}");
+    println!("{msg}");
+    assert!(
+        msg.contains("starts at offset 2") && msg.contains("needs the records from offset 0"),
+        "{msg}"
+    );
+    // The replica that had read them goes on serving the whole history.
+    let mut adm = a.admin.clone();
+    let got = within(
+        STEP,
+        "get version 1",
+        adm.get_version(GetVersionRequest {
+            version: 1,
+            include_secrets: false,
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(got.version, 1);
+    a.server.shutdown().await.unwrap();
 }

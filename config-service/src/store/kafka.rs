@@ -5,8 +5,13 @@
 //! replicas and there is no leader election of our own.
 //!
 //! **The log.** One partition, `cleanup.policy=compact`, created on first start if missing with
-//! replication factor `min(3, brokers)` and `min.insync.replicas = max(1, rf - 1)`. Every
-//! record's value is a protobuf `LogEntry`:
+//! replication factor `min(3, brokers)` and `min.insync.replicas = max(1, rf - 1)`. An existing
+//! topic must have exactly one partition and `cleanup.policy=compact` alone (a topic that also
+//! deletes by retention would one day lose proposals a new replica must replay); a replica whose
+//! starting point (its snapshot's `next_offset`, or offset 0 without a snapshot) lies below the
+//! log's first offset refuses to start, and a running replica whose next record was deleted
+//! before it read it accepts no more writes — records deleted from the head of the log never
+//! make a replica serve a different history. Every record's value is a protobuf `LogEntry`:
 //! - a *proposal* `{expected_version, delta, writer, request}` under the key
 //!   `p/WRITER/REQUEST` — distinct for every proposal, so compaction never removes one;
 //! - a *snapshot* `{state at version V, next_offset}` under the fixed key `snapshot` — so
@@ -244,6 +249,9 @@ struct Shared {
     applied_tx: watch::Sender<u64>,
     writer: String,
     retain: usize,
+    /// Set when records this replica had not read yet were deleted from the log: it can no
+    /// longer follow the history, so it accepts no more writes.
+    broken: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -368,7 +376,8 @@ impl KafkaStore {
             .set("group.id", format!("switchyard-store-{writer}"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            // Never skip: a position deleted from under the consumer is an error, not a jump.
+            .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "10")
             .set("socket.nagle.disable", "true")
             .create()
@@ -383,9 +392,22 @@ impl KafkaStore {
             })?;
         let snap = find_snapshot(&consumer, &cfg, low, high, deadline)?;
         let (history, start) = match snap {
-            Some((state, next)) => (History::new(state), next.max(low)),
-            None => (History::new(State::default()), low),
+            Some((state, next)) => (History::new(state), next),
+            None => (History::new(State::default()), 0),
         };
+        // Records this replica needs were deleted (retention, DeleteRecords): starting from
+        // what is left would fork the history. Refuse to serve instead.
+        if start < low {
+            return Err(StoreError::Corrupt(format!(
+                "the config log {} starts at offset {low}, but {} needs the records from offset {start}: they were deleted (by retention or DeleteRecords); this replica would serve a history that differs from the other replicas', so it refuses to start. Restore the log from a backup or start a new log from `switchyard get snapshot` output",
+                cfg.topic,
+                if start == 0 {
+                    "with no snapshot record left, replaying the log".to_string()
+                } else {
+                    format!("its newest snapshot (version {})", history.latest().version)
+                }
+            )));
+        }
         let snapshot_version = history.latest().version;
         let (applied_tx, _) = watch::channel(snapshot_version);
         let shared = Arc::new(Shared {
@@ -398,6 +420,7 @@ impl KafkaStore {
             applied_tx,
             writer,
             retain: cfg.retain.max(1),
+            broken: Mutex::new(None),
         });
         assign(&consumer, &cfg.topic, start)?;
         // Catch up before serving: a replica never starts with a state older than the log's
@@ -592,7 +615,9 @@ fn ensure_topic(cfg: &KafkaConfig, deadline: Instant) -> Result<bool, StoreError
     if let Some(t) = md.topics().iter().find(|t| t.name() == cfg.topic)
         && t.error().is_none()
     {
-        return check_partitions(cfg, t.partitions().len()).map(|()| false);
+        check_partitions(cfg, t.partitions().len())?;
+        check_cleanup_policy(cfg, deadline)?;
+        return Ok(false);
     }
     let rf = brokers.min(3) as i32;
     let min_isr = (rf - 1).max(1).to_string();
@@ -643,6 +668,57 @@ fn ensure_topic(cfg: &KafkaConfig, deadline: Instant) -> Result<bool, StoreError
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Checks that an existing log topic only compacts: a topic that deletes records (by retention,
+/// `cleanup.policy=delete`, or both, `compact,delete`) would one day remove proposals a new
+/// replica needs to replay, and that replica would start from a different history.
+fn check_cleanup_policy(cfg: &KafkaConfig, deadline: Instant) -> Result<(), StoreError> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client()
+        .create()
+        .map_err(|e| unavailable(format!("could not create a Kafka admin client: {e}")))?;
+    let opts = AdminOptions::new().request_timeout(Some(remaining(deadline)));
+    let res = futures::executor::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(&cfg.topic)], &opts),
+    )
+    .map_err(|e| {
+        unavailable(format!(
+            "could not read the configuration of the config log topic {}: {e}",
+            cfg.topic
+        ))
+    })?;
+    let resource = match res.into_iter().next() {
+        Some(Ok(r)) => r,
+        Some(Err(code)) => {
+            return Err(unavailable(format!(
+                "could not read the configuration of the config log topic {} ({code}); the store's principal needs DescribeConfigs on it",
+                cfg.topic
+            )));
+        }
+        None => {
+            return Err(unavailable(format!(
+                "no configuration returned for the config log topic {}",
+                cfg.topic
+            )));
+        }
+    };
+    let policy = resource
+        .get("cleanup.policy")
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default();
+    let mut parts: Vec<&str> = policy.split(',').map(str::trim).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    if parts == ["compact"] {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!(
+            "the config log topic {} has cleanup.policy={policy}; the store needs cleanup.policy=compact alone (records deleted by retention would give new replicas a different history). Set it with `kafka-configs --alter --entity-type topics --entity-name {} --add-config cleanup.policy=compact`, or name a new topic in --store",
+            cfg.topic, cfg.topic
+        )))
     }
 }
 
@@ -870,6 +946,17 @@ fn consume(consumer: BaseConsumer, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => shared.apply(m.offset(), m.payload()),
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+            ))) => {
+                let next = shared.state.lock().next_offset;
+                let why = format!(
+                    "records of the config log from offset {next} on were deleted before this replica read them (retention or DeleteRecords): it can no longer follow the history and accepts no more changes; restart it once the log is repaired"
+                );
+                tracing::error!("{why}");
+                *shared.broken.lock() = Some(why);
+                return;
+            }
             // Warn at most every 10 s while the home cluster is unreachable.
             Some(Err(e)) if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
                 tracing::warn!(error = %e, "config log consumer; serving the last applied version");
@@ -886,6 +973,9 @@ impl Store for KafkaStore {
     }
 
     fn commit(&self, expected: u64, _next: State, delta: Delta) -> Result<Arc<State>, StoreError> {
+        if let Some(why) = self.shared.broken.lock().clone() {
+            return Err(StoreError::Corrupt(why));
+        }
         let current = self.latest().version;
         if current != expected {
             return Err(StoreError::Conflict { expected, current });
