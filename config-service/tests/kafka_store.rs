@@ -606,43 +606,63 @@ fn commit_cluster(st: &KafkaStore, name: &str) -> Result<u64, StoreError> {
     st.commit(cur.version, next, delta).map(|s| s.version)
 }
 
+/// A new replica starts from a snapshot record — the newest one at or before the window of
+/// history every replica serves (the last `retain` versions), found through the newest
+/// snapshot's list of earlier ones — replays only what follows it, and then answers `get`,
+/// `oldest` and `history` exactly as the replica that saw every version.
 #[test]
-fn a_new_replica_starts_from_the_newest_snapshot_record() {
-    let mut cfg = KafkaConfig::from_url(&store_url(&fresh("kstore-snap")), 100).unwrap();
+fn a_new_replica_starts_from_a_snapshot_record_and_serves_the_same_window() {
+    let mut cfg = KafkaConfig::from_url(&store_url(&fresh("kstore-snap")), 3).unwrap();
     cfg.snapshot_every = 5;
     let (a, open) = KafkaStore::open(cfg.clone()).expect("open");
     assert!(open.created);
     assert_eq!(open.snapshot_version, 0);
-    for i in 1..=12 {
+    for i in 1..=22 {
         assert_eq!(commit_cluster(&a, &format!("c{i}")).unwrap(), i);
     }
-    // Snapshot records are written without waiting: a replica opened right away may start
-    // from version 5 or replay more; retry until it finds the one of version 10.
+    // Snapshot records are written without waiting: a replica opened right away may find an
+    // older newest snapshot; retry until the one of version 20 is there. Its window starts at
+    // 20 - 3 = 17 at the earliest, so it starts from the snapshot of version 15.
     let deadline = std::time::Instant::now() + LONG;
     let (b, open) = loop {
         let (b, open) = KafkaStore::open(cfg.clone()).expect("open a second replica");
-        if open.snapshot_version == 10 {
+        if open.snapshot_version == 15 {
             break (b, open);
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no snapshot of version 10: {open:?}"
+            "did not start from the snapshot of version 15: {open:?}"
         );
         drop(b);
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!open.created);
-    // It replayed only what follows the snapshot (versions 11 and 12, and snapshot records).
-    assert!(open.replayed < 6, "{open:?}");
-    assert_eq!(b.latest().version, 12);
-    assert_eq!(b.oldest(), 10);
-    assert!(b.get(12).unwrap().same_content(&a.get(12).unwrap()));
-    assert!(b.get(10).unwrap().same_content(&a.get(10).unwrap()));
-    assert!(matches!(b.get(9), Err(StoreError::NotRetained { .. })));
+    // It replayed only what follows that snapshot (versions 16 to 22, and snapshot records).
+    assert!(open.replayed < 12, "{open:?}");
+    assert_eq!(b.latest().version, 22);
+    // Both serve the same window: versions 19 to 22.
+    assert_eq!((a.oldest(), b.oldest()), (19, 19));
+    for v in 17..=22 {
+        match (a.get(v), b.get(v)) {
+            (Ok(x), Ok(y)) => assert!(x.same_content(&y), "version {v}"),
+            (Err(StoreError::NotRetained { .. }), Err(StoreError::NotRetained { .. })) => {
+                assert!(v < 19, "version {v} is in the window")
+            }
+            (x, y) => panic!("version {v}: the replicas disagree: {x:?} vs {y:?}"),
+        }
+    }
+    let versions = |s: &KafkaStore| {
+        s.history(0, 100)
+            .iter()
+            .map(|h| h.version)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(versions(&a), vec![22, 21, 20]);
+    assert_eq!(versions(&b), versions(&a));
     // Writes through either replica continue one history.
-    assert_eq!(commit_cluster(&b, "via-b").unwrap(), 13);
+    assert_eq!(commit_cluster(&b, "via-b").unwrap(), 23);
     let deadline = std::time::Instant::now() + LONG;
-    while a.latest().version < 13 {
+    while a.latest().version < 23 {
         assert!(
             std::time::Instant::now() < deadline,
             "a did not apply b's write"
@@ -651,15 +671,15 @@ fn a_new_replica_starts_from_the_newest_snapshot_record() {
     }
     assert!(a.latest().clusters.contains_key("via-b"));
     // A stale writer loses, with the version it lost to.
-    let stale = State::clone(&a.get(12).unwrap());
+    let stale = State::clone(&a.get(22).unwrap());
     let mut next = stale.apply_changes(&add_cluster("late")).unwrap();
-    next.version = 13;
+    next.version = 23;
     let d = stale.delta_to(&next);
     assert!(matches!(
-        a.commit(12, next, d),
+        a.commit(22, next, d),
         Err(StoreError::Conflict {
-            expected: 12,
-            current: 13
+            expected: 22,
+            current: 23
         })
     ));
 }
@@ -973,4 +993,106 @@ async fn a_replica_refuses_a_log_whose_head_was_deleted() {
     .into_inner();
     assert_eq!(got.version, 1);
     a.server.shutdown().await.unwrap();
+}
+
+/// Replicas serve the same window of history: one that saw every version and one started
+/// after 230 versions (from a snapshot record) answer `get --version`, `history` and a
+/// dry-run `rollback --to` the same way for every version around the window's start — before,
+/// the late replica started at its newest snapshot and refused versions the other served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_answers_history_and_rollback_the_same_way() {
+    use switchyard_proto::v1::RollbackRequest;
+    const RETAIN: u64 = 20;
+    let url = store_url(&fresh("kstore-window"));
+    let cfg = || ServerConfig {
+        store: StoreConfig::Kafka {
+            url: url.clone(),
+            coordinator_dir: None,
+        },
+        retain_versions: RETAIN as usize,
+        ..memory_config()
+    };
+    let a = TestServer::start(cfg(), None).await;
+    for i in 0..230 {
+        apply_retrying(&a.admin, add_cluster(&format!("w{i}")))
+            .await
+            .unwrap();
+    }
+    // The snapshot record of version 200 is written without waiting: let it land.
+    within(LONG, "the snapshot of version 200", async {
+        loop {
+            let probe = KafkaStore::open(KafkaConfig {
+                retain: RETAIN as usize,
+                ..KafkaConfig::from_url(&url, 1).unwrap()
+            })
+            .unwrap();
+            if probe.1.snapshot_version > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let b = TestServer::start(cfg(), None).await;
+    // What a replica answers for `version`: its content, or the gRPC code.
+    async fn ask(s: &TestServer, version: u64) -> (String, String, String) {
+        let mut adm = s.admin.clone();
+        let get = match adm
+            .get_version(GetVersionRequest {
+                version,
+                include_secrets: false,
+            })
+            .await
+        {
+            Ok(r) => format!("clusters={}", r.into_inner().clusters.len()),
+            Err(e) => format!("{:?}", e.code()),
+        };
+        let rollback = match adm
+            .rollback(RollbackRequest {
+                to_version: version,
+                dry_run: true,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => format!("changes={}", r.into_inner().diff.len()),
+            Err(e) => format!("{:?}", e.code()),
+        };
+        let history = adm
+            .get_history(GetHistoryRequest {
+                before_version: version + 1,
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .map(|h| {
+                format!(
+                    "{:?}",
+                    h.into_inner()
+                        .entries
+                        .iter()
+                        .map(|e| e.version)
+                        .collect::<Vec<_>>()
+                )
+            })
+            .unwrap_or_else(|e| format!("{:?}", e.code()));
+        (get, rollback, history)
+    }
+    let latest = 230;
+    let mut served = 0;
+    for v in (latest - RETAIN - 3)..=latest {
+        let (x, y) = (ask(&a, v).await, ask(&b, v).await);
+        assert_eq!(x, y, "version {v}: the replicas disagree");
+        if !x.0.contains("NotFound") {
+            served += 1;
+        }
+    }
+    assert_eq!(
+        served,
+        RETAIN + 1,
+        "versions {}..={latest} are served",
+        latest - RETAIN
+    );
+    a.server.shutdown().await.unwrap();
+    b.server.shutdown().await.unwrap();
 }

@@ -14,9 +14,13 @@
 //! make a replica serve a different history. Every record's value is a protobuf `LogEntry`:
 //! - a *proposal* `{expected_version, delta, writer, request}` under the key
 //!   `p/WRITER/REQUEST` — distinct for every proposal, so compaction never removes one;
-//! - a *snapshot* `{state at version V, next_offset}` under the fixed key `snapshot` — so
-//!   compaction keeps only the newest snapshot. `next_offset` is the offset after the proposal
-//!   that made V: state V plus every record from `next_offset` on is the whole configuration.
+//! - a *snapshot* `{state at version V, next_offset, earlier}` under the key `snapshot/V`.
+//!   `next_offset` is the offset after the proposal that made V: state V plus every record from
+//!   `next_offset` on is the whole configuration. `earlier` lists the snapshot records still in
+//!   the log; the writer of a snapshot deletes (tombstones) those older than the window of
+//!   history plus two snapshot intervals, which no starting replica needs any more. (Logs
+//!   written by earlier versions hold snapshots under the fixed key `snapshot`; they are read
+//!   the same way.)
 //!
 //! Why these keys: if proposals shared a key, compaction could remove a proposal that a replica
 //! starting from an older snapshot still needs, and the replicas' histories would differ. With
@@ -51,11 +55,15 @@
 //! version. While the home cluster is unreachable, reads keep being served from the last
 //! applied state and writes fail with `Unavailable` after the write timeout.
 //!
-//! **Snapshots.** The replica whose proposal made a version divisible by the snapshot interval
-//! also writes a snapshot record of that version (not waited for). A starting replica looks for
-//! the newest snapshot by scanning backwards from the end of the log in growing windows, starts
-//! from it and replays only what follows; without one it replays from the beginning. History
-//! older than the snapshot a replica started from is not retained on that replica.
+//! **Snapshots and the window of history.** The replica whose proposal made a version
+//! divisible by the snapshot interval also writes a snapshot record of that version (not waited
+//! for). Every replica serves the same window of history: the last `retain` versions
+//! (`--retain-versions`, which every replica must be given alike) — `get --version`, `history`
+//! and `rollback` answer the same on each, whenever it started. A starting replica finds the
+//! newest snapshot by scanning backwards from the end of the log in growing windows, then starts
+//! from the newest snapshot it lists at or before that snapshot's version minus `retain` (so
+//! it holds the whole window) and replays only what follows; without one it replays the log
+//! from its beginning.
 //!
 //! **Migrations.** The migration coordinator keeps its record in a second compacted topic on the
 //! same cluster, `TOPIC-migrations` ([`KeyedRecords`]), so losing the coordinator's host loses no
@@ -85,8 +93,11 @@ use tokio::sync::watch;
 
 use super::{History, HistoryItem, Store, StoreError};
 
-/// Key of snapshot records (compaction keeps the newest).
-const SNAPSHOT_KEY: &str = "snapshot";
+/// Key of the snapshot records of earlier versions (compaction kept only the newest).
+const LEGACY_SNAPSHOT_KEY: &str = "snapshot";
+/// Snapshot records are keyed `snapshot/VERSION`, so compaction keeps every one until its
+/// writer deletes it with a tombstone (see [`KafkaStore::write_snapshot`]).
+const SNAPSHOT_PREFIX: &str = "snapshot/";
 /// Longest topic name Kafka accepts.
 const MAX_TOPIC: usize = 249;
 
@@ -131,6 +142,21 @@ struct SnapshotRecord {
     /// Offset of the first record not reflected in `state`.
     #[prost(int64, tag = "2")]
     next_offset: i64,
+    /// The earlier snapshot records still in the log, oldest first: a starting replica reads
+    /// the one that lets it hold the same window of history as every other replica.
+    #[prost(message, repeated, tag = "3")]
+    earlier: Vec<SnapshotRef>,
+}
+
+/// Where a snapshot record is.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+struct SnapshotRef {
+    /// Its version.
+    #[prost(uint64, tag = "1")]
+    version: u64,
+    /// Its offset in the log.
+    #[prost(int64, tag = "2")]
+    offset: i64,
 }
 
 /// Where the log lives and how long to wait for it.
@@ -240,6 +266,8 @@ struct Applied {
     next_offset: i64,
     /// Outcomes of this replica's proposals, by request number, until the writer takes them.
     outcomes: HashMap<u64, Outcome>,
+    /// The snapshot records seen in the log and not deleted since, oldest first.
+    snapshots: Vec<SnapshotRef>,
 }
 
 #[derive(Debug)]
@@ -256,7 +284,7 @@ struct Shared {
 
 impl Shared {
     /// Applies one record at `offset` (offset order); returns the new version, if any.
-    fn apply(&self, offset: i64, payload: Option<&[u8]>) {
+    fn apply(&self, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
         let mut st = self.state.lock();
         if offset < st.next_offset {
             return;
@@ -268,11 +296,26 @@ impl Shared {
                 tracing::warn!(offset, error = %e, "skipping an undecodable record in the config log");
                 return;
             }
-            None => return,
+            None => {
+                // A tombstone: a snapshot record deleted by its writer.
+                if let Some(v) = key.and_then(snapshot_key_version) {
+                    st.snapshots.retain(|s| s.version != v);
+                }
+                return;
+            }
         };
-        let Some(log_entry::Body::Proposal(p)) = entry.body else {
-            // Snapshots are only read at start.
-            return;
+        let p = match entry.body {
+            Some(log_entry::Body::Proposal(p)) => p,
+            Some(log_entry::Body::Snapshot(snap)) => {
+                // Kept track of for the next snapshot record's `earlier`; read at start only.
+                if let Some(v) = snap.state.as_ref().map(|s| s.version) {
+                    st.snapshots.retain(|s| s.version != v);
+                    st.snapshots.push(SnapshotRef { version: v, offset });
+                    st.snapshots.sort_by_key(|s| s.version);
+                }
+                return;
+            }
+            None => return,
         };
         let outcome = match decide(st.history.latest(), &p) {
             Ok((delta, next)) => {
@@ -390,11 +433,8 @@ impl KafkaStore {
                     cfg.topic, cfg.bootstrap
                 ))
             })?;
-        let snap = find_snapshot(&consumer, &cfg, low, high, deadline)?;
-        let (history, start) = match snap {
-            Some((state, next)) => (History::new(state), next),
-            None => (History::new(State::default()), 0),
-        };
+        let (base, start, snapshots) = starting_point(&consumer, &cfg, low, high, deadline)?;
+        let history = History::new(base);
         // Records this replica needs were deleted (retention, DeleteRecords): starting from
         // what is left would fork the history. Refuse to serve instead.
         if start < low {
@@ -415,6 +455,7 @@ impl KafkaStore {
                 history,
                 next_offset: start,
                 outcomes: HashMap::new(),
+                snapshots,
             }),
             cond: Condvar::new(),
             applied_tx,
@@ -435,7 +476,7 @@ impl KafkaStore {
             }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    shared.apply(m.offset(), m.payload());
+                    shared.apply(m.offset(), m.key(), m.payload());
                     replayed += 1;
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, "config log consumer"),
@@ -480,6 +521,16 @@ impl KafkaStore {
         ))
     }
 
+    /// The oldest version served: the last `retain` versions back from the latest (the same
+    /// window on every replica, whenever it started and however much it holds in memory), or
+    /// the oldest this replica has when it holds less.
+    fn window_start(&self, h: &History) -> u64 {
+        h.latest()
+            .version
+            .saturating_sub(self.shared.retain as u64)
+            .max(h.base().version)
+    }
+
     /// This replica's writer id (in the key and value of its proposals).
     pub fn writer_id(&self) -> &str {
         &self.shared.writer
@@ -507,22 +558,47 @@ impl KafkaStore {
         }
     }
 
+    /// Writes a snapshot record of `state` (made by the proposal at `offset`), listing the
+    /// earlier snapshot records a starting replica may need, and deletes (tombstones) the ones
+    /// no replica needs any more: older than the window plus two snapshot intervals.
     fn write_snapshot(&self, state: &State, offset: i64) {
+        let keep_after = state.version.saturating_sub(
+            (self.cfg.retain as u64).saturating_add(self.cfg.snapshot_every.saturating_mul(2)),
+        );
+        let (earlier, expired): (Vec<SnapshotRef>, Vec<SnapshotRef>) = self
+            .shared
+            .state
+            .lock()
+            .snapshots
+            .iter()
+            .filter(|s| s.version < state.version)
+            .partition(|s| s.version >= keep_after);
         let entry = LogEntry {
             body: Some(log_entry::Body::Snapshot(SnapshotRecord {
                 state: Some(state.to_snapshot()),
                 next_offset: offset + 1,
+                earlier,
             })),
         };
         let bytes = entry.encode_to_vec();
+        let key = format!("{SNAPSHOT_PREFIX}{}", state.version);
         let rec = FutureRecord::to(&self.cfg.topic)
             .partition(0)
-            .key(SNAPSHOT_KEY)
+            .key(&key)
             .payload(&bytes);
         // Not waited for: a lost snapshot only means a longer replay for a new replica.
         match self.producer.send_result(rec) {
             Ok(_) => tracing::info!(version = state.version, "wrote a snapshot record"),
             Err((e, _)) => tracing::warn!(error = %e, "could not write a snapshot record"),
+        }
+        for old in expired {
+            let key = format!("{SNAPSHOT_PREFIX}{}", old.version);
+            let tomb = FutureRecord::<str, [u8]>::to(&self.cfg.topic)
+                .partition(0)
+                .key(&key);
+            if let Err((e, _)) = self.producer.send_result(tomb) {
+                tracing::warn!(error = %e, version = old.version, "could not delete an old snapshot record");
+            }
         }
     }
 }
@@ -733,6 +809,115 @@ fn check_partitions(cfg: &KafkaConfig, n: usize) -> Result<(), StoreError> {
     }
 }
 
+/// True for the key of a snapshot record (either form).
+fn is_snapshot_key(k: &[u8]) -> bool {
+    k == LEGACY_SNAPSHOT_KEY.as_bytes() || k.starts_with(SNAPSHOT_PREFIX.as_bytes())
+}
+
+/// The version in a `snapshot/VERSION` key.
+fn snapshot_key_version(k: &[u8]) -> Option<u64> {
+    std::str::from_utf8(k)
+        .ok()?
+        .strip_prefix(SNAPSHOT_PREFIX)?
+        .parse()
+        .ok()
+}
+
+/// The snapshot record at `offset`, if it is still there.
+fn read_snapshot_at(
+    consumer: &BaseConsumer,
+    cfg: &KafkaConfig,
+    offset: i64,
+    deadline: Instant,
+) -> Result<Option<SnapshotRecord>, StoreError> {
+    assign(consumer, &cfg.topic, offset)?;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(unavailable(format!(
+                "could not read the config log {} within {:?}",
+                cfg.topic, cfg.open_timeout
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if m.offset() != offset {
+                    // Deleted (compacted after a tombstone): the next record came instead.
+                    return Ok(None);
+                }
+                return Ok(match m.payload().map(LogEntry::decode) {
+                    Some(Ok(LogEntry {
+                        body: Some(log_entry::Body::Snapshot(s)),
+                    })) if s.state.is_some() => Some(s),
+                    _ => None,
+                });
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "config log consumer"),
+            None => {}
+        }
+    }
+}
+
+/// Where a starting replica begins: the state it starts from, the offset after it, and the
+/// snapshot records known to be in the log.
+///
+/// Every replica serves the same window of history, the last `retain` versions (see
+/// [`KafkaStore::window_start`]); to hold it, a replica must start at or before the window.
+/// The newest snapshot `S` lists the earlier ones still in the log, so it starts from the
+/// newest of those at or below `S - retain` (the window of any version from `S` on starts
+/// there or later); without one it replays the log from its beginning.
+fn starting_point(
+    consumer: &BaseConsumer,
+    cfg: &KafkaConfig,
+    low: i64,
+    high: i64,
+    deadline: Instant,
+) -> Result<(State, i64, Vec<SnapshotRef>), StoreError> {
+    let Some((newest, at)) = find_snapshot(consumer, cfg, low, high, deadline)? else {
+        return Ok((State::default(), 0, Vec::new()));
+    };
+    let version = newest.state.as_ref().map_or(0, |s| s.version);
+    let mut known = newest.earlier.clone();
+    known.push(SnapshotRef {
+        version,
+        offset: at,
+    });
+    let target = version.saturating_sub(cfg.retain as u64);
+    let mut pick = None;
+    if let Some(r) = newest
+        .earlier
+        .iter()
+        .filter(|e| e.version <= target && e.version > 0)
+        .max_by_key(|e| e.version)
+    {
+        pick = read_snapshot_at(consumer, cfg, r.offset, deadline)?;
+    }
+    let chosen = match pick {
+        Some(p) => Some(p),
+        // No snapshot old enough: replay the whole log when it is all there.
+        None if low == 0 => None,
+        None => {
+            tracing::warn!(
+                version,
+                retain = cfg.retain,
+                "no snapshot record old enough for the whole window of history; this replica retains less history than the others until the window moves past its start"
+            );
+            Some(newest)
+        }
+    };
+    Ok(match chosen {
+        Some(s) => {
+            let state = State::from_snapshot(s.state.unwrap_or_default());
+            tracing::info!(
+                version = state.version,
+                next_offset = s.next_offset,
+                "starting from a snapshot record"
+            );
+            (state, s.next_offset, known)
+        }
+        None => (State::default(), 0, known),
+    })
+}
+
 /// The newest snapshot record in `[low, high)`: scans backwards from `high` in growing windows.
 fn find_snapshot(
     consumer: &BaseConsumer,
@@ -740,13 +925,13 @@ fn find_snapshot(
     low: i64,
     high: i64,
     deadline: Instant,
-) -> Result<Option<(State, i64)>, StoreError> {
+) -> Result<Option<(SnapshotRecord, i64)>, StoreError> {
     let mut end = high;
     let mut window = (cfg.snapshot_every.max(1) as i64).saturating_mul(4);
     while end > low {
         let start = low.max(end - window);
         assign(consumer, &cfg.topic, start)?;
-        let mut found: Option<SnapshotRecord> = None;
+        let mut found: Option<(SnapshotRecord, i64)> = None;
         loop {
             if Instant::now() >= deadline {
                 return Err(unavailable(format!(
@@ -759,13 +944,13 @@ fn find_snapshot(
                     if m.offset() >= end {
                         break;
                     }
-                    if m.key() == Some(SNAPSHOT_KEY.as_bytes())
+                    if m.key().is_some_and(is_snapshot_key)
                         && let Some(Ok(LogEntry {
                             body: Some(log_entry::Body::Snapshot(s)),
                         })) = m.payload().map(LogEntry::decode)
                         && s.state.is_some()
                     {
-                        found = Some(s);
+                        found = Some((s, m.offset()));
                     }
                     if m.offset() >= end - 1 {
                         break;
@@ -775,14 +960,8 @@ fn find_snapshot(
                 None => {}
             }
         }
-        if let Some(s) = found {
-            let state = State::from_snapshot(s.state.unwrap_or_default());
-            tracing::info!(
-                version = state.version,
-                next_offset = s.next_offset,
-                "starting from a snapshot record"
-            );
-            return Ok(Some((state, s.next_offset)));
+        if found.is_some() {
+            return Ok(found);
         }
         end = start;
         window = window.saturating_mul(4);
@@ -945,7 +1124,7 @@ fn consume(consumer: BaseConsumer, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
     let mut last_warn: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => shared.apply(m.offset(), m.payload()),
+            Some(Ok(m)) => shared.apply(m.offset(), m.key(), m.payload()),
             Some(Err(rdkafka::error::KafkaError::MessageConsumption(
                 RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
             ))) => {
@@ -1021,11 +1200,24 @@ impl Store for KafkaStore {
     }
 
     fn get(&self, version: u64) -> Result<Arc<State>, StoreError> {
-        self.shared.state.lock().history.get(version)
+        let st = self.shared.state.lock();
+        let start = self.window_start(&st.history);
+        if version < start {
+            return Err(StoreError::NotRetained {
+                version,
+                oldest: start,
+                newest: st.history.latest().version,
+            });
+        }
+        st.history.get(version)
     }
 
     fn history(&self, before: u64, limit: usize) -> Vec<HistoryItem> {
-        self.shared.state.lock().history.history(before, limit)
+        let st = self.shared.state.lock();
+        let start = self.window_start(&st.history);
+        let mut h = st.history.history(before, limit);
+        h.retain(|i| i.version > start);
+        h
     }
 
     fn deltas_since(&self, known: u64) -> Option<Vec<Arc<Delta>>> {
@@ -1033,7 +1225,8 @@ impl Store for KafkaStore {
     }
 
     fn oldest(&self) -> u64 {
-        self.shared.state.lock().history.base().version
+        let st = self.shared.state.lock();
+        self.window_start(&st.history)
     }
 
     fn applied_versions(&self) -> Option<watch::Receiver<u64>> {
