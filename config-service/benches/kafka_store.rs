@@ -19,8 +19,17 @@
 //! cargo bench -p switchyard-config --bench kafka_store -- --quick    # smoke run
 //! ```
 //!
+//! 3. **Failover from a hung replica**: two `switchyard serve` processes on another fresh log
+//!    topic and an SDK client given both endpoints (default watch stall timeout, 10 s). The
+//!    replica the client watches is stopped with SIGSTOP (it keeps its sockets but answers
+//!    nothing), a change is applied through the other one, and the time from that Apply's
+//!    acknowledgement to the client using the new version is measured; then the stopped
+//!    replica gets SIGCONT and the next round stops the other one, at a random point (0–5 s)
+//!    of the watch's keepalive period.
+//!
 //! Options (after `--`): `--quick`, `--writes N` (default 200), `--watchers N` (default 1000),
-//! `--changes N` (default 20), `--per-channel N` (watchers per HTTP/2 connection; default 10).
+//! `--changes N` (default 20), `--per-channel N` (watchers per HTTP/2 connection; default 10),
+//! `--failovers N` (rounds of 3.; default 5, 1 with `--quick`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,6 +50,7 @@ struct Opts {
     watchers: usize,
     changes: usize,
     per_channel: usize,
+    failovers: usize,
 }
 
 fn parse() -> anyhow::Result<Opts> {
@@ -49,6 +59,7 @@ fn parse() -> anyhow::Result<Opts> {
         watchers: 1000,
         changes: 20,
         per_channel: 10,
+        failovers: 5,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,11 +78,13 @@ fn parse() -> anyhow::Result<Opts> {
                 o.writes = 30;
                 o.watchers = 150;
                 o.changes = 5;
+                o.failovers = 1;
             }
             "--writes" => o.writes = num("--writes")?,
             "--watchers" => o.watchers = num("--watchers")?,
             "--changes" => o.changes = num("--changes")?,
             "--per-channel" => o.per_channel = num("--per-channel")?,
+            "--failovers" => o.failovers = num("--failovers")?,
             // Cargo passes --bench to harness=false benches.
             "--bench" => {}
             other => bail!("unknown option {other:?}"),
@@ -335,6 +348,118 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     file.shutdown().await?;
     for r in reps {
         r.shutdown().await?;
+    }
+
+    // 3. Failover from a hung replica.
+    let url = format!("{url}-failover");
+    let mut lat = hist();
+    failover(&url, o.failovers, &mut lat).await?;
+    println!();
+    println!(
+        "failover from a replica stopped with SIGSTOP ({} rounds; SDK default watch stall timeout 10 s): Apply acknowledged by the other replica -> the client uses the version",
+        o.failovers
+    );
+    println!("{}", line("  time to the new version", &lat));
+    Ok(())
+}
+
+/// A `switchyard serve` process on the Kafka-log store `url`.
+struct Replica {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl Replica {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", url])
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn switchyard serve")?;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(l) = lines.next_line().await? {
+                if let Some(a) = l.strip_prefix("listening on ") {
+                    return Ok(a.trim().to_string());
+                }
+            }
+            bail!("switchyard serve exited before listening")
+        })
+        .await
+        .context("switchyard serve did not start within 60 s")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, addr })
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the replica exited")?;
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?;
+        ensure!(st.success(), "kill {sig} {pid} failed");
+        Ok(())
+    }
+}
+
+/// Section 3: `rounds` failovers, alternating which replica hangs.
+async fn failover(url: &str, rounds: usize, lat: &mut Histogram<u64>) -> anyhow::Result<()> {
+    let reps = [Replica::start(url).await?, Replica::start(url).await?];
+    let mut admins = Vec::new();
+    for r in &reps {
+        let ch = client::connect(&format!("http://{}", r.addr), None).await?;
+        admins.push(client::admin(ch, BearerToken::default()));
+    }
+    let mut version = apply(&mut admins[0], 0, "failover-0").await?;
+    // The client watches the first endpoint first.
+    let sdk = switchyard::Switchyard::builder("failover-bench")
+        .endpoint(format!("http://{}", reps[0].addr))
+        .endpoint(format!("http://{}", reps[1].addr))
+        .without_cache()
+        .connect()
+        .await?;
+    sdk.wait_for_version(version, Duration::from_secs(30))
+        .await
+        .context("the client did not get the first version")?;
+    let mut watched = 0;
+    for round in 0..rounds {
+        let other = 1 - watched;
+        // A replica hangs at any moment: at a random point of the watch's 5 s keepalive
+        // period (stopping it right after the client connected would always measure the
+        // longest case).
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..5000))).await;
+        reps[watched].signal("-STOP")?;
+        // The other replica must have the current version before it takes the change.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let next = loop {
+            match apply(
+                &mut admins[other],
+                version,
+                &format!("failover-{}", round + 1),
+            )
+            .await
+            {
+                Ok(v) => break v,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let acked = Instant::now();
+        let got = sdk.wait_for_version(next, Duration::from_secs(60)).await;
+        let took = acked.elapsed();
+        reps[watched].signal("-CONT")?;
+        got.context("the client did not fail over within 60 s")?;
+        println!("  round {round}: {:.1} s", took.as_secs_f64());
+        lat.record(took.as_micros() as u64)?;
+        version = next;
+        watched = other;
     }
     Ok(())
 }
