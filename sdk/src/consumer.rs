@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
@@ -99,6 +99,31 @@ pub(crate) struct ConsumerInner {
 
 /// (member, physical topic, partition).
 type PartitionKey = (u64, String, i32);
+
+/// A member's Kafka consumer.
+type StreamConsumer = rdkafka::consumer::StreamConsumer<MemberContext>;
+
+/// A member consumer's context: records a failure to connect that retrying does not fix (wrong
+/// credentials, an untrusted certificate, a refused client certificate), which librdkafka only
+/// reports as an error event while it keeps retrying — `recv` would otherwise wait for records
+/// forever. `recv` returns it as [`Error::Connect`], once per failure event.
+#[derive(Default)]
+struct MemberContext {
+    failure: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for MemberContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if crate::producer::is_connect_failure(&error, reason) {
+            tracing::error!(%reason, "consumer cannot connect to the cluster");
+            *self.failure.lock() = Some(reason.to_string());
+        } else {
+            tracing::warn!(%error, %reason, "librdkafka consumer error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for MemberContext {}
 /// Per cluster client: its target, physical → logical topics, and those of them that are a
 /// running migration's source this group has to drain here (see [`ConsumerInner::source_to_drain`]).
 type Desired = HashMap<
@@ -331,6 +356,16 @@ impl Consumer {
                 }
                 r = versions.changed() => if r.is_err() { return Err(Error::Closed) },
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            if st.pending.is_none() {
+                for m in &members {
+                    if let Some(reason) = m.consumer.context().failure.lock().take() {
+                        return Err(Error::Connect {
+                            cluster: m.cluster.clone(),
+                            reason,
+                        });
+                    }
+                }
             }
         }
     }
@@ -946,10 +981,11 @@ impl ConsumerInner {
         } else {
             cfg.set("enable.auto.commit", "false");
         }
-        cfg.create().map_err(|source| Error::Kafka {
-            cluster: target.name.clone(),
-            source,
-        })
+        cfg.create_with_context(MemberContext::default())
+            .map_err(|source| Error::Kafka {
+                cluster: target.name.clone(),
+                source,
+            })
     }
 
     /// Starts a drain check in its own task unless one is running.

@@ -470,7 +470,7 @@ impl ConnectFailure {
 /// itself: an authentication failure, a TLS failure on this side (an untrusted server
 /// certificate), or a TLS alert from the broker (it refused this client's certificate), which
 /// librdkafka reports as a transport failure with the alert in its reason.
-fn is_connect_failure(e: &KafkaError, reason: &str) -> bool {
+pub(crate) fn is_connect_failure(e: &KafkaError, reason: &str) -> bool {
     match e.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::Authentication

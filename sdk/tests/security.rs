@@ -830,3 +830,48 @@ async fn https_to_the_config_service_with_a_ca_and_client_certificates() {
         s.shutdown().await.unwrap();
     }
 }
+
+/// A consumer whose cluster refuses its credentials fails `recv` within a bounded time with an
+/// error naming the cluster and the cause, instead of waiting for records forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_with_bad_credentials_fails_naming_the_cluster() {
+    let (plain, sasl, _, tls) = secured();
+    let (svc, mut adm, token, _dir) = service_with_token("bad-reader").await;
+    let t = fresh("bad-reader");
+    create_topic(&plain, &t, 1).await;
+    apply_first(
+        &mut adm,
+        vec![
+            secure_cluster(
+                "wrong-password",
+                &sasl,
+                &scram(&tls, "alice", "not-her-password"),
+            ),
+            topic(&t, "wrong-password", "", 1),
+        ],
+    )
+    .await;
+    let sy = Switchyard::builder("bad-reader")
+        .endpoint(format!("http://{}", svc.local_addr()))
+        .token(&token)
+        .without_cache()
+        .connect()
+        .await
+        .unwrap();
+    let c = sy.consumer(&fresh("g"), &[&t]).unwrap();
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(60), c.recv())
+        .await
+        .expect("recv with bad credentials ends within 60 s");
+    let e = r.expect_err("no record arrives with bad credentials");
+    let msg = e.to_string();
+    println!("consumer failed after {:?}: {msg}", started.elapsed());
+    assert!(
+        msg.contains("wrong-password") && msg.contains("uthentication"),
+        "{msg}"
+    );
+    assert_eq!(e.kind(), switchyard::ErrorKind::Kafka);
+    drop(c);
+    drop(sy);
+    svc.shutdown().await.unwrap();
+}
