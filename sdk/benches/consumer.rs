@@ -98,10 +98,12 @@ fn fill(bootstrap: &str, topic: &str, n: usize) {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer");
-    let body = vec![b'x'; PAYLOAD];
+    let body = [b'x'; PAYLOAD];
     for i in 0..n {
         let key = format!("k{}", i % 1000);
-        let mut rec = BaseRecord::<String, [u8]>::to(topic).key(&key).payload(&body[..]);
+        let mut rec = BaseRecord::<String, [u8]>::to(topic)
+            .key(&key)
+            .payload(&body[..]);
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -131,7 +133,10 @@ fn raw_run(bootstrap: &str, topic: &str, n: usize) -> f64 {
     let mut start = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     while got < n {
-        assert!(Instant::now() < deadline, "raw consumer: {got} of {n} in 600 s");
+        assert!(
+            Instant::now() < deadline,
+            "raw consumer: {got} of {n} in 600 s"
+        );
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 start.get_or_insert_with(Instant::now);
