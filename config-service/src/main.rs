@@ -79,6 +79,15 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         if_version: Option<u64>,
     },
+    /// Show what applying the file(s) would change, and exit 0 when nothing would, 1 when
+    /// something would, 2 or more on an error (kubectl diff's contract, for CI gates). The
+    /// service validates the change as `apply` would; nothing is applied.
+    Diff {
+        /// Desired-state YAML (or JSON) file; repeat for several (read as one configuration);
+        /// `-` reads stdin.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show part of the current configuration.
     Get {
         /// What to show.
@@ -298,8 +307,37 @@ enum Format {
     Yaml,
 }
 
+/// `diff` found changes: exit 1 (not an error).
+#[derive(Debug)]
+struct ChangesFound;
+
+impl std::fmt::Display for ChangesFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("changes found")
+    }
+}
+
+impl std::error::Error for ChangesFound {}
+
+/// The desired state of `file` (`-`: stdin).
+fn read_desired(file: &std::path::Path) -> anyhow::Result<DesiredState> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        DesiredState::parse(&text).context("stdin is not a valid desired-state file")
+    } else {
+        Ok(DesiredState::load(file)?)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `diff` follows kubectl: 1 means "changes", so its errors exit 2.
+    let error_code = if matches!(cli.cmd, Cmd::Diff { .. }) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -312,9 +350,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ChangesFound>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {}", output::one_line(&e));
-            ExitCode::FAILURE
+            error_code
         }
     }
 }
@@ -437,6 +476,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("no changes: version {} already matches", resp.version);
             }
+        }
+        Cmd::Diff { files } => {
+            let mut desired = DesiredState::default();
+            for f in &files {
+                let d = read_desired(f)?;
+                desired.clusters.extend(d.clusters);
+                desired.topics.extend(d.topics);
+                desired.quotas.extend(d.quotas);
+                desired.profiles.extend(d.profiles);
+            }
+            let target = desired.to_state()?;
+            let current = State::from_snapshot(
+                admin
+                    .get_version(GetVersionRequest {
+                        version: 0,
+                        include_secrets: false,
+                    })
+                    .await?
+                    .into_inner(),
+            );
+            let changes = current.changes_to(&target);
+            if changes.is_empty() {
+                println!("no changes: version {} already matches", current.version);
+                return Ok(());
+            }
+            // Validated by the service as an apply would be, and nothing applied.
+            let resp = admin
+                .apply(ApplyRequest {
+                    expected_version: current.version,
+                    changes,
+                    dry_run: true,
+                    author: author(),
+                    comment: String::new(),
+                })
+                .await?
+                .into_inner();
+            print!("{}", output::diff(&resp.diff));
+            if resp.diff.is_empty() {
+                println!("no changes: version {} already matches", resp.version);
+                return Ok(());
+            }
+            println!(
+                "{} changes against version {}",
+                resp.diff.len(),
+                resp.version
+            );
+            return Err(ChangesFound.into());
         }
         Cmd::Get {
             what,

@@ -344,10 +344,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     health_reporter
         .set_serving::<MetadataServiceServer<ConfigService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection v1, and v1alpha beside it: older grpcurl and grpcio-reflection speak only
+    // v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
 
     let admin = AdminServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -392,6 +397,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(metadata)
         .add_service(admin);
 

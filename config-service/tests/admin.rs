@@ -857,6 +857,41 @@ async fn health_and_reflection() {
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
+
+    // The same through reflection v1alpha, which older grpcurl and grpcio-reflection speak.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut refl = ServerReflectionClient::new(t.channel.clone());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = within(
+            STEP,
+            "reflection v1alpha",
+            refl.server_reflection_info(tokio_stream::iter(vec![req])),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        let msg = within(STEP, "reflection v1alpha response", resp.message())
+            .await
+            .unwrap()
+            .expect("one reflection response");
+        let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+            panic!("unexpected reflection v1alpha response {msg:?}");
+        };
+        let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+        for want in [
+            "switchyard.v1.AdminService",
+            "switchyard.v1.MetadataService",
+        ] {
+            assert!(names.contains(&want), "v1alpha: {names:?}");
+        }
+    }
 }
 
 fn status(id: &str, app: &str, applied_version: u64) -> ClientStatus {

@@ -499,3 +499,64 @@ async fn an_edit_based_on_an_old_version_is_refused_with_if_version() {
     );
     drop(server);
 }
+
+/// `switchyard diff -f FILE…` follows kubectl diff's contract, from the real binary: 0 when
+/// nothing would change, 1 when something would (the diff printed), 2 on an error — a bad
+/// file, a change the service refuses, an unreachable service. Several files are read as one
+/// configuration. Nothing is applied.
+#[tokio::test]
+async fn diff_exit_codes_follow_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let ep = server.endpoint();
+    let f1 = write(dir.path(), "d1.yaml", &desired(1));
+    assert_eq!(
+        applied_version(&cli_ok(&ep, &["apply", "-f", f1.to_str().unwrap()]).await),
+        1
+    );
+    let code = |o: &Out| o.status.code().expect("exit code");
+
+    let o = cli(&ep, &["diff", "-f", f1.to_str().unwrap()]).await;
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert!(o.stdout.contains("no changes: version 1"), "{o:?}");
+
+    let f2 = write(dir.path(), "d2.yaml", &desired(2));
+    let o = cli(&ep, &["diff", "-f", f2.to_str().unwrap()]).await;
+    assert_eq!(code(&o), 1, "{o:?}");
+    assert!(o.stdout.contains("+ topic t1"), "{o:?}");
+    let (v, _) = snapshot_json(&cli_ok(&ep, &["get", "snapshot", "-o", "json"]).await);
+    assert_eq!(v, 1, "diff applies nothing");
+
+    // The same configuration split over two files is one configuration.
+    let text = desired(1);
+    let (head, tail) = text.split_at(text.find("topics:").unwrap());
+    let a = write(dir.path(), "clusters.yaml", head);
+    let b = write(dir.path(), "rest.yaml", tail);
+    let o = cli(
+        &ep,
+        &["diff", "-f", a.to_str().unwrap(), "-f", b.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{o:?}");
+
+    // Errors are 2: a typo in the file, a change the service refuses, no service.
+    let typo = write(
+        dir.path(),
+        "typo.yaml",
+        &desired(1).replacen("topics:", "topcs:", 1),
+    );
+    let o = cli(&ep, &["diff", "-f", typo.to_str().unwrap()]).await;
+    assert_eq!(code(&o), 2, "{o:?}");
+    assert!(o.stderr.contains("topcs"), "{o:?}");
+    let refused = write(
+        dir.path(),
+        "refused.yaml",
+        &desired(1).replacen("cluster: east", "cluster: nowhere", 1),
+    );
+    let o = cli(&ep, &["diff", "-f", refused.to_str().unwrap()]).await;
+    assert_eq!(code(&o), 2, "{o:?}");
+    assert!(o.stderr.contains("nowhere"), "{o:?}");
+    let o = cli("http://127.0.0.1:1", &["diff", "-f", f1.to_str().unwrap()]).await;
+    assert_eq!(code(&o), 2, "{o:?}");
+    drop(server);
+}
