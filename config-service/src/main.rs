@@ -199,6 +199,13 @@ enum Cmd {
         #[arg(short = 'o', long, default_value = "table")]
         output: Format,
     },
+    /// Print a shell completion script: `switchyard completion bash > /etc/bash_completion.d/switchyard`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `switchyard man > switchyard.1; man ./switchyard.1`.
+    Man,
     /// Client tokens for applications (`serve --client-tokens FILE`).
     Token {
         #[command(subcommand)]
@@ -319,6 +326,16 @@ impl std::fmt::Display for ChangesFound {
 
 impl std::error::Error for ChangesFound {}
 
+/// Writes `bytes` to stdout; a reader that closed the pipe early (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// The desired state of `file` (`-`: stdin).
 fn read_desired(file: &std::path::Path) -> anyhow::Result<DesiredState> {
     if file.as_os_str() == "-" {
@@ -362,6 +379,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Cmd::Serve(args) = cli.cmd {
         return serve(args).await;
     }
+    match &cli.cmd {
+        // Rendered in memory first: the generators panic on a write error (a closed pipe).
+        Cmd::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "switchyard", &mut out);
+            return write_stdout(&out);
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command().name("switchyard");
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            return write_stdout(&out);
+        }
+        _ => {}
+    }
     if let Cmd::Token {
         cmd: TokenCmd::New { app },
     } = &cli.cmd
@@ -389,7 +422,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut admin = client::admin(channel.clone(), token.clone());
     let mut meta = client::metadata(channel, token);
     match cli.cmd {
-        Cmd::Serve(_) | Cmd::Token { .. } => unreachable!("handled above"),
+        Cmd::Serve(_) | Cmd::Token { .. } | Cmd::Completion { .. } | Cmd::Man => {
+            unreachable!("handled above")
+        }
         Cmd::Apply {
             file,
             dry_run,

@@ -61,7 +61,10 @@ pub fn table(s: &State, what: &str) -> String {
         let _ = writeln!(
             out,
             "version {}  by {}  at {}  {}\n",
-            s.version, s.author, s.created_unix_ms, s.comment
+            s.version,
+            s.author,
+            local_time(s.created_unix_ms),
+            s.comment
         );
     }
     if what == "clusters" || what == "snapshot" {
@@ -234,6 +237,21 @@ pub fn diff(d: &[DiffEntry]) -> String {
     out
 }
 
+/// `unix_ms` as a date and time in the local time zone (`-o json` keeps the milliseconds);
+/// `-` for 0 (not set).
+pub fn local_time(unix_ms: i64) -> String {
+    if unix_ms == 0 {
+        return "-".into();
+    }
+    match jiff::Timestamp::from_millisecond(unix_ms) {
+        Ok(t) => t
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => unix_ms.to_string(),
+    }
+}
+
 /// History table.
 pub fn history(h: &GetHistoryResponse, with_diff: bool) -> String {
     let rows: Vec<Vec<String>> = h
@@ -242,7 +260,7 @@ pub fn history(h: &GetHistoryResponse, with_diff: bool) -> String {
         .map(|e| {
             vec![
                 e.version.to_string(),
-                e.created_unix_ms.to_string(),
+                local_time(e.created_unix_ms),
                 e.author.clone(),
                 format!("+{} ~{} -{}", e.added, e.changed, e.removed),
                 e.comment.clone(),
@@ -253,7 +271,7 @@ pub fn history(h: &GetHistoryResponse, with_diff: bool) -> String {
     if with_diff {
         for (e, r) in h.entries.iter().zip(&rows) {
             out.push_str(&render(
-                &["VERSION", "CREATED_MS", "AUTHOR", "CHANGES", "COMMENT"],
+                &["VERSION", "CREATED", "AUTHOR", "CHANGES", "COMMENT"],
                 std::slice::from_ref(r),
             ));
             out.push_str(&diff(&e.diff));
@@ -261,7 +279,7 @@ pub fn history(h: &GetHistoryResponse, with_diff: bool) -> String {
         }
     } else {
         out.push_str(&render(
-            &["VERSION", "CREATED_MS", "AUTHOR", "CHANGES", "COMMENT"],
+            &["VERSION", "CREATED", "AUTHOR", "CHANGES", "COMMENT"],
             &rows,
         ));
     }

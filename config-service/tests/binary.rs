@@ -560,3 +560,47 @@ async fn diff_exit_codes_follow_kubectl() {
     assert_eq!(code(&o), 2, "{o:?}");
     drop(server);
 }
+
+/// Shell completion and the man page come from the CLI's own definition; the history table
+/// shows local dates (JSON keeps the milliseconds).
+#[tokio::test]
+async fn completion_man_page_and_local_dates() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = cli("http://127.0.0.1:1", &["completion", shell]).await;
+        assert!(o.status.success(), "{shell}: {o:?}");
+        assert!(
+            o.stdout.contains("switchyard") && o.stdout.contains("move-topic"),
+            "{shell}: {}",
+            &o.stdout[..o.stdout.len().min(300)]
+        );
+    }
+    let o = cli("http://127.0.0.1:1", &["completion", "tcsh"]).await;
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let o = cli("http://127.0.0.1:1", &["man"]).await;
+    assert!(
+        o.status.success() && o.stdout.contains(".TH switchyard 1"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout.contains("apply"),
+        "the man page lists the commands"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data")).await;
+    let ep = server.endpoint();
+    let f = write(dir.path(), "d.yaml", &desired(1));
+    cli_ok(&ep, &["apply", "-f", f.to_str().unwrap()]).await;
+    let table = cli_ok(&ep, &["history"]).await;
+    let year = jiff::Zoned::now().year().to_string();
+    assert!(
+        table.contains("CREATED") && table.contains(&format!("{year}-")),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&cli_ok(&ep, &["history", "-o", "json"]).await).unwrap();
+    assert!(
+        json.to_string().contains("created_unix_ms"),
+        "JSON keeps the milliseconds: {json}"
+    );
+    drop(server);
+}
