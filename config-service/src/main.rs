@@ -432,14 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             allow_empty,
             if_version,
         } => {
-            let desired = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-                DesiredState::parse(&text).context("stdin is not a valid desired-state file")?
-            } else {
-                DesiredState::load(&file)?
-            };
-            let target = desired.to_state()?;
+            let target = read_desired(&file)?.to_state()?;
             // The whole current configuration, secrets redacted: a redacted secret differs from
             // any real value, so a cluster whose secret the file sets or removes is upserted.
             let current = State::from_snapshot(

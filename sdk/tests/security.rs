@@ -20,24 +20,8 @@ const ADMIN: &str = "security-admin-token-0123456789";
 /// A config service that requires client tokens (secret properties such as `sasl.password`
 /// reach only clients with their app's token), the admin API, and `app`'s client token.
 async fn service_with_token(app: &str) -> (RunningServer, Admin, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let t = switchyard_config::tokens::mint(app).unwrap();
-    let tokens = dir.path().join("client-tokens");
-    std::fs::write(&tokens, format!("{}\n", t.line)).unwrap();
-    let svc = switchyard_config::start(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store: StoreConfig::Memory,
-        admin_token: Some(ADMIN.into()),
-        client_tokens: Some(tokens),
-        ..Default::default()
-    })
-    .await
-    .expect("config service starts");
-    let ch = client::connect(&format!("http://{}", svc.local_addr()), None)
-        .await
-        .unwrap();
-    let adm = client::admin(ch, BearerToken::new(Some(ADMIN)).unwrap());
-    (svc, adm, t.token, dir)
+    let (svc, adm, mut tokens, dir) = service_with_tokens(&[app]).await;
+    (svc, adm, tokens.remove(0), dir)
 }
 
 /// Applies `changes` on the empty configuration.
@@ -230,7 +214,7 @@ async fn bad_credentials_fail_sends_with_an_error_naming_the_cluster() {
     svc.shutdown().await.unwrap();
 }
 
-/// A config service like [`service_with_token`] with one client token per app in `apps`.
+/// [`service_with_token`] with one client token per app in `apps`, in that order.
 async fn service_with_tokens(
     apps: &[&str],
 ) -> (RunningServer, Admin, Vec<String>, tempfile::TempDir) {
