@@ -147,25 +147,13 @@ impl Published {
                 {
                     return self.event.clone();
                 }
-                let mut st = State::default();
-                for c in &self.delta.upsert_clusters {
-                    st.clusters.insert(c.name.clone(), c.clone());
-                }
-                for p in &self.delta.upsert_profiles {
-                    st.profiles.insert(p.app.clone(), p.clone());
-                }
-                crate::properties::resolve_state(&mut st);
                 let mut d = self.delta.clone();
-                d.upsert_clusters = d
-                    .upsert_clusters
-                    .iter()
-                    .map(|c| st.clusters[&c.name].clone())
-                    .collect();
-                d.upsert_profiles = d
-                    .upsert_profiles
-                    .iter()
-                    .map(|p| st.profiles[&p.app].clone())
-                    .collect();
+                d.upsert_clusters
+                    .iter_mut()
+                    .for_each(crate::properties::resolve_cluster);
+                d.upsert_profiles
+                    .iter_mut()
+                    .for_each(crate::properties::resolve_profile);
                 EncodedWatchEvent::new(&WatchEvent {
                     event: Some(Event::Delta(d)),
                 })

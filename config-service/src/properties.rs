@@ -188,20 +188,26 @@ fn resolve_map(what: &str, props: &mut HashMap<String, String>) {
     });
 }
 
+/// `c` with the references of its properties resolved.
+pub fn resolve_cluster(c: &mut switchyard_proto::v1::Cluster) {
+    resolve_map(&format!("cluster {}", c.name), &mut c.properties);
+}
+
+/// `p` with the references of its credentials resolved.
+pub fn resolve_profile(p: &mut switchyard_proto::v1::ClientProfile) {
+    for (cluster, c) in p.credentials.iter_mut() {
+        resolve_map(
+            &format!("credentials of app {} for cluster {cluster}", p.app),
+            &mut c.properties,
+        );
+    }
+}
+
 /// `s` with the references of its cluster properties and profile credentials resolved: what
 /// is served to clients that may see secrets.
 pub fn resolve_state(s: &mut State) {
-    for c in s.clusters.values_mut() {
-        resolve_map(&format!("cluster {}", c.name), &mut c.properties);
-    }
-    for p in s.profiles.values_mut() {
-        for (cluster, c) in p.credentials.iter_mut() {
-            resolve_map(
-                &format!("credentials of app {} for cluster {cluster}", p.app),
-                &mut c.properties,
-            );
-        }
-    }
+    s.clusters.values_mut().for_each(resolve_cluster);
+    s.profiles.values_mut().for_each(resolve_profile);
 }
 
 /// True when some cluster property or profile credential of `s` holds a reference.
